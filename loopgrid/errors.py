@@ -1,0 +1,43 @@
+"""Exceptions raised by loopgrid.
+
+Every error names the value that was wrong and what was expected, so that a
+traceback alone tells the user what to fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+__all__ = [
+    "GridClosedError",
+    "LoopgridError",
+    "NotOnGridError",
+    "WouldBlockError",
+]
+
+
+class LoopgridError(Exception):
+    """Base class of the errors loopgrid raises itself."""
+
+
+class GridClosedError(LoopgridError, RuntimeError):
+    """The grid is closed (or closing) and does not take new tasks."""
+
+
+class NotOnGridError(LoopgridError, RuntimeError):
+    """A call that needs a current grid or worker was made outside of one.
+
+    ``loopgrid.spawn()``, ``current_grid()`` and ``current_worker()`` find the grid
+    through the calling thread: they work in code running on a grid worker.
+    Elsewhere, hold a :class:`~loopgrid.Grid` and call ``grid.spawn()``.
+    """
+
+
+class WouldBlockError(LoopgridError, asyncio.InvalidStateError):
+    """A blocking wait was asked for on a thread that runs an event loop.
+
+    Blocking there would freeze that loop (and deadlock it if the awaited task
+    needs it), so loopgrid refuses: ``await`` the handle instead. It subclasses
+    :class:`asyncio.InvalidStateError`, which is what ``Future.result()`` raises
+    on a future that is not done.
+    """

@@ -1,0 +1,456 @@
+"""The grid: workers' lifecycle, task placement, and shutdown.
+
+A :class:`Grid` owns N workers (event loops on threads) and the injection
+queue. ``spawn`` decides where a task goes: pinned tasks to their worker's
+pinned queue; spawns from one of the grid's own worker threads to that worker's
+local queue (cheap, cache-warm, stealable); spawns from anywhere else (plain
+threads, foreign event loops, other grids) to the injection queue, which every
+dispatcher looks at on each turn.
+
+Shutdown must lose nothing. The grid counts spawned and finished tasks with
+counters that each have a single writer (a worker's own counters, written on
+its thread; the grid's ``_ext_*`` counters, written under ``_ext_lock`` by other
+threads). ``close`` waits until finished equals spawned, reading the finished
+counters first: since every counter only grows and a task is counted spawned
+before it is counted finished, an equal reading proves that, at that moment,
+no task was pending or running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextvars
+import inspect
+import itertools
+import os
+import threading
+import time
+import types
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar, overload
+
+from . import logs
+from .errors import GridClosedError, NotOnGridError
+from .handle import Handle
+from .priority import Priority, check_priority
+from .runqueue import RunQueue
+from .worker import Worker, _current
+
+__all__ = ["Grid", "current_grid", "default_loop_factory", "spawn"]
+
+T = TypeVar("T")
+
+_ids = itertools.count(1)
+_grid_names = itertools.count(1)
+_CO_COROUTINE = inspect.CO_COROUTINE
+_NORMAL = Priority.NORMAL
+
+# What spawn accepts from whom: everyone, the grid's own workers, nobody.
+_ACCEPT_ALL, _ACCEPT_WORKERS, _ACCEPT_NONE = 2, 1, 0
+
+atexit.register(logs.flush_unretrieved)
+
+
+def default_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's loop when uvloop is installed, else asyncio's default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
+def _is_async_callable(fn: Any) -> bool:
+    code = getattr(fn, "__code__", None)
+    if code is not None and code.co_flags & _CO_COROUTINE:
+        return True
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(type(fn), "__call__", None)  # noqa: B004
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _describe_target(fn: Any, args: tuple[Any, ...]) -> tuple[Any, Any, str]:
+    """Validate what spawn() was given: (function or None, coroutine or None, name)."""
+    if isinstance(fn, types.CoroutineType) or asyncio.iscoroutine(fn):
+        if args:
+            fn.close()
+            raise TypeError(
+                f"spawn() got the coroutine object {fn!r} and positional arguments {args!r}; "
+                "pass either an async function with its arguments or a coroutine alone"
+            )
+        return None, fn, getattr(fn, "__qualname__", repr(fn))
+    if callable(fn):
+        if _is_async_callable(fn):
+            name = getattr(fn, "__qualname__", None)
+            if name is None:
+                inner = getattr(fn, "func", fn)  # functools.partial
+                name = getattr(inner, "__qualname__", type(inner).__qualname__)
+            return fn, None, name
+        raise TypeError(
+            f"spawn() needs an async function or a coroutine object, got {fn!r}, which is a "
+            "synchronous callable; run blocking code with asyncio.to_thread() inside a task"
+        )
+    if inspect.isawaitable(fn):
+        raise TypeError(
+            f"spawn() needs an async function or a coroutine object, got {fn!r}, an awaitable "
+            "that is not a coroutine; wrap it in 'async def' or await it directly"
+        )
+    raise TypeError(f"spawn() needs an async function or a coroutine object, got {fn!r}")
+
+
+class Grid:
+    """A set of event loops, one per thread, sharing work by stealing.
+
+    ``loops`` (default ``os.cpu_count()``) workers start at construction. Use the
+    grid as a context manager (``with`` or ``async with``): leaving the block
+    waits for every spawned task, as ``ThreadPoolExecutor`` does; if the block
+    raised, the tasks are cancelled instead. ``aging`` (seconds, default 1.0;
+    ``None`` turns it off) bounds how long a pending task can be passed over by
+    higher priorities before it starts ahead of them.
+    """
+
+    def __init__(
+        self,
+        loops: int | None = None,
+        *,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+        name: str | None = None,
+        aging: float | None = 1.0,
+        debug: bool | None = None,
+    ) -> None:
+        if loops is None:
+            loops = os.cpu_count() or 1
+        if type(loops) is not int or loops < 1:
+            raise ValueError(f"loops must be an int >= 1, got {loops!r}")
+        if loop_factory is None:
+            loop_factory = default_loop_factory()
+        elif not callable(loop_factory):
+            raise TypeError(f"loop_factory must be callable or None, got {loop_factory!r}")
+        if name is None:
+            name = f"grid-{next(_grid_names)}"
+        elif not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, got {name!r}")
+        if aging is not None and (
+            isinstance(aging, bool) or not isinstance(aging, (int, float)) or not aging > 0
+        ):
+            raise ValueError(f"aging must be a number of seconds > 0 or None, got {aging!r}")
+        self.name = name
+        self._loop_factory = loop_factory
+        self._debug = debug
+        self._aging: float | None = None if aging is None else float(aging)
+        self._injection = RunQueue()
+        self._maybe_idle = True
+        self._accept = _ACCEPT_ALL
+        self._closing = False
+        self._closed = False
+        self._cancel_all = False
+        self._ext_lock = threading.Lock()
+        self._ext_spawned = 0
+        self._ext_cancelled = 0
+        self._quiescent = threading.Event()
+        self._close_lock = threading.Lock()
+        self._ready_lock = threading.Lock()
+        self._not_ready = loops
+        self._all_ready = threading.Event()
+        self._workers = tuple(Worker(self, i, loops) for i in range(loops))
+        for w in self._workers:
+            w.thread.start()
+        self._all_ready.wait()
+        failed = [w for w in self._workers if w._startup_error is not None]
+        if failed:
+            self._accept = _ACCEPT_NONE
+            for w in self._workers:
+                if w._startup_error is None:
+                    w._stop_soon()
+            for w in self._workers:
+                w.thread.join()
+            self._closed = True
+            raise failed[0]._startup_error  # type: ignore[misc]
+        logs.info("grid.started", grid=name, loops=loops)
+
+    def _worker_ready(self, w: Worker) -> None:
+        with self._ready_lock:
+            self._not_ready -= 1
+            if self._not_ready == 0:
+                self._all_ready.set()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "closing" if self._closing else "open"
+        return f"<Grid {self.name!r} loops={len(self._workers)} {state}>"
+
+    @property
+    def workers(self) -> tuple[Worker, ...]:
+        return self._workers
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` has begun: the grid takes no more outside spawns."""
+        return self._closing
+
+    # -- spawning ---------------------------------------------------------------
+
+    @overload
+    def spawn(
+        self,
+        fn: Callable[..., Coroutine[Any, Any, T]],
+        /,
+        *args: Any,
+        priority: Priority | int = ...,
+        name: str | None = ...,
+        worker: int | None = ...,
+    ) -> Handle[T]: ...
+
+    @overload
+    def spawn(
+        self,
+        fn: Coroutine[Any, Any, T],
+        /,
+        *,
+        priority: Priority | int = ...,
+        name: str | None = ...,
+        worker: int | None = ...,
+    ) -> Handle[T]: ...
+
+    def spawn(
+        self,
+        fn: Any,
+        /,
+        *args: Any,
+        priority: Priority | int = _NORMAL,
+        name: str | None = None,
+        worker: int | None = None,
+    ) -> Handle[Any]:
+        """Schedule ``fn(*args)`` (or a coroutine object) and return its handle.
+
+        Positional arguments only, as in trio and ``loop.run_in_executor``: use
+        ``functools.partial`` for keywords. An async function with its arguments
+        is preferred to a coroutine object: its coroutine is created only when
+        a worker starts it, so a task cancelled while pending costs nothing.
+        ``worker=i`` pins the task to worker ``i``; pinned tasks are never stolen.
+        The task runs in a copy of the caller's context (contextvars), as
+        ``asyncio.create_task`` does.
+        """
+        cur = _current.worker
+        if cur is not None and cur.grid is not self:
+            cur = None
+        if self._accept != _ACCEPT_ALL and (cur is None or self._accept == _ACCEPT_NONE):
+            self._refuse(fn)
+        func, coro, default_name = _describe_target(fn, args)
+        if priority is not _NORMAL:
+            priority = check_priority(priority)
+        if name is not None and not isinstance(name, str):
+            if coro is not None:
+                coro.close()
+            raise TypeError(f"name must be a str or None, got {name!r}")
+        h: Handle[Any] = Handle(
+            self,
+            next(_ids),
+            default_name if name is None else name,
+            priority,  # type: ignore[arg-type]
+            func,
+            args,
+            coro,
+            contextvars.copy_context(),
+            None if worker is None else self._check_worker_index(worker, coro),
+            time.monotonic(),
+        )
+        if cur is not None:
+            cur.spawned += 1
+            if worker is None:
+                cur._push_local(h)
+            else:
+                self._workers[worker]._push_pinned(h)
+        else:
+            with self._ext_lock:
+                if self._accept != _ACCEPT_ALL:
+                    h._release()
+                    self._refuse(fn)
+                self._ext_spawned += 1
+            if worker is None:
+                self._injection.push(h)
+                if self._maybe_idle:
+                    self._wake_idle()
+            else:
+                self._workers[worker]._push_pinned(h)
+        if logs.DEBUG_EVENTS:
+            logs.debug("task.spawned", task_id=h._id, task=h._name, priority=h._priority.name)
+        return h
+
+    def _refuse(self, fn: Any) -> None:
+        if asyncio.iscoroutine(fn):
+            fn.close()
+        raise GridClosedError(f"{self!r} is closed: it does not take new tasks (got {fn!r})")
+
+    def _check_worker_index(self, worker: object, coro: Any) -> int:
+        if type(worker) is int and 0 <= worker < len(self._workers):
+            return worker
+        if coro is not None:
+            coro.close()
+        raise ValueError(
+            f"worker must be an int from 0 to {len(self._workers) - 1} for {self!r}, "
+            f"got {worker!r}"
+        )
+
+    def _wake_idle(self) -> None:
+        """Wake one parked worker so it can take injected or stealable work."""
+        # Clear the hint before scanning: a worker that parks concurrently sets
+        # it again after setting its own _parked, so it is seen by this scan or
+        # by the next spawn's.
+        self._maybe_idle = False
+        for w in self._workers:
+            if w._parked:
+                self._maybe_idle = True
+                w._wake()
+                return
+
+    # -- accounting for shutdown --------------------------------------------------
+
+    def _finished_before_start(self, h: Handle[Any]) -> None:
+        """Count a task that ended before starting (cancelled while pending)."""
+        cur = _current.worker
+        if cur is not None and cur.grid is self:
+            cur.cancelled += 1
+            cur._finished()
+        else:
+            with self._ext_lock:
+                self._ext_cancelled += 1
+            if self._closing:
+                self._check_quiescent()
+
+    def _live(self) -> int:
+        workers = self._workers
+        finished = self._ext_cancelled
+        for w in workers:
+            finished += w.completed + w.failed + w.cancelled
+        spawned = self._ext_spawned
+        for w in workers:
+            spawned += w.spawned
+        return spawned - finished
+
+    def _check_quiescent(self) -> None:
+        if self._live() == 0:
+            self._quiescent.set()
+
+    # -- shutdown -----------------------------------------------------------------
+
+    def close(self, *, cancel: bool = False) -> None:
+        """Stop the grid: wait for (or cancel) every task, then stop the workers.
+
+        With ``cancel=False`` every spawned task runs to its end; tasks already
+        on the grid may still spawn while it drains, other callers get
+        :class:`~loopgrid.GridClosedError`. With ``cancel=True`` pending tasks
+        never start and running ones are cancelled. Either way each task ends
+        in exactly one state, each worker loop is finished as ``asyncio.run``
+        finishes its loop (remaining plain asyncio tasks cancelled, async
+        generators and the default executor shut down), and every worker thread
+        has exited when ``close`` returns. Idempotent. A KeyboardInterrupt while
+        waiting switches to cancelling, then propagates.
+        """
+        cur = _current.worker
+        if cur is not None and cur.grid is self:
+            raise RuntimeError(
+                f"{self!r}.close() was called from its own worker {cur.index}: it waits for "
+                "that worker's thread to exit, which would deadlock"
+            )
+        with self._close_lock:
+            if self._closed:
+                return
+            try:
+                self._drain(cancel)
+            except BaseException:
+                self._drain(True)
+                raise
+            finally:
+                self._stop_workers()
+
+    def _drain(self, cancel: bool) -> None:
+        with self._ext_lock:
+            self._closing = True
+            self._accept = _ACCEPT_NONE if cancel else min(self._accept, _ACCEPT_WORKERS)
+        if cancel and not self._cancel_all:
+            self._cancel_all = True
+            for q in (self._injection, *(w._local for w in self._workers)):
+                for h in q.pop_all():
+                    h.cancel()
+            for w in self._workers:
+                for h in w._pinned.pop_all():
+                    h.cancel()
+                w.loop.call_soon_threadsafe(w._cancel_running)
+        self._check_quiescent()
+        self._quiescent.wait()
+
+    def _stop_workers(self) -> None:
+        if self._closed:
+            return
+        with self._ext_lock:
+            self._accept = _ACCEPT_NONE
+        for w in self._workers:
+            w._stop_soon()
+        for w in self._workers:
+            w.thread.join()
+        self._closed = True
+        # Spawned after the grid went quiet (by plain asyncio tasks on a worker
+        # loop, say) and never started: they end cancelled, never lost.
+        for q in (self._injection, *(w._local for w in self._workers)):
+            for h in q.pop_all():
+                h.cancel()
+        for w in self._workers:
+            for h in w._pinned.pop_all():
+                h.cancel()
+        logs.flush_unretrieved()
+        logs.info("grid.closed", grid=self.name)
+
+    def __enter__(self) -> Grid:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close(cancel=exc_type is not None)
+
+    async def __aenter__(self) -> Grid:
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        await asyncio.to_thread(self.close, cancel=exc_type is not None)
+
+    # -- introspection --------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """A JSON-serialisable snapshot of queues and counters; see ``stats.py``."""
+        from .stats import snapshot
+
+        return snapshot(self)
+
+
+def current_grid() -> Grid:
+    """The grid whose worker runs the calling code (NotOnGridError elsewhere)."""
+    w = _current.worker
+    if w is None:
+        raise NotOnGridError(
+            "current_grid() was called outside a loopgrid worker: "
+            f"thread {threading.current_thread().name!r} runs no grid loop; "
+            "hold the Grid and call grid.spawn() instead"
+        )
+    return w.grid
+
+
+def spawn(
+    fn: Any,
+    /,
+    *args: Any,
+    priority: Priority | int = _NORMAL,
+    name: str | None = None,
+    worker: int | None = None,
+) -> Handle[Any]:
+    """Spawn on the current grid: ``current_grid().spawn(...)``."""
+    w = _current.worker
+    if w is None:
+        if asyncio.iscoroutine(fn):
+            fn.close()
+        raise NotOnGridError(
+            f"loopgrid.spawn({fn!r}) was called outside a loopgrid worker (thread "
+            f"{threading.current_thread().name!r}); call it from code running on a grid "
+            "(inside loopgrid.run() or a spawned task), or use grid.spawn()"
+        )
+    return w.grid.spawn(fn, *args, priority=priority, name=name, worker=worker)

@@ -1,0 +1,408 @@
+"""Handles: the record of a spawned task and a future awaitable from any loop.
+
+A :class:`Handle` is created by ``spawn`` before the task has a worker, lives in
+run queues while pending, and is resolved on the worker that ran the task. It
+stands in for an ``asyncio.Task`` everywhere one is accepted: ``await``,
+``asyncio.gather``, ``wait``, ``wait_for``, ``shield``, ``asyncio.timeout`` and
+anyio's asyncio backend. Those read the duck-typed future protocol
+(``_asyncio_future_blocking``, ``get_loop``, ``add_done_callback`` and
+``remove_done_callback``, ``_make_cancelled_error``), which is implemented here
+so that it answers *the loop of whoever is awaiting*, not the loop that runs the
+task. Waiters on another loop are woken through that loop's
+:class:`~loopgrid.mailbox.Mailbox` (one thread-safe call per burst); waiters on
+the finishing loop are woken with a plain ``call_soon``; plain threads block on
+``result(timeout)``.
+
+Thread ownership:
+
+* ``_state`` moves PENDING -> RUNNING (dispatcher) or PENDING -> CANCELLED
+  (``cancel``) under one of the striped locks below, so exactly one of the two
+  wins; RUNNING -> COMPLETED / FAILED / CANCELLED happens only on the worker
+  thread that runs the task, which is the only writer of ``_result``,
+  ``_exception`` and ``_task`` from then on. Results are stored before the state,
+  so a thread that sees a final state sees the result.
+* ``_callbacks`` is a list (atomic ``append`` / ``pop``) filled by any thread.
+  The finisher sets the final state and then pops and runs every callback; an
+  adder appends and then, if the state is final, pops and runs too. Every
+  callback is popped, hence run, exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import weakref
+from collections.abc import Callable, Generator
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from . import logs
+from .errors import WouldBlockError
+from .mailbox import Mailbox, mailbox_for_running_loop
+from .priority import Priority
+
+if TYPE_CHECKING:
+    from .grid import Grid
+    from .worker import Worker
+
+__all__ = ["Handle", "TaskState"]
+
+T = TypeVar("T")
+
+PENDING = "pending"
+RUNNING = "running"
+COMPLETED = "completed"
+FAILED = "failed"
+CANCELLED = "cancelled"
+_DONE = frozenset((COMPLETED, FAILED, CANCELLED))
+
+#: Striped locks for the PENDING -> RUNNING | CANCELLED race. A lock per handle
+#: would cost an allocation per spawn; 64 stripes keep contention negligible.
+_STRIPES = tuple(threading.Lock() for _ in range(64))
+
+
+class TaskState(str, Enum):
+    """Where a task is in its life. Compares equal to its lowercase string."""
+
+    PENDING = PENDING
+    RUNNING = RUNNING
+    COMPLETED = COMPLETED
+    FAILED = FAILED
+    CANCELLED = CANCELLED
+
+
+_Callback = tuple["Mailbox | None", Callable[[Any], object], "contextvars.Context | None"]
+
+
+class Handle(Generic[T]):
+    """A spawned task: awaitable from any event loop, waitable from any thread.
+
+    Awaiting a handle behaves like awaiting an :class:`asyncio.Task`: the awaiter
+    gets the result or the exception, and if the awaiting task is cancelled, the
+    spawned task is cancelled too (protect it with ``asyncio.shield(handle)``).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_args",
+        "_callbacks",
+        "_cancel_message",
+        "_coro",
+        "_ctx",
+        "_enqueued",
+        "_exception",
+        "_fn",
+        "_grid",
+        "_id",
+        "_log_guard",
+        "_name",
+        "_pin",
+        "_priority",
+        "_result",
+        "_state",
+        "_task",
+        "_worker",
+    )
+
+    def __init__(
+        self,
+        grid: Grid,
+        task_id: int,
+        name: str,
+        priority: Priority,
+        fn: Callable[..., Any] | None,
+        args: tuple[Any, ...],
+        coro: Any,
+        ctx: contextvars.Context,
+        pin: int | None,
+        enqueued: float,
+    ) -> None:
+        self._grid = grid
+        self._id = task_id
+        self._name = name
+        self._priority = priority
+        self._fn = fn
+        self._args = args
+        self._coro = coro
+        self._ctx: contextvars.Context | None = ctx
+        self._pin = pin
+        self._enqueued = enqueued
+        self._state = PENDING
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._callbacks: list[_Callback] | None = None
+        self._worker: Worker | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._cancel_message: str | None = None
+        self._log_guard: weakref.finalize[Any, Any] | None = None
+
+    # -- the record -------------------------------------------------------------
+
+    @property
+    def id(self) -> int:
+        """A number unique within the process, increasing with spawn order."""
+        return self._id
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def priority(self) -> Priority:
+        return self._priority
+
+    @property
+    def state(self) -> TaskState:
+        return TaskState(self._state)
+
+    @property
+    def worker(self) -> int | None:
+        """Index of the worker that started the task; None while it is pending."""
+        w = self._worker
+        return None if w is None else w.index
+
+    @property
+    def pinned(self) -> int | None:
+        """The worker index this task is pinned to (never stolen), or None."""
+        return self._pin
+
+    def __repr__(self) -> str:
+        where = "" if self._worker is None else f" worker={self._worker.index}"
+        return (
+            f"<Handle id={self._id} name={self._name!r} priority={self._priority.name} "
+            f"state={self._state}{where}>"
+        )
+
+    # -- the future protocol ----------------------------------------------------
+
+    def done(self) -> bool:
+        return self._state in _DONE
+
+    def cancelled(self) -> bool:
+        return self._state is CANCELLED
+
+    def result(self, timeout: float | None = None) -> T:
+        """The task's result, raising its exception or ``CancelledError``.
+
+        Returns at once from any thread when the task is done. Otherwise it
+        blocks a plain thread for up to ``timeout`` seconds (``TimeoutError``
+        after that); on a thread that runs an event loop it raises
+        :class:`~loopgrid.WouldBlockError` instead, since blocking there would
+        stall that loop: ``await`` the handle there.
+        """
+        if self._state not in _DONE:
+            self._block_until_done(timeout, "result")
+        return self._outcome()
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The task's exception (None if it returned); waits like :meth:`result`."""
+        if self._state not in _DONE:
+            self._block_until_done(timeout, "exception")
+        if self._state is CANCELLED:
+            raise self._make_cancelled_error()
+        self._mark_retrieved()
+        return self._exception
+
+    def _outcome(self) -> T:
+        st = self._state
+        if st is COMPLETED:
+            return self._result  # type: ignore[no-any-return]
+        if st is CANCELLED:
+            raise self._make_cancelled_error()
+        self._mark_retrieved()
+        assert self._exception is not None
+        raise self._exception.with_traceback(self._result)
+
+    def _block_until_done(self, timeout: float | None, what: str) -> None:
+        if asyncio._get_running_loop() is not None:
+            raise WouldBlockError(
+                f"Handle.{what}() on {self!r}, which is not done, from a thread that runs "
+                f"an event loop: waiting would block that loop; use 'await handle' there"
+            )
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be None or >= 0, got {timeout!r}")
+        event = threading.Event()
+
+        def _set(_: object) -> None:
+            event.set()
+
+        self._add_callback(None, _set, None)
+        if not event.wait(timeout):
+            self.remove_done_callback(_set)
+            raise TimeoutError(f"{self!r} did not finish within {timeout} s")
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        """Ask the task to stop; returns False if it had already finished.
+
+        A pending task never starts: it ends cancelled at once and its coroutine,
+        if one was given, is closed (no "never awaited" warning). A running task
+        gets ``CancelledError`` at its current suspension point on its own loop,
+        exactly as ``asyncio.Task.cancel`` delivers it; like a Task, it may catch
+        it and finish otherwise.
+        """
+        with _STRIPES[self._id & 63]:
+            st = self._state
+            if st is PENDING:
+                self._cancel_message = msg
+                self._state = CANCELLED
+            elif st is not RUNNING:
+                return False
+        if st is PENDING:
+            coro = self._coro
+            if coro is not None:
+                coro.close()
+            self._release()
+            self._grid._finished_before_start(self)
+            self._run_callbacks()
+            return True
+        worker = self._worker
+        assert worker is not None
+        if worker.is_current():
+            task = self._task
+            if task is not None:
+                return task.cancel(msg)
+        worker.loop.call_soon_threadsafe(self._cancel_on_loop, msg)
+        return True
+
+    def _cancel_on_loop(self, msg: Any | None) -> None:
+        task = self._task
+        if task is not None and self._state is RUNNING:
+            task.cancel(msg)
+
+    def add_done_callback(
+        self, fn: Callable[[Handle[T]], object], *, context: contextvars.Context | None = None
+    ) -> None:
+        """Call ``fn(handle)`` when the task is done.
+
+        From a thread that runs an event loop, ``fn`` is scheduled on that loop
+        (in ``context``, as ``asyncio.Future`` does). From a plain thread, ``fn``
+        runs on the thread that finishes the task, or at once if it is done:
+        keep it short and thread-safe, as with ``concurrent.futures``.
+        """
+        mb = mailbox_for_running_loop()
+        if mb is not None and context is None:
+            context = contextvars.copy_context()
+        self._add_callback(mb, fn, context)
+
+    def remove_done_callback(self, fn: Callable[[Handle[T]], object]) -> int:
+        """Remove every registration of ``fn``; returns how many were removed."""
+        cbs = self._callbacks
+        if not cbs:
+            return 0
+        removed = 0
+        for entry in [e for e in cbs if e[1] == fn]:
+            try:
+                cbs.remove(entry)
+            except ValueError:
+                continue
+            removed += 1
+        return removed
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop of the caller: a handle can be awaited from any loop."""
+        loop = asyncio._get_running_loop()
+        if loop is None:
+            raise RuntimeError(
+                "Handle.get_loop() answers the loop of whoever awaits the handle, "
+                "and no event loop is running in this thread"
+            )
+        return loop
+
+    @property
+    def _asyncio_future_blocking(self) -> bool:
+        # asyncio.Task resets this to False after it sees the handle yielded; a
+        # handle is shared by awaiters on several threads, so it always reads
+        # True instead of flipping (a flip by one awaiter would confuse another).
+        return True
+
+    @_asyncio_future_blocking.setter
+    def _asyncio_future_blocking(self, value: bool) -> None:
+        pass
+
+    def _make_cancelled_error(self) -> asyncio.CancelledError:
+        msg = self._cancel_message
+        return asyncio.CancelledError() if msg is None else asyncio.CancelledError(msg)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        if self._state not in _DONE:
+            yield self
+            if self._state not in _DONE:
+                raise RuntimeError("await wasn't used with future")
+        return self._outcome()
+
+    __iter__ = __await__
+
+    # -- completion (worker side) -----------------------------------------------
+
+    def _add_callback(
+        self,
+        mb: Mailbox | None,
+        fn: Callable[[Any], object],
+        ctx: contextvars.Context | None,
+    ) -> None:
+        cbs = self._callbacks
+        if cbs is None:
+            with _STRIPES[self._id & 63]:
+                cbs = self._callbacks
+                if cbs is None:
+                    cbs = self._callbacks = []
+        cbs.append((mb, fn, ctx))
+        if self._state in _DONE:
+            self._run_callbacks()
+
+    def _run_callbacks(self) -> None:
+        cbs = self._callbacks
+        if not cbs:
+            return
+        running = asyncio._get_running_loop()
+        while True:
+            try:
+                mb, fn, ctx = cbs.pop(0)
+            except IndexError:
+                return
+            if mb is None:
+                try:
+                    fn(self) if ctx is None else ctx.run(fn, self)
+                except Exception:
+                    logs.error("callback.failed", task_id=self._id, callback=repr(fn), exc_info=True)
+            elif mb.loop is running:
+                mb.loop.call_soon(fn, self, context=ctx)
+            else:
+                mb.post(fn, self, ctx)
+
+    def _release(self) -> None:
+        """Drop what the task no longer needs, so a kept handle stays small."""
+        self._fn = None
+        self._args = ()
+        self._coro = None
+        self._ctx = None
+        self._task = None
+
+    def _set_result(self, value: Any) -> None:
+        self._result = value
+        self._state = COMPLETED
+        self._release()
+        self._run_callbacks()
+
+    def _set_exception(self, exc: BaseException) -> None:
+        self._exception = exc
+        self._result = exc.__traceback__
+        self._log_guard = weakref.finalize(
+            self, logs.report_unretrieved, exc, self._id, self._name, self._grid.name
+        )
+        self._state = FAILED
+        self._release()
+        self._run_callbacks()
+
+    def _set_cancelled(self, msg: Any | None) -> None:
+        self._cancel_message = msg
+        self._state = CANCELLED
+        self._release()
+        self._run_callbacks()
+
+    def _mark_retrieved(self) -> None:
+        guard = self._log_guard
+        if guard is not None:
+            self._log_guard = None
+            guard.detach()

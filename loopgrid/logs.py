@@ -1,0 +1,168 @@
+"""Structured logs through structlog, with task context bound per task.
+
+Every task runs with four structlog context variables bound (``grid``,
+``worker``, ``task_id``, ``task``), so a user's own ``structlog`` calls inside a
+task carry them (structlog's default processors include ``merge_contextvars``).
+
+Where loopgrid's own events go: if the application configured structlog
+(``structlog.is_configured()``), through its pipeline; otherwise through the
+standard library logger ``"loopgrid"``, so that an application that configured
+nothing sees warnings and errors on stderr (``logging.lastResort``) and no
+chatter on stdout. Nothing is configured on import;
+:func:`configure_logging` is the one helper that does configure.
+
+Per-task events (spawn, steal, completion) are behind :data:`DEBUG_EVENTS`, a
+module flag that is off by default: even a filtered structlog call costs
+microseconds, and the hot path checks one global instead.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+import threading
+from collections import deque
+from typing import Any
+
+import structlog
+
+__all__ = ["DEBUG_EVENTS", "configure_logging", "set_debug_events"]
+
+#: When true, loopgrid logs an event per spawn, steal and completion (at debug).
+DEBUG_EVENTS = False
+
+_stdlib_logger = logging.getLogger("loopgrid")
+_fallback = structlog.wrap_logger(
+    _stdlib_logger,
+    processors=[
+        structlog.stdlib.filter_by_level,
+        structlog.contextvars.merge_contextvars,
+        structlog.dev.ConsoleRenderer(colors=False),
+    ],
+    wrapper_class=structlog.stdlib.BoundLogger,
+)
+
+
+def _logger() -> Any:
+    if structlog.is_configured():
+        return structlog.get_logger("loopgrid")
+    return _fallback
+
+
+def _log(level: str, event: str, **kw: Any) -> None:
+    getattr(_logger(), level)(event, **kw)
+
+
+def debug(event: str, **kw: Any) -> None:
+    _log("debug", event, **kw)
+
+
+def info(event: str, **kw: Any) -> None:
+    _log("info", event, **kw)
+
+
+def warning(event: str, **kw: Any) -> None:
+    _log("warning", event, **kw)
+
+
+def error(event: str, **kw: Any) -> None:
+    _log("error", event, **kw)
+
+
+def set_debug_events(enabled: bool) -> None:
+    """Turn the per-task debug events (spawn, steal, completion) on or off."""
+    global DEBUG_EVENTS
+    DEBUG_EVENTS = bool(enabled)
+
+
+def configure_logging(
+    json: bool = False, level: str | int = "INFO", *, debug_events: bool | None = None
+) -> None:
+    """Configure structlog (globally) for console or JSON output on stderr.
+
+    A convenience for applications and examples: libraries should not call it.
+    ``debug_events`` turns on per-task events; by default it follows
+    ``level == "DEBUG"``.
+    """
+    lvl = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    if not isinstance(lvl, int):
+        raise ValueError(f"level must be a logging level name or number, got {level!r}")
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso"),
+    ]
+    if json:
+        processors += [structlog.processors.dict_tracebacks]
+    processors.append(renderer)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    set_debug_events(lvl <= logging.DEBUG if debug_events is None else debug_events)
+
+
+# -- context bound per task -----------------------------------------------------
+
+
+def _structlog_var(key: str) -> contextvars.ContextVar[Any]:
+    # bind_contextvars creates (once) and registers the ContextVar structlog's
+    # merge_contextvars reads; binding in a throwaway context leaves ours clean.
+    tokens = contextvars.Context().run(structlog.contextvars.bind_contextvars, **{key: None})
+    var: contextvars.ContextVar[Any] = tokens[key].var
+    return var
+
+
+GRID_VAR = _structlog_var("grid")
+WORKER_VAR = _structlog_var("worker")
+TASK_ID_VAR = _structlog_var("task_id")
+TASK_VAR = _structlog_var("task")
+
+
+# -- exceptions nobody retrieved ------------------------------------------------
+
+_unretrieved: deque[tuple[BaseException, int, str, str]] = deque()
+_flush_scheduled = threading.Event()
+
+
+def report_unretrieved(exc: BaseException, task_id: int, name: str, grid: str) -> None:
+    """Called when a failed handle is collected before anyone looked at its error.
+
+    This runs from a finalizer, possibly inside garbage collection, where logging
+    a traceback can crash the interpreter (CPython gh-106905). So it only queues
+    the error; the log record is written by :func:`flush_unretrieved`, scheduled
+    on this thread's running loop when there is one, and called by every grid
+    as it closes and at interpreter exit.
+    """
+    _unretrieved.append((exc, task_id, name, grid))
+    import asyncio
+
+    loop = asyncio._get_running_loop()
+    if loop is not None and not _flush_scheduled.is_set():
+        _flush_scheduled.set()
+        loop.call_soon(flush_unretrieved)
+
+
+def flush_unretrieved() -> None:
+    """Log every queued unretrieved exception, as asyncio does for futures."""
+    _flush_scheduled.clear()
+    while True:
+        try:
+            exc, task_id, name, grid = _unretrieved.popleft()
+        except IndexError:
+            return
+        error(
+            "task exception was never retrieved",
+            grid=grid,
+            task_id=task_id,
+            task=name,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )

@@ -1,0 +1,133 @@
+"""Priority run queues: a worker's local queue and the grid's injection queue.
+
+A run queue is four FIFO deques, one per :class:`~loopgrid.Priority` level.
+``collections.deque.append`` and ``popleft`` are atomic (also on free-threaded
+CPython), so a queue needs no lock: its owner pushes and pops, other threads
+push (injection, pinned spawns) or pop (thieves) concurrently, and each element
+is popped by exactly one of them. Readers that peek (``d[0]``) may lose a race
+with a concurrent pop; they catch ``IndexError`` and look again.
+
+Selection in priority order and merging of several queues by age lives here too,
+so the dispatcher (``worker.py``) and the thief (``stealing.py``) share one
+definition of "which task is next".
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .handle import Handle
+
+__all__ = ["LEVELS_HIGH_FIRST", "RunQueue", "take_in_order"]
+
+LEVELS_HIGH_FIRST = (3, 2, 1, 0)
+
+
+class RunQueue:
+    """Four FIFO deques of pending handles, indexed by priority."""
+
+    __slots__ = ("levels",)
+
+    def __init__(self) -> None:
+        self.levels: tuple[deque[Handle], ...] = (deque(), deque(), deque(), deque())
+
+    def push(self, handle: Handle) -> None:
+        self.levels[handle._priority].append(handle)
+
+    def __len__(self) -> int:
+        lv = self.levels
+        return len(lv[0]) + len(lv[1]) + len(lv[2]) + len(lv[3])
+
+    def counts(self) -> list[int]:
+        """Pending handles per level, lowest level first (a racy snapshot)."""
+        return [len(d) for d in self.levels]
+
+    def pop_all(self) -> Iterator[Handle]:
+        """Pop every handle, highest level first; safe against concurrent pops."""
+        for p in LEVELS_HIGH_FIRST:
+            d = self.levels[p]
+            while True:
+                try:
+                    yield d.popleft()
+                except IndexError:
+                    break
+
+
+def _head_id(d: deque[Handle]) -> int | None:
+    try:
+        return d[0]._id
+    except IndexError:
+        return None
+
+
+def take_in_order(queues: tuple[RunQueue, ...], budget: int, out: list[Handle]) -> int:
+    """Pop up to ``budget`` handles from ``queues`` into ``out``, in start order.
+
+    Start order is: higher priority first; within one level, lower task id
+    (earlier spawn) first, across all the queues given. Returns how many were
+    taken. Runs on the owner's thread; concurrent pops by thieves or other
+    workers only mean a deque holds fewer items than a moment ago.
+    """
+    taken = 0
+    for p in LEVELS_HIGH_FIRST:
+        sources = [q.levels[p] for q in queues if q.levels[p]]
+        if not sources:
+            continue
+        if len(sources) == 1:
+            d = sources[0]
+            pop = d.popleft
+            while taken < budget:
+                try:
+                    out.append(pop())
+                except IndexError:
+                    break
+                taken += 1
+        else:
+            while taken < budget and sources:
+                best: deque[Handle] | None = None
+                best_id = 0
+                for d in sources:
+                    hid = _head_id(d)
+                    if hid is not None and (best is None or hid < best_id):
+                        best, best_id = d, hid
+                if best is None:
+                    break
+                try:
+                    out.append(best.popleft())
+                except IndexError:
+                    continue
+                taken += 1
+                if not best:
+                    sources.remove(best)
+        if taken >= budget:
+            break
+    return taken
+
+
+def take_aged(queues: tuple[RunQueue, ...], deadline: float, budget: int, out: list[Handle]) -> int:
+    """Pop handles below CRITICAL that were queued before ``deadline`` (aging).
+
+    Aging is what keeps low priorities from starving: a task that has waited
+    longer than the grid's ``aging`` bound starts ahead of the priority order.
+    Heads are the oldest of their deque (FIFO), so looking at heads suffices.
+    """
+    taken = 0
+    for p in (0, 1, 2):
+        for q in queues:
+            d = q.levels[p]
+            while taken < budget:
+                try:
+                    head = d[0]
+                except IndexError:
+                    break
+                if head._enqueued >= deadline:
+                    break
+                try:
+                    out.append(d.popleft())
+                except IndexError:
+                    break
+                taken += 1
+    return taken

@@ -1,0 +1,378 @@
+"""Workers: one event loop on one thread, with a local run queue and a dispatcher.
+
+A worker is Go's P bound to its M: a thread that runs an asyncio event loop
+(uvloop when installed) and a *dispatcher*, a loop callback that starts pending
+tasks. Each turn of the dispatcher starts at most :data:`BATCH` tasks in
+priority order, then yields to the loop; a busy loop therefore leaves most of
+its backlog in its run queue, where idle workers can steal it. When there is
+nothing to start, the dispatcher looks, in Go's ``findRunnable`` order, at its
+local queues, the grid's injection queue, and the other workers (stealing);
+finding nothing, it *parks*: it stops rescheduling itself, and whoever queues
+work for it later wakes it with one ``call_soon_threadsafe``.
+
+Thread ownership (who writes what):
+
+* ``loop``, ``thread``: set once at start-up.
+* ``_local`` (stealable pending tasks): pushed by the owner thread only, popped
+  by the owner and by thieves (atomic deque ops).
+* ``_pinned`` (tasks pinned here with ``worker=i``): pushed by any thread,
+  popped by the owner only. Pinned tasks are never stolen.
+* ``_parked``: set True by the owner when the dispatcher stops; set False by
+  whoever wakes it. The owner re-checks every queue *after* setting it, and
+  pushers push *before* reading it, so a push is never stranded; a race costs
+  at most one spurious dispatcher turn.
+* ``_running`` and the counters (``started``, ``completed``...): owner only.
+  Other threads read them for stats, which are therefore snapshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import logs
+from .errors import NotOnGridError
+from .handle import _STRIPES, PENDING, RUNNING, Handle
+from .mailbox import Mailbox, install_mailbox
+from .runqueue import RunQueue, take_aged, take_in_order
+from .stealing import has_victim, steal_into
+
+if TYPE_CHECKING:
+    from .grid import Grid
+
+__all__ = ["BATCH", "LOCAL_CAPACITY", "Worker", "current_worker"]
+
+#: Most tasks a dispatcher turn starts before it yields to the loop. Larger
+#: batches amortise the turn; smaller ones keep the backlog stealable and the
+#: loop responsive. 64 measured best on bench_spawn.py; no test depends on it.
+BATCH = 64
+
+#: Soft bound of a worker's stealable queue (Go and Tokio use 256). When a
+#: spawn from the worker's own thread finds it over this, half of it (lowest
+#: priorities, newest first) moves to the grid's injection queue.
+LOCAL_CAPACITY = 256
+
+_TASK_HAS_CONTEXT = sys.version_info >= (3, 11)
+
+
+class _Current(threading.local):
+    worker: Worker | None = None
+
+
+_current = _Current()
+
+
+def current_worker() -> Worker:
+    """The worker whose loop runs the calling code.
+
+    Raises :class:`~loopgrid.NotOnGridError` when called outside a grid worker
+    thread (for example from the main thread, or from a thread pool).
+    """
+    w = _current.worker
+    if w is None:
+        raise NotOnGridError(
+            "current_worker() was called outside a loopgrid worker: "
+            f"thread {threading.current_thread().name!r} runs no grid loop"
+        )
+    return w
+
+
+class Worker:
+    """One worker of a grid: an event loop on its own thread (Go's P + M)."""
+
+    __slots__ = (
+        "_local",
+        "_mailbox",
+        "_parked",
+        "_pinned",
+        "_running",
+        "_startup_error",
+        "cancelled",
+        "completed",
+        "failed",
+        "grid",
+        "index",
+        "loop",
+        "spawned",
+        "started",
+        "stolen_from",
+        "stolen_in",
+        "thread",
+    )
+
+    loop: asyncio.AbstractEventLoop
+
+    def __init__(self, grid: Grid, index: int, workers: int) -> None:
+        self.grid = grid
+        self.index = index
+        self._local = RunQueue()
+        self._pinned = RunQueue()
+        self._parked = True
+        self._running: set[Handle[Any]] = set()
+        self._startup_error: BaseException | None = None
+        self.spawned = 0
+        self.started = 0
+        self.completed = 0
+        self.failed = 0
+        self.cancelled = 0
+        self.stolen_in = 0
+        self.stolen_from = [0] * workers
+        self.thread = threading.Thread(
+            target=self._main, name=f"loopgrid-{grid.name}-{index}", daemon=True
+        )
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.index} of grid {self.grid.name!r}>"
+
+    def is_current(self) -> bool:
+        """Whether the calling thread is this worker's thread."""
+        return _current.worker is self
+
+    @property
+    def pending(self) -> int:
+        """Tasks queued on this worker (stealable and pinned), a snapshot."""
+        return len(self._local) + len(self._pinned)
+
+    @property
+    def running(self) -> int:
+        """Tasks started here that have not finished, a snapshot."""
+        return len(self._running)
+
+    # -- thread and loop --------------------------------------------------------
+
+    def _main_setup(
+        self, loop_factory: Callable[[], asyncio.AbstractEventLoop], debug: bool | None
+    ) -> bool:
+        try:
+            loop = loop_factory()
+            if not isinstance(loop, asyncio.AbstractEventLoop):
+                raise TypeError(
+                    f"loop_factory {loop_factory!r} returned {loop!r}, not an asyncio event loop"
+                )
+            if debug is not None:
+                loop.set_debug(debug)
+        except BaseException as exc:
+            self._startup_error = exc
+            return False
+        self.loop = loop
+        self._mailbox = Mailbox(loop)
+        install_mailbox(self._mailbox)
+        _current.worker = self
+        return True
+
+    def _main(self) -> None:
+        grid = self.grid
+        if not self._main_setup(grid._loop_factory, grid._debug):
+            grid._worker_ready(self)
+            return
+        loop = self.loop
+        try:
+            loop.call_soon(grid._worker_ready, self)
+            logs.info("worker.started", grid=grid.name, worker=self.index)
+            loop.run_forever()
+        finally:
+            try:
+                _shutdown_loop(loop)
+            finally:
+                loop.close()
+                _current.worker = None
+                logs.info("worker.stopped", grid=grid.name, worker=self.index)
+
+    def _stop_soon(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+    # -- queueing and waking ----------------------------------------------------
+
+    def _push_local(self, h: Handle[Any]) -> None:
+        """Queue a stealable task; owner thread only."""
+        lv = self._local.levels
+        lv[h._priority].append(h)
+        if len(lv[0]) + len(lv[1]) + len(lv[2]) + len(lv[3]) > LOCAL_CAPACITY:
+            self._overflow()
+        if self._parked:
+            self._parked = False
+            self.loop.call_soon(self._dispatch)
+        if self.grid._maybe_idle:
+            self.grid._wake_idle()
+
+    def _push_pinned(self, h: Handle[Any]) -> None:
+        """Queue a task pinned to this worker; any thread."""
+        self._pinned.push(h)
+        if self._parked:
+            self._parked = False
+            if _current.worker is self:
+                self.loop.call_soon(self._dispatch)
+            else:
+                self._parked = True
+                self._wake()
+
+    def _wake(self) -> bool:
+        """Wake the dispatcher if it is parked; any thread. True if it was."""
+        if self._parked:
+            self._parked = False
+            try:
+                self.loop.call_soon_threadsafe(self._dispatch)
+            except RuntimeError:
+                return False  # loop closed: Grid.close() sweeps what is left queued
+            return True
+        return False
+
+    def _overflow(self) -> None:
+        # Half of the local queue goes to the injection queue, lowest priority
+        # and newest first, keeping FIFO order within each level there.
+        half = len(self._local) // 2
+        inj = self.grid._injection.levels
+        for p in (0, 1, 2, 3):
+            d = self._local.levels[p]
+            moved: list[Handle[Any]] = []
+            while len(moved) < half:
+                try:
+                    moved.append(d.pop())
+                except IndexError:
+                    break
+            inj[p].extend(reversed(moved))
+            half -= len(moved)
+            if half <= 0:
+                break
+
+    # -- the dispatcher ---------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        grid = self.grid
+        queues = (self._pinned, self._local, grid._injection)
+        batch: list[Handle[Any]] = []
+        aging = grid._aging
+        if aging is not None:
+            take_aged(queues, time.monotonic() - aging, BATCH, batch)
+        if len(batch) < BATCH:
+            take_in_order(queues, BATCH - len(batch), batch)
+        if not batch and steal_into(self):
+            take_in_order(queues, BATCH, batch)
+        if not batch:
+            self._park()
+            return
+        if grid._cancel_all:
+            for h in batch:
+                h.cancel()
+        else:
+            start = self._start
+            for h in batch:
+                start(h)
+        self.loop.call_soon(self._dispatch)
+        if grid._maybe_idle and (len(self._local) or len(grid._injection)):
+            grid._wake_idle()
+
+    def _park(self) -> None:
+        grid = self.grid
+        self._parked = True
+        grid._maybe_idle = True
+        if grid._closing:
+            grid._check_quiescent()
+        # Re-check after announcing the park: a push that raced with it is
+        # either visible here or saw _parked and woke us.
+        if len(self._pinned) or len(self._local) or len(grid._injection) or has_victim(self):
+            if self._parked:
+                self._parked = False
+                self.loop.call_soon(self._dispatch)
+
+    def _start(self, h: Handle[Any]) -> None:
+        with _STRIPES[h._id & 63]:
+            if h._state is not PENDING:
+                return  # cancelled while queued: already finished and counted
+            h._state = RUNNING
+            h._worker = self
+        self.started += 1
+        self._running.add(h)
+        coro = _drive(h, self)
+        if _TASK_HAS_CONTEXT:
+            h._task = self.loop.create_task(coro, name=h._name, context=h._ctx)
+        else:
+            assert h._ctx is not None
+            h._task = h._ctx.run(self.loop.create_task, coro, name=h._name)
+
+    def _cancel_running(self) -> None:
+        """Cancel every task running here (close(cancel=True)); owner thread."""
+        for h in list(self._running):
+            task = h._task
+            if task is not None:
+                task.cancel()
+
+    # -- completion (owner thread, from the driver) -----------------------------
+
+    def _finished(self) -> None:
+        if self.grid._closing:
+            self.grid._check_quiescent()
+
+
+async def _drive(h: Handle[Any], w: Worker) -> None:
+    """Run one task's coroutine inside the asyncio.Task the worker created for it.
+
+    Resolving the handle from here, rather than from a done-callback on the
+    Task, saves a loop round trip per task.
+    """
+    grid = w.grid
+    if logs.GRID_VAR.get() != grid.name:
+        logs.GRID_VAR.set(grid.name)
+    if logs.WORKER_VAR.get() != w.index:
+        logs.WORKER_VAR.set(w.index)
+    logs.TASK_ID_VAR.set(h._id)
+    logs.TASK_VAR.set(h._name)
+    try:
+        coro = h._coro
+        if coro is None:
+            assert h._fn is not None
+            coro = h._fn(*h._args)
+            if not asyncio.iscoroutine(coro):
+                raise TypeError(
+                    f"{h._fn!r} returned {coro!r}, not a coroutine: spawn() needs an "
+                    "async function or a coroutine object"
+                )
+        h._coro = None
+        result = await coro
+    except asyncio.CancelledError as exc:
+        w._running.discard(h)
+        h._set_cancelled(exc.args[0] if exc.args else None)
+        w.cancelled += 1
+        if logs.DEBUG_EVENTS:
+            logs.debug("task.cancelled")
+        w._finished()
+        raise
+    except BaseException as exc:
+        w._running.discard(h)
+        h._set_exception(exc)
+        w.failed += 1
+        if logs.DEBUG_EVENTS:
+            logs.debug("task.failed", error=repr(exc))
+        w._finished()
+    else:
+        w._running.discard(h)
+        h._set_result(result)
+        w.completed += 1
+        if logs.DEBUG_EVENTS:
+            logs.debug("task.completed")
+        w._finished()
+
+
+def _shutdown_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Finish a worker loop as ``asyncio.run`` does: tasks, async gens, executor."""
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        for t in tasks:
+            if not t.cancelled() and t.exception() is not None:
+                loop.call_exception_handler(
+                    {
+                        "message": "unhandled exception during loopgrid worker shutdown",
+                        "exception": t.exception(),
+                        "task": t,
+                    }
+                )
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.run_until_complete(loop.shutdown_default_executor())
+
