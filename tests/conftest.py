@@ -1,0 +1,41 @@
+"""Shared fixtures: a 2-worker grid, and a check that no grid thread leaks."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+import structlog
+from helpers import WAIT, grid_threads
+
+import loopgrid
+from loopgrid import logs
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_grid_threads() -> Iterator[None]:
+    before = {t.ident for t in grid_threads()}
+    yield
+    leaked = [t for t in grid_threads() if t.ident not in before]
+    assert not leaked, f"loopgrid threads still alive after the test: {leaked}"
+
+
+@pytest.fixture(autouse=True)
+def clean_logging_config() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+    logs.set_debug_events(False)
+
+
+@pytest.fixture
+def grid() -> Iterator[loopgrid.Grid]:
+    """A 2-worker grid, closed (cancelling what is left) after the test."""
+    g = loopgrid.Grid(loops=2)
+    try:
+        yield g
+    finally:
+        closer = threading.Thread(target=g.close, kwargs={"cancel": True}, daemon=True)
+        closer.start()
+        closer.join(WAIT)
+        assert not closer.is_alive(), "grid.close(cancel=True) hung"

@@ -1,0 +1,90 @@
+"""Small synchronisation helpers shared by the tests (no sleeps, no timing)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+#: Upper bound for any blocking wait in the tests: a guard against hangs, never
+#: an assertion about speed. A test that reaches it has failed for another reason.
+WAIT = 30.0
+
+
+class Gate:
+    """A one-shot event that coroutines on any loop, and plain threads, can wait on.
+
+    ``set()`` may be called from any thread. Coroutines await ``wait()`` on their
+    own loop; threads call ``wait_sync()``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flag = threading.Event()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def is_set(self) -> bool:
+        return self._flag.is_set()
+
+    def set(self) -> None:
+        with self._lock:
+            self._flag.set()
+            waiters, self._waiters = self._waiters, []
+        for loop, fut in waiters:
+            try:
+                loop.call_soon_threadsafe(_resolve, fut)
+            except RuntimeError:
+                pass  # that loop is closed: its waiter is gone
+
+    async def wait(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._flag.is_set():
+                return
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((loop, fut))
+        await fut
+
+    def wait_sync(self, timeout: float = WAIT) -> bool:
+        return self._flag.wait(timeout)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def forever() -> None:
+    """A task that only ends by being cancelled."""
+    await asyncio.Event().wait()
+
+
+async def identity(x: Any) -> Any:
+    return x
+
+
+async def fail(msg: str = "boom") -> None:
+    raise ValueError(msg)
+
+
+def block_worker(grid: Any, worker: int = 0) -> tuple[Any, threading.Event]:
+    """Occupy ``worker``'s thread synchronously until the returned event is set.
+
+    Returns (handle of the blocker, release event); the blocker has started (and
+    holds its thread) when this returns. The release event must be set before
+    the grid closes.
+    """
+    started = threading.Event()
+    release = threading.Event()
+
+    async def blocker() -> None:
+        started.set()
+        assert release.wait(WAIT), "blocker was never released"
+
+    h = grid.spawn(blocker, worker=worker, name="blocker")
+    assert started.wait(WAIT), "blocker did not start"
+    return h, release
+
+
+def grid_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("loopgrid-")]
