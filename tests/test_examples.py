@@ -1,0 +1,85 @@
+"""Run each example as a subprocess and check that it works and says what it should."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name: str, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def test_runner() -> None:
+    out = run_example("runner.py", "--loops", "2", "--tasks", "8")
+    assert "main() runs on worker 0" in out
+    lines = re.findall(
+        r"item-\d+ (LOW|NORMAL|HIGH|CRITICAL) +ran on worker (\d+): [0-9a-f]{8}", out
+    )
+    assert len(lines) == 8
+    assert {p for p, _ in lines} == {"LOW", "NORMAL", "HIGH", "CRITICAL"}
+    assert {int(w) for _, w in lines} <= {0, 1}
+    assert "tasks per worker:" in out
+
+
+def test_decorator() -> None:
+    out = run_example("decorator.py")
+    assert "<loopgrid.task fetch priority=HIGH>" in out
+    assert "await fetch('inline') -> value-of-inline (worker 0)" in out
+    assert "name='fetch' priority=HIGH" in out
+    for key in "abcd":
+        assert re.search(rf"fetch priority=HIGH -> value-of-{key} \(worker [01]\)", out)
+
+
+def test_sync_grid() -> None:
+    out = run_example("sync_grid.py")
+    assert "result: 5\n" in out
+    assert "results: [0, 2, 4, 6, 8, 10, 12, 14]" in out
+    assert "ValueError(boom)" in out
+    stats = json.loads(out[out.index("{") :])
+    assert stats["loops"] == 2
+    assert stats["state"] == "closed"
+    assert stats["totals"]["completed"] == 9
+    assert stats["totals"]["failed"] == 1
+    assert stats["totals"]["pending"] == stats["totals"]["running"] == 0
+
+
+def test_foreign_loop() -> None:
+    out = run_example("foreign_loop.py")
+    assert "main loop runs in thread 'MainThread'" in out
+    assert re.search(r"await: task 0 ran on worker [01]", out)
+    assert len(re.findall(r"  task [1-4] ran on worker [01]", out)) == 4
+    assert re.search(r"wait_for: task 5 ran on worker [01]", out)
+    assert "wait_for timed out and cancelled the task: cancelled" in out
+    assert "grid closed: True" in out
+
+
+def test_demo() -> None:
+    out = run_example("demo.py", "--loops", "2", "--tasks", "200", "--block", "0.5", "--progress")
+    assert re.search(r"^ *\d+\.\d\ds \| w0 +\d+p", out, re.MULTILINE), "no progress line"
+    rows = re.findall(r"^ +([01])((?: +\d+){8})$", out, re.MULTILINE)
+    assert [w for w, _ in rows] == ["0", "1"], out
+    # started, completed, stolen in, stolen out, then tasks run per priority
+    table = {int(w): [int(n) for n in nums.split()] for w, nums in rows}
+    assert sum(r[0] for r in table.values()) == 401  # two waves of 200 and the producer
+    assert all(r[0] == r[1] for r in table.values())
+    assert sum(sum(r[4:]) for r in table.values()) == 401
+    m = re.search(
+        r"worker 0 was blocked for 0.5 s; (\d+) of its (\d+) queued tasks were stolen", out
+    )
+    assert m, out
+    assert int(m.group(2)) == 200
+    assert int(m.group(1)) > 0, "nothing was stolen from the blocked worker"
