@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""Run the loopgrid benchmarks; write RESULTS.md and results.json.
+
+Usage, from the repository root::
+
+    python bench/run.py                  # full sizes -> bench/RESULTS.md, bench/results.json
+    python bench/run.py --quick          # smaller sizes, fewer rounds (a few seconds each)
+    python bench/run.py --quick --smoke  # tiny sizes, checks shape only -> bench/out/
+    python bench/run.py --only spawn,steal
+
+Each benchmark module exposes ``run(quick: bool, *, smoke: bool = False) -> dict``
+with keys ``benchmark``, ``title``, ``params``, ``results`` (entries with
+``name``, ``unit``, ``value``, ``target``, ``met`` and, for comparisons,
+``baseline`` and per-round ``ratio`` statistics), ``details`` and ``notes``;
+``_harness.validate`` defines the shape. Targets not met are reported, not
+failures: the exit status is 0 when every benchmark ran and returned a
+well-formed result, 1 otherwise. No timing is ever asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import importlib
+import json
+import os
+import shlex
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import _harness  # noqa: E402
+
+BENCHMARKS = {
+    "spawn": "bench.bench_spawn",
+    "crossloop": "bench.bench_crossloop",
+    "steal": "bench.bench_steal",
+}
+
+#: Seconds after which a hung benchmark dumps every thread's stack and exits 1.
+WATCHDOG = {"full": 900, "quick": 180, "smoke": 120}
+
+
+def _command() -> str:
+    """The command line that produced these results, with paths relative to the cwd."""
+
+    def rel(p: str) -> str:
+        try:
+            return os.path.relpath(p)
+        except ValueError:
+            return p
+
+    return shlex.join([rel(sys.executable), rel(sys.argv[0]), *sys.argv[1:]])
+
+
+def _fmt(x: float) -> str:
+    if x >= 1000:
+        return f"{x:,.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    return f"{x:.3g}" if x < 1 else f"{x:.2f}"
+
+
+def _met(met: bool | None) -> str:
+    return "-" if met is None else "yes" if met else "**no**"
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    out = [
+        "# loopgrid benchmarks",
+        "",
+        f"Command: `{report['command']}` (mode: {report['mode']}), from the repository root.",
+        "",
+        f"- Date: {m['date']}",
+        f"- Machine: {m['platform']}, {m['cpu']}, {m['cpu_count']} CPUs "
+        f"(affinity {m['cpu_affinity']}), load average at start {m['loadavg']}",
+        f"- Python: {m['python']} {m['implementation']} ({m['build']}; {m['compiler']}); "
+        f"free-threaded build: {m['free_threaded_build']}, GIL enabled: {m['gil_enabled']}",
+        f"- uvloop {m['uvloop']}; loopgrid {m['loopgrid']} at commit {m['loopgrid_commit']}"
+        + (" with uncommitted changes to loopgrid/" if m["loopgrid_dirty"] else ""),
+        "",
+        "Method: loopgrid and each baseline run alternately, in rotating order, for several "
+        "rounds after one warm-up round, on loops and grids kept alive across rounds; "
+        "`gc.collect()` before every round; timing with `time.perf_counter`. A ratio is taken "
+        "per round and its median is the figure (min and max show the noise). Targets are "
+        "judged on that median; missing one is reported here, never a failure.",
+        "",
+        "## Summary",
+        "",
+        "| benchmark | measure | ratio (median) | target | met |",
+        "|---|---|---|---|---|",
+    ]
+    for name, res in report["benchmarks"].items():
+        if "error" in res:
+            out.append(f"| {name} | **failed** (see below) | | | |")
+            continue
+        for e in res["results"]:
+            if e.get("target") is None:
+                continue
+            fig = e["ratio"]["median"] if "ratio" in e else e["value"]
+            out.append(f"| {name} | {e['name']} | {fig:.3g} | {e['target']} | {_met(e['met'])} |")
+    for name, res in report["benchmarks"].items():
+        out += ["", f"## {name}: {res.get('title', '')}", ""]
+        if "error" in res:
+            out += ["Failed:", "", "```", res["error"].rstrip(), "```"]
+            continue
+        out += [
+            f"Command: `{report['command']}`; this benchmark took {res['seconds']:.1f} s; "
+            f"load average after it: {res.get('loadavg_after')}.",
+            "",
+            "| measure | loopgrid | baseline | ratio median [min, max] (rounds) | target | met |",
+            "|---|---|---|---|---|---|",
+        ]
+        for e in res["results"]:
+            unit = e["unit"]
+            if "baseline" in e:
+                r = e["ratio"]
+                base = f"{_fmt(e['baseline']['value'])} {unit}: {e['baseline']['name']}"
+                ratio = f"{r['median']:.3g} [{r['min']:.3g}, {r['max']:.3g}] ({r['n']})"
+                cand = f"{_fmt(e['value'])} {unit} ({e.get('candidate', 'loopgrid')})"
+            else:
+                v = e.get("values", {})
+                base, ratio = "", ""
+                cand = f"{e['value']:.3g} {unit}"
+                if v:
+                    cand += f" (min {v['min']:.3g}, max {v['max']:.3g}, {v['n']} rounds)"
+            target = e["target"] or "(context only)"
+            out.append(f"| {e['name']} | {cand} | {base} | {ratio} | {target} | {_met(e['met'])} |")
+        out.append("")
+        for e in res["results"]:
+            if "ratio" in e:
+                out.append(f"- *{e['name']}*: ratio = {e['ratio']['definition']}.")
+            if "latency_us" in e:
+                lat = e["latency_us"]
+                out.append(
+                    "- per-call latency, us (p5 / p50 / p95): loopgrid "
+                    + " / ".join(f"{lat['loopgrid'][k]:.0f}" for k in ("p5", "p50", "p95"))
+                    + ", baseline "
+                    + " / ".join(f"{lat['baseline'][k]:.0f}" for k in ("p5", "p50", "p95"))
+                )
+            if "completed_per_round" in e:
+                out.append(
+                    f"- completed per worker, per round: {e['completed_per_round']}; "
+                    f"every round within the bound: {_met(e.get('worst_round_met'))}"
+                )
+        out.append("")
+        out += [f"- {note}" for note in res.get("notes", [])]
+        out += [
+            "",
+            "Parameters: `" + json.dumps(res["params"]) + "`",
+            "",
+            "Details: `" + json.dumps(res.get("details", {})) + "`",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds (CI)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes; check that each benchmark runs and its result is well-formed; "
+        "writes into bench/out/ instead of bench/RESULTS.md",
+    )
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}"
+    )
+    parser.add_argument("--out", type=Path, help="output directory (default: see above)")
+    args = parser.parse_args(argv)
+
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    out_dir = args.out or (Path(__file__).parent / "out" if args.smoke else Path(__file__).parent)
+
+    report: dict[str, Any] = {
+        "command": _command(),
+        "mode": mode,
+        "machine": _harness.machine_info(),
+        "benchmarks": {},
+    }
+    status = 0
+    for name in names:
+        print(f"bench: {name} ({mode}) ...", file=sys.stderr, flush=True)
+        faulthandler.dump_traceback_later(WATCHDOG[mode], exit=True)
+        t0 = _harness.now()
+        try:
+            module = importlib.import_module(BENCHMARKS[name])
+            result = module.run(args.quick, smoke=args.smoke)
+        except Exception:
+            status = 1
+            report["benchmarks"][name] = {"error": traceback.format_exc()}
+            print(f"bench: {name} crashed:\n{traceback.format_exc()}", file=sys.stderr)
+            continue
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+        result["seconds"] = _harness.now() - t0
+        result["loadavg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+        errors = _harness.validate(result)
+        if errors:
+            status = 1
+            report["benchmarks"][name] = {
+                "title": "malformed result",
+                "error": "malformed result:\n" + "\n".join(errors),
+                "raw": repr(result),
+            }
+            print(f"bench: {name} returned a malformed result: {errors}", file=sys.stderr)
+            continue
+        report["benchmarks"][name] = result
+        for e in result.get("results", []):
+            fig = e.get("ratio", {}).get("median", e.get("value"))
+            print(
+                f"bench:   {e.get('name')}: {fig:.3g} target {e.get('target')} met {e.get('met')}",
+                file=sys.stderr,
+            )
+        print(f"bench: {name} done in {result['seconds']:.1f} s", file=sys.stderr, flush=True)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "RESULTS.md").write_text(_markdown(report), encoding="utf-8")
+    print(f"bench: wrote {out_dir / 'RESULTS.md'} and results.json", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
