@@ -88,3 +88,14 @@ def block_worker(grid: Any, worker: int = 0) -> tuple[Any, threading.Event]:
 
 def grid_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("loopgrid-")]
+
+
+def wait_until(predicate: Any, timeout: float = WAIT) -> bool:
+    """Poll ``predicate`` until true. Only for states that have no event to wait
+    on (such as "close() has begun"); returns False if it never became true."""
+    deadline = threading.Event()
+    for _ in range(int(timeout / 0.001)):
+        if predicate():
+            return True
+        deadline.wait(0.001)
+    return bool(predicate())

@@ -1,0 +1,297 @@
+"""Shutdown: draining, cancelling, refusing new work, exactly one final state,
+no thread left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import warnings
+from typing import Any
+
+import pytest
+from helpers import WAIT, Gate, forever, grid_threads, identity, wait_until
+
+import loopgrid
+from loopgrid import Grid, GridClosedError, TaskState
+
+FINAL = (TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED)
+
+
+def _one_final_state(h: Any) -> TaskState:
+    st = h.state
+    assert st in FINAL
+    assert h.done()
+    assert h.cancelled() == (st is TaskState.CANCELLED)
+    return st
+
+
+async def _yielding(i: int) -> int:
+    for _ in range(3):
+        await asyncio.sleep(0)
+    return i
+
+
+def test_leaving_with_waits_for_every_task() -> None:
+    with Grid(2) as g:
+        hs = [g.spawn(_yielding, i) for i in range(300)]
+        hs.append(g.spawn(asyncio.sleep, 0.01, "slept"))
+    assert all(h.done() for h in hs)
+    assert [h.result() for h in hs[:-1]] == list(range(300))
+    assert hs[-1].result() == "slept"
+    assert grid_threads() == []
+
+
+def test_leaving_with_waits_for_children_spawned_while_draining() -> None:
+    """Tasks already on the grid may still spawn while it drains."""
+    gate = Gate()
+    children: list[Any] = []
+
+    async def parent() -> None:
+        await gate.wait()
+        for i in range(50):
+            children.append(loopgrid.spawn(_yielding, i))
+
+    with Grid(2) as g:
+        p = g.spawn(parent)
+
+        def open_gate_once_closing() -> None:
+            # g.closed turns True when close() has begun; the parent spawns after.
+            assert wait_until(lambda: g.closed)
+            gate.set()
+
+        t = threading.Thread(target=open_gate_once_closing)
+        t.start()
+    t.join(WAIT)
+    assert p.result() is None
+    assert len(children) == 50
+    assert [c.result() for c in children] == list(range(50))
+
+
+def test_close_cancel_cancels_pending_and_running_tasks() -> None:
+    ran: list[int] = []
+    running_started = threading.Event()
+    blocker_started = threading.Event()
+    release_blocker = threading.Event()
+
+    async def running() -> None:
+        running_started.set()
+        await forever()
+
+    async def blocker() -> None:
+        blocker_started.set()
+        assert release_blocker.wait(WAIT)
+        await forever()
+
+    async def pending(i: int) -> None:
+        ran.append(i)
+
+    g = Grid(2)
+    r = g.spawn(running, worker=1)
+    b = g.spawn(blocker, worker=0)
+    assert running_started.wait(WAIT)
+    assert blocker_started.wait(WAIT)
+    pend = [g.spawn(pending, i, worker=0) for i in range(20)]
+    # Not pinned: worker 1 (whose task only awaits) may start some of these
+    # before close(); the pinned ones cannot start while worker 0 is blocked.
+    pend += [g.spawn(pending, 100 + i) for i in range(20)]
+    all_pinned_cancelled = threading.Event()
+    left = [20]
+    lock = threading.Lock()
+
+    def on_done(h: Any) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0] == 0:
+                all_pinned_cancelled.set()
+
+    for h in pend[:20]:
+        h.add_done_callback(on_done)
+    closer = threading.Thread(target=g.close, kwargs={"cancel": True})
+    closer.start()
+    assert all_pinned_cancelled.wait(WAIT)
+    release_blocker.set()
+    closer.join(WAIT)
+    assert not closer.is_alive()
+    assert r.cancelled()
+    assert b.cancelled()
+    assert all(h.cancelled() for h in pend[:20])
+    assert not [i for i in ran if i < 100]
+    for h in pend:
+        _one_final_state(h)
+    assert grid_threads() == []
+
+
+def test_with_block_that_raises_cancels_tasks() -> None:
+    started = threading.Event()
+
+    async def waits() -> None:
+        started.set()
+        await forever()
+
+    with pytest.raises(ZeroDivisionError), Grid(2) as g:
+        h = g.spawn(waits)
+        assert started.wait(WAIT)
+        1 / 0  # noqa: B018
+    assert h.cancelled()
+    assert grid_threads() == []
+
+
+def test_spawn_after_close_raises_grid_closed_error() -> None:
+    g = Grid(1)
+    g.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        coro = identity(1)
+        with pytest.raises(GridClosedError, match="closed"):
+            g.spawn(coro)
+        assert coro.cr_frame is None
+        del coro
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+    with pytest.raises(GridClosedError):
+        g.spawn(identity, 1)
+    with pytest.raises(GridClosedError):
+        g.spawn(identity, 1, worker=0)
+    assert issubclass(GridClosedError, RuntimeError)
+    assert issubclass(GridClosedError, loopgrid.LoopgridError)
+
+
+def test_spawn_from_outside_while_draining_is_refused() -> None:
+    gate = Gate()
+    refused: list[BaseException] = []
+
+    async def holds() -> None:
+        await gate.wait()
+
+    g = Grid(1)
+    h = g.spawn(holds)
+    closer = threading.Thread(target=g.close)
+    closer.start()
+    assert wait_until(lambda: g.closed)  # close() has begun
+    try:
+        g.spawn(identity, 1)
+    except GridClosedError as exc:
+        refused.append(exc)
+    gate.set()
+    closer.join(WAIT)
+    assert not closer.is_alive()
+    assert len(refused) == 1
+    assert h.state is TaskState.COMPLETED
+
+
+def test_close_is_idempotent_and_safe_from_several_threads() -> None:
+    g = Grid(2)
+    hs = [g.spawn(_yielding, i) for i in range(50)]
+    threads = [threading.Thread(target=g.close) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    g.close()
+    g.close(cancel=True)
+    assert g.closed
+    assert [h.result() for h in hs] == list(range(50))
+    assert g.stats()["state"] == "closed"
+
+
+def test_close_from_a_worker_raises_runtime_error() -> None:
+    async def closer() -> str:
+        try:
+            loopgrid.current_grid().close()
+        except RuntimeError as exc:
+            return str(exc)
+        return "no error"
+
+    with Grid(2) as g:
+        msg = g.spawn(closer).result(WAIT)
+    assert "deadlock" in msg
+
+
+def test_close_of_another_grid_from_a_worker_is_allowed() -> None:
+    with Grid(1) as a:
+        b = Grid(1)
+        hb = b.spawn(identity, "b")
+
+        async def close_b() -> bool:
+            await asyncio.to_thread(b.close)
+            return b.closed
+
+        assert a.spawn(close_b).result(WAIT) is True
+        assert hb.result() == "b"
+
+
+def test_every_task_ends_in_exactly_one_state_on_cancel_close() -> None:
+    g = Grid(2)
+    outcomes = []
+    for i in range(400):
+        kind = i % 4
+        if kind == 0:
+            outcomes.append(g.spawn(identity, i))
+        elif kind == 1:
+            outcomes.append(g.spawn(_fail, i))
+        elif kind == 2:
+            outcomes.append(g.spawn(forever))
+        else:
+            outcomes.append(g.spawn(_yielding, i))
+    g.close(cancel=True)
+    counts = {s: 0 for s in FINAL}
+    for i, h in enumerate(outcomes):
+        st = _one_final_state(h)
+        counts[st] += 1
+        if st is TaskState.COMPLETED:
+            assert h.result() == i
+        elif st is TaskState.FAILED:
+            assert isinstance(h.exception(), KeyError)
+    assert all(outcomes[i].cancelled() for i in range(2, 400, 4))
+    totals = g.stats()["totals"]
+    assert totals["spawned"] == 400
+    assert totals["completed"] == counts[TaskState.COMPLETED]
+    assert totals["failed"] == counts[TaskState.FAILED]
+    assert totals["cancelled"] == counts[TaskState.CANCELLED]
+    assert totals["pending"] == 0
+    assert totals["running"] == 0
+    assert grid_threads() == []
+
+
+async def _fail(i: int) -> None:
+    raise KeyError(i)
+
+
+def test_plain_asyncio_task_spawning_after_quiescence_is_not_lost() -> None:
+    """A plain asyncio task on a worker loop that spawns while the grid shuts
+    down: its handle ends in a final state (completed or cancelled), never
+    pending forever."""
+    box: dict[str, Any] = {}
+    created = threading.Event()
+
+    async def plain() -> None:
+        try:
+            await forever()
+        finally:
+            try:
+                box["late"] = loopgrid.spawn(identity, "late")
+            except GridClosedError as exc:
+                box["refused"] = exc
+
+    async def start_plain() -> None:
+        box["task"] = asyncio.get_running_loop().create_task(plain())
+        created.set()
+
+    g = Grid(1)
+    g.spawn(start_plain).result(WAIT)
+    assert created.wait(WAIT)
+    g.close()
+    assert "late" in box or "refused" in box
+    if "late" in box:
+        _one_final_state(box["late"])
+    assert grid_threads() == []
+
+
+def test_no_thread_outlives_the_grid_after_failures() -> None:
+    with Grid(3) as g:
+        hs = [g.spawn(_fail, i) for i in range(10)]
+    for h in hs:
+        assert isinstance(h.exception(), KeyError)
+    assert grid_threads() == []
+    assert all(not w.thread.is_alive() for w in g.workers)
