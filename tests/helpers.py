@@ -93,9 +93,9 @@ def grid_threads() -> list[threading.Thread]:
 def wait_until(predicate: Any, timeout: float = WAIT) -> bool:
     """Poll ``predicate`` until true. Only for states that have no event to wait
     on (such as "close() has begun"); returns False if it never became true."""
-    deadline = threading.Event()
+    pause = threading.Event()
     for _ in range(int(timeout / 0.001)):
         if predicate():
             return True
-        deadline.wait(0.001)
+        pause.wait(0.001)
     return bool(predicate())
