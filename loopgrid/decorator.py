@@ -57,9 +57,7 @@ class TaskFunction(Generic[P, T]):
 
 
 @overload
-def task(
-    fn: Callable[P, Coroutine[Any, Any, T]], /
-) -> TaskFunction[P, T]: ...
+def task(fn: Callable[P, Coroutine[Any, Any, T]], /) -> TaskFunction[P, T]: ...
 
 
 @overload

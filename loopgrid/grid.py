@@ -44,6 +44,7 @@ T = TypeVar("T")
 _ids = itertools.count(1)
 _grid_names = itertools.count(1)
 _CO_COROUTINE = inspect.CO_COROUTINE
+_FunctionType = types.FunctionType
 _NORMAL = Priority.NORMAL
 
 # What spawn accepts from whom: everyone, the grid's own workers, nobody.
@@ -73,7 +74,9 @@ def _is_async_callable(fn: Any) -> bool:
 
 def _describe_target(fn: Any, args: tuple[Any, ...]) -> tuple[Any, Any, str]:
     """Validate what spawn() was given: (function or None, coroutine or None, name)."""
-    if isinstance(fn, types.CoroutineType) or asyncio.iscoroutine(fn):
+    if type(fn) is _FunctionType and fn.__code__.co_flags & _CO_COROUTINE:
+        return fn, None, fn.__qualname__
+    if asyncio.iscoroutine(fn):
         if args:
             fn.close()
             raise TypeError(
@@ -87,7 +90,7 @@ def _describe_target(fn: Any, args: tuple[Any, ...]) -> tuple[Any, Any, str]:
             if name is None:
                 inner = getattr(fn, "func", fn)  # functools.partial
                 name = getattr(inner, "__qualname__", type(inner).__qualname__)
-            return fn, None, name
+            return fn, None, str(name)
         raise TypeError(
             f"spawn() needs an async function or a coroutine object, got {fn!r}, which is a "
             "synchronous callable; run blocking code with asyncio.to_thread() inside a task"
@@ -235,25 +238,42 @@ class Grid:
         cur = _current.worker
         if cur is not None and cur.grid is not self:
             cur = None
+        return self._spawn(cur, fn, args, priority, name, worker)
+
+    def _spawn(
+        self,
+        cur: Worker | None,
+        fn: Any,
+        args: tuple[Any, ...],
+        priority: Priority | int,
+        name: str | None,
+        worker: int | None,
+    ) -> Handle[Any]:
+        # cur: the calling thread's worker if it is one of ours, else None.
         if self._accept != _ACCEPT_ALL and (cur is None or self._accept == _ACCEPT_NONE):
             self._refuse(fn)
         func, coro, default_name = _describe_target(fn, args)
-        if priority is not _NORMAL:
-            priority = check_priority(priority)
-        if name is not None and not isinstance(name, str):
-            if coro is not None:
-                coro.close()
-            raise TypeError(f"name must be a str or None, got {name!r}")
+        if priority is not _NORMAL or name is not None or worker is not None:
+            try:
+                priority = check_priority(priority)
+                if name is not None and not isinstance(name, str):
+                    raise TypeError(f"name must be a str or None, got {name!r}")
+                if worker is not None:
+                    self._check_worker_index(worker)
+            except BaseException:
+                if coro is not None:
+                    coro.close()  # never awaited, and no warning saying so
+                raise
         h: Handle[Any] = Handle(
             self,
             next(_ids),
             default_name if name is None else name,
-            priority,  # type: ignore[arg-type]
+            priority,
             func,
             args,
             coro,
             contextvars.copy_context(),
-            None if worker is None else self._check_worker_index(worker, coro),
+            worker,
             time.monotonic(),
         )
         if cur is not None:
@@ -283,15 +303,12 @@ class Grid:
             fn.close()
         raise GridClosedError(f"{self!r} is closed: it does not take new tasks (got {fn!r})")
 
-    def _check_worker_index(self, worker: object, coro: Any) -> int:
-        if type(worker) is int and 0 <= worker < len(self._workers):
-            return worker
-        if coro is not None:
-            coro.close()
-        raise ValueError(
-            f"worker must be an int from 0 to {len(self._workers) - 1} for {self!r}, "
-            f"got {worker!r}"
-        )
+    def _check_worker_index(self, worker: object) -> None:
+        if type(worker) is not int or not 0 <= worker < len(self._workers):
+            raise ValueError(
+                f"worker must be an int from 0 to {len(self._workers) - 1} for {self!r}, "
+                f"got {worker!r}"
+            )
 
     def _wake_idle(self) -> None:
         """Wake one parked worker so it can take injected or stealable work."""
@@ -453,4 +470,4 @@ def spawn(
             f"{threading.current_thread().name!r}); call it from code running on a grid "
             "(inside loopgrid.run() or a spawned task), or use grid.spawn()"
         )
-    return w.grid.spawn(fn, *args, priority=priority, name=name, worker=worker)
+    return w.grid._spawn(w, fn, args, priority, name, worker)

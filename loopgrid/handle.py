@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import operator
 import threading
 import weakref
 from collections.abc import Callable, Generator
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import logs
 from .errors import WouldBlockError
-from .mailbox import Mailbox, mailbox_for_running_loop
+from .mailbox import Mailbox, mailbox_for_running_loop, running_loop
 from .priority import Priority
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["Handle", "TaskState"]
 
 T = TypeVar("T")
+
+_copy_context = contextvars.copy_context
 
 PENDING = "pending"
 RUNNING = "running"
@@ -197,6 +200,8 @@ class Handle(Generic[T]):
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """The task's exception (None if it returned); waits like :meth:`result`."""
+        if self._state is COMPLETED:
+            return None
         if self._state not in _DONE:
             self._block_until_done(timeout, "exception")
         if self._state is CANCELLED:
@@ -215,7 +220,7 @@ class Handle(Generic[T]):
         raise self._exception.with_traceback(self._result)
 
     def _block_until_done(self, timeout: float | None, what: str) -> None:
-        if asyncio._get_running_loop() is not None:
+        if running_loop() is not None:
             raise WouldBlockError(
                 f"Handle.{what}() on {self!r}, which is not done, from a thread that runs "
                 f"an event loop: waiting would block that loop; use 'await handle' there"
@@ -282,7 +287,7 @@ class Handle(Generic[T]):
         """
         mb = mailbox_for_running_loop()
         if mb is not None and context is None:
-            context = contextvars.copy_context()
+            context = _copy_context()
         self._add_callback(mb, fn, context)
 
     def remove_done_callback(self, fn: Callable[[Handle[T]], object]) -> int:
@@ -301,7 +306,7 @@ class Handle(Generic[T]):
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
         """The running loop of the caller: a handle can be awaited from any loop."""
-        loop = asyncio._get_running_loop()
+        loop = running_loop()
         if loop is None:
             raise RuntimeError(
                 "Handle.get_loop() answers the loop of whoever awaits the handle, "
@@ -309,16 +314,12 @@ class Handle(Generic[T]):
             )
         return loop
 
-    @property
-    def _asyncio_future_blocking(self) -> bool:
-        # asyncio.Task resets this to False after it sees the handle yielded; a
-        # handle is shared by awaiters on several threads, so it always reads
-        # True instead of flipping (a flip by one awaiter would confuse another).
-        return True
-
-    @_asyncio_future_blocking.setter
-    def _asyncio_future_blocking(self, value: bool) -> None:
-        pass
+    # asyncio.Task reads this flag when a coroutine yields the handle and then
+    # resets it to False. A handle is shared by awaiters on several threads, so
+    # it must always read True instead of flipping (one awaiter's reset would
+    # confuse another). bool(handle) is True and operator.is_ ignores the write:
+    # both are C functions, which keeps this off the profile of every await.
+    _asyncio_future_blocking = property(bool, operator.is_)  # type: ignore[arg-type]
 
     def _make_cancelled_error(self) -> asyncio.CancelledError:
         msg = self._cancel_message
@@ -343,6 +344,8 @@ class Handle(Generic[T]):
     ) -> None:
         cbs = self._callbacks
         if cbs is None:
+            # Made on first use (most handles of fire-and-forget tasks never
+            # get one); the stripe lock keeps two first adders from racing.
             with _STRIPES[self._id & 63]:
                 cbs = self._callbacks
                 if cbs is None:
@@ -355,8 +358,8 @@ class Handle(Generic[T]):
         cbs = self._callbacks
         if not cbs:
             return
-        running = asyncio._get_running_loop()
-        while True:
+        running = running_loop()
+        while cbs:
             try:
                 mb, fn, ctx = cbs.pop(0)
             except IndexError:
@@ -365,7 +368,9 @@ class Handle(Generic[T]):
                 try:
                     fn(self) if ctx is None else ctx.run(fn, self)
                 except Exception:
-                    logs.error("callback.failed", task_id=self._id, callback=repr(fn), exc_info=True)
+                    logs.error(
+                        "callback.failed", task_id=self._id, callback=repr(fn), exc_info=True
+                    )
             elif mb.loop is running:
                 mb.loop.call_soon(fn, self, context=ctx)
             else:
@@ -382,8 +387,10 @@ class Handle(Generic[T]):
     def _set_result(self, value: Any) -> None:
         self._result = value
         self._state = COMPLETED
-        self._release()
-        self._run_callbacks()
+        self._fn = self._ctx = self._task = None
+        self._args = ()
+        if self._callbacks:
+            self._run_callbacks()
 
     def _set_exception(self, exc: BaseException) -> None:
         self._exception = exc

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Mailbox", "mailbox_for_running_loop", "current_mailbox"]
+__all__ = ["Mailbox", "install_mailbox", "mailbox_for_running_loop", "running_loop"]
 
 #: Items handed to a loop per drain before it yields to its other callbacks.
 #: Measured with bench/bench_crossloop.py: chunks beat one big drain because the
@@ -36,10 +36,13 @@ _Item = tuple[Callable[[Any], object], Any, "contextvars.Context | None"]
 class Mailbox:
     """The inbox of one event loop for callbacks posted from other threads."""
 
-    __slots__ = ("_armed", "_items", "loop")
+    __slots__ = ("_armed", "_items", "loop", "permanent")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, permanent: bool = False) -> None:
         self.loop = loop
+        # permanent: the loop runs for as long as this mailbox is installed on
+        # its thread (a grid worker), so it *is* the thread's running loop.
+        self.permanent = permanent
         self._items: deque[_Item] = deque()
         self._armed = False
 
@@ -87,11 +90,25 @@ class _ThreadState(threading.local):
 
 
 _tls = _ThreadState()
+_get_running_loop = asyncio._get_running_loop
 
 
 def current_mailbox() -> Mailbox | None:
     """The mailbox of the loop running in this thread, if one was made."""
     return _tls.mailbox
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """``asyncio._get_running_loop()``, answered from a thread-local on workers.
+
+    On Python 3.10 and 3.11 ``_get_running_loop`` calls ``getpid()``, a system
+    call, to detect forks; it sat high on the spawn benchmark's profile, and a
+    grid worker thread knows its loop without asking.
+    """
+    mb = _tls.mailbox
+    if mb is not None and mb.permanent:
+        return mb.loop
+    return _get_running_loop()
 
 
 def mailbox_for_running_loop() -> Mailbox | None:
@@ -100,15 +117,17 @@ def mailbox_for_running_loop() -> Mailbox | None:
     One mailbox per thread is kept: a thread runs one loop at a time, and a new
     loop on the same thread replaces the old one's mailbox.
     """
-    loop = asyncio._get_running_loop()
+    mb = _tls.mailbox
+    if mb is not None and mb.permanent:
+        return mb
+    loop = _get_running_loop()
     if loop is None:
         return None
-    mb = _tls.mailbox
     if mb is None or mb.loop is not loop:
         mb = _tls.mailbox = Mailbox(loop)
     return mb
 
 
-def install_mailbox(mb: Mailbox) -> None:
+def install_mailbox(mb: Mailbox | None) -> None:
     """Make ``mb`` this thread's mailbox (workers do this when their loop starts)."""
     _tls.mailbox = mb

@@ -28,7 +28,7 @@ _BY_VALUE = tuple(Priority)
 def check_priority(priority: object) -> Priority:
     """Return ``priority`` as a :class:`Priority`, or raise naming the bad value."""
     if priority.__class__ is Priority:
-        return priority  # type: ignore[return-value]
+        return priority  # type: ignore[return-value,unused-ignore]
     if type(priority) is int and 0 <= priority <= 3:
         return _BY_VALUE[priority]
     raise ValueError(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .handle import Handle
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["LEVELS_HIGH_FIRST", "RunQueue", "take_in_order"]
 
 LEVELS_HIGH_FIRST = (3, 2, 1, 0)
+_NO_ID = 1 << 62
 
 
 class RunQueue:
@@ -32,9 +33,9 @@ class RunQueue:
     __slots__ = ("levels",)
 
     def __init__(self) -> None:
-        self.levels: tuple[deque[Handle], ...] = (deque(), deque(), deque(), deque())
+        self.levels: tuple[deque[Handle[Any]], ...] = (deque(), deque(), deque(), deque())
 
-    def push(self, handle: Handle) -> None:
+    def push(self, handle: Handle[Any]) -> None:
         self.levels[handle._priority].append(handle)
 
     def __len__(self) -> int:
@@ -45,7 +46,7 @@ class RunQueue:
         """Pending handles per level, lowest level first (a racy snapshot)."""
         return [len(d) for d in self.levels]
 
-    def pop_all(self) -> Iterator[Handle]:
+    def pop_all(self) -> Iterator[Handle[Any]]:
         """Pop every handle, highest level first; safe against concurrent pops."""
         for p in LEVELS_HIGH_FIRST:
             d = self.levels[p]
@@ -56,14 +57,54 @@ class RunQueue:
                     break
 
 
-def _head_id(d: deque[Handle]) -> int | None:
+def _head_id(d: deque[Handle[Any]]) -> int | None:
     try:
         return d[0]._id
     except IndexError:
         return None
 
 
-def take_in_order(queues: tuple[RunQueue, ...], budget: int, out: list[Handle]) -> int:
+def _merge_by_id(
+    sources: list[deque[Handle[Any]]], budget: int, taken: int, out: list[Handle[Any]]
+) -> int:
+    """Pop from several deques of one level, oldest id first, in runs.
+
+    Rather than compare heads for every task, pop from the source with the
+    oldest head while its head stays older than every other source's head: an
+    overflowed backlog and a fresh local queue interleave in long runs.
+    """
+    while taken < budget:
+        best: deque[Handle[Any]] | None = None
+        best_id = second_id = _NO_ID
+        for d in sources:
+            hid = _head_id(d)
+            if hid is None:
+                continue
+            if hid < best_id:
+                best, second_id, best_id = d, best_id, hid
+            elif hid < second_id:
+                second_id = hid
+        if best is None:
+            break
+        pop = best.popleft
+        while taken < budget:
+            try:
+                h = pop()
+            except IndexError:
+                break
+            out.append(h)
+            taken += 1
+            if h._id > second_id:
+                break  # popped past the other sources' oldest: compare again
+            try:
+                if best[0]._id > second_id:
+                    break
+            except IndexError:
+                break
+    return taken
+
+
+def take_in_order(queues: tuple[RunQueue, ...], budget: int, out: list[Handle[Any]]) -> int:
     """Pop up to ``budget`` handles from ``queues`` into ``out``, in start order.
 
     Start order is: higher priority first; within one level, lower task id
@@ -86,28 +127,15 @@ def take_in_order(queues: tuple[RunQueue, ...], budget: int, out: list[Handle]) 
                     break
                 taken += 1
         else:
-            while taken < budget and sources:
-                best: deque[Handle] | None = None
-                best_id = 0
-                for d in sources:
-                    hid = _head_id(d)
-                    if hid is not None and (best is None or hid < best_id):
-                        best, best_id = d, hid
-                if best is None:
-                    break
-                try:
-                    out.append(best.popleft())
-                except IndexError:
-                    continue
-                taken += 1
-                if not best:
-                    sources.remove(best)
+            taken = _merge_by_id(sources, budget, taken, out)
         if taken >= budget:
             break
     return taken
 
 
-def take_aged(queues: tuple[RunQueue, ...], deadline: float, budget: int, out: list[Handle]) -> int:
+def take_aged(
+    queues: tuple[RunQueue, ...], deadline: float, budget: int, out: list[Handle[Any]]
+) -> int:
     """Pop handles below CRITICAL that were queued before ``deadline`` (aging).
 
     Aging is what keeps low priorities from starving: a task that has waited

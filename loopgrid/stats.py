@@ -25,7 +25,7 @@ _COUNTERS = ("spawned", "started", "completed", "failed", "cancelled", "stolen_i
 def _per_priority(*queues: RunQueue) -> dict[str, int]:
     out = {p.name.lower(): 0 for p in Priority}
     for q in queues:
-        for p, n in zip(Priority, q.counts()):
+        for p, n in zip(Priority, q.counts(), strict=True):
             out[p.name.lower()] += n
     return out
 

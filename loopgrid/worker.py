@@ -31,6 +31,7 @@ import asyncio
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -53,10 +54,12 @@ BATCH = 64
 
 #: Soft bound of a worker's stealable queue (Go and Tokio use 256). When a
 #: spawn from the worker's own thread finds it over this, half of it (lowest
-#: priorities, newest first) moves to the grid's injection queue.
+#: priorities, oldest first) moves to the grid's injection queue.
 LOCAL_CAPACITY = 256
 
+_QUARTER = LOCAL_CAPACITY // 4
 _TASK_HAS_CONTEXT = sys.version_info >= (3, 11)
+_CoroutineType = types.CoroutineType
 
 
 class _Current(threading.local):
@@ -159,7 +162,7 @@ class Worker:
             self._startup_error = exc
             return False
         self.loop = loop
-        self._mailbox = Mailbox(loop)
+        self._mailbox = Mailbox(loop, permanent=True)
         install_mailbox(self._mailbox)
         _current.worker = self
         return True
@@ -180,6 +183,7 @@ class Worker:
             finally:
                 loop.close()
                 _current.worker = None
+                install_mailbox(None)
                 logs.info("worker.stopped", grid=grid.name, worker=self.index)
 
     def _stop_soon(self) -> None:
@@ -190,8 +194,11 @@ class Worker:
     def _push_local(self, h: Handle[Any]) -> None:
         """Queue a stealable task; owner thread only."""
         lv = self._local.levels
-        lv[h._priority].append(h)
-        if len(lv[0]) + len(lv[1]) + len(lv[2]) + len(lv[3]) > LOCAL_CAPACITY:
+        d = lv[h._priority]
+        d.append(h)
+        # Four levels of at most a quarter of the capacity cannot exceed it, so
+        # the total is only summed when one level is past its quarter.
+        if len(d) > _QUARTER and len(lv[0]) + len(lv[1]) + len(lv[2]) + len(lv[3]) > LOCAL_CAPACITY:
             self._overflow()
         if self._parked:
             self._parked = False
@@ -223,7 +230,9 @@ class Worker:
 
     def _overflow(self) -> None:
         # Half of the local queue goes to the injection queue, lowest priority
-        # and newest first, keeping FIFO order within each level there.
+        # first and oldest first within a level (Go's runqputslow): what moves
+        # is older than all that stays, so every injection level stays in
+        # spawn order and the dispatcher's merge by id stays exact.
         half = len(self._local) // 2
         inj = self.grid._injection.levels
         for p in (0, 1, 2, 3):
@@ -231,10 +240,10 @@ class Worker:
             moved: list[Handle[Any]] = []
             while len(moved) < half:
                 try:
-                    moved.append(d.pop())
+                    moved.append(d.popleft())
                 except IndexError:
                     break
-            inj[p].extend(reversed(moved))
+            inj[p].extend(moved)
             half -= len(moved)
             if half <= 0:
                 break
@@ -250,11 +259,16 @@ class Worker:
             take_aged(queues, time.monotonic() - aging, BATCH, batch)
         if len(batch) < BATCH:
             take_in_order(queues, BATCH - len(batch), batch)
-        if not batch and steal_into(self):
-            take_in_order(queues, BATCH, batch)
         if not batch:
-            self._park()
-            return
+            if steal_into(self):
+                take_in_order(queues, BATCH, batch)
+                # Go's spinning chain: a thief that found work wakes another
+                # idle worker while backlog remains elsewhere.
+                if grid._maybe_idle and has_victim(self):
+                    grid._wake_idle()
+            if not batch:
+                self._park()
+                return
         if grid._cancel_all:
             for h in batch:
                 h.cancel()
@@ -262,9 +276,12 @@ class Worker:
             start = self._start
             for h in batch:
                 start(h)
-        self.loop.call_soon(self._dispatch)
-        if grid._maybe_idle and (len(self._local) or len(grid._injection)):
-            grid._wake_idle()
+        if len(batch) == BATCH or len(self._pinned) or len(self._local) or len(grid._injection):
+            self.loop.call_soon(self._dispatch)
+            if grid._maybe_idle:
+                grid._wake_idle()  # backlog remains: an idle worker may take some
+        else:
+            self._park()
 
     def _park(self) -> None:
         grid = self.grid
@@ -274,10 +291,11 @@ class Worker:
             grid._check_quiescent()
         # Re-check after announcing the park: a push that raced with it is
         # either visible here or saw _parked and woke us.
-        if len(self._pinned) or len(self._local) or len(grid._injection) or has_victim(self):
-            if self._parked:
-                self._parked = False
-                self.loop.call_soon(self._dispatch)
+        if self._parked and (
+            len(self._pinned) or len(self._local) or len(grid._injection) or has_victim(self)
+        ):
+            self._parked = False
+            self.loop.call_soon(self._dispatch)
 
     def _start(self, h: Handle[Any]) -> None:
         with _STRIPES[h._id & 63]:
@@ -289,7 +307,9 @@ class Worker:
         self._running.add(h)
         coro = _drive(h, self)
         if _TASK_HAS_CONTEXT:
-            h._task = self.loop.create_task(coro, name=h._name, context=h._ctx)
+            h._task = self.loop.create_task(  # type: ignore[call-arg,unused-ignore]
+                coro, name=h._name, context=h._ctx
+            )
         else:
             assert h._ctx is not None
             h._task = h._ctx.run(self.loop.create_task, coro, name=h._name)
@@ -301,9 +321,8 @@ class Worker:
             if task is not None:
                 task.cancel()
 
-    # -- completion (owner thread, from the driver) -----------------------------
-
     def _finished(self) -> None:
+        """Note that a task ended on this thread (owner thread only)."""
         if self.grid._closing:
             self.grid._check_quiescent()
 
@@ -326,7 +345,7 @@ async def _drive(h: Handle[Any], w: Worker) -> None:
         if coro is None:
             assert h._fn is not None
             coro = h._fn(*h._args)
-            if not asyncio.iscoroutine(coro):
+            if type(coro) is not _CoroutineType and not asyncio.iscoroutine(coro):
                 raise TypeError(
                     f"{h._fn!r} returned {coro!r}, not a coroutine: spawn() needs an "
                     "async function or a coroutine object"
@@ -339,22 +358,32 @@ async def _drive(h: Handle[Any], w: Worker) -> None:
         w.cancelled += 1
         if logs.DEBUG_EVENTS:
             logs.debug("task.cancelled")
-        w._finished()
+        if grid._closing:
+            grid._check_quiescent()
         raise
     except BaseException as exc:
+        # Drop this frame from the traceback: users see their own frames only,
+        # and the stored exception must not keep the handle alive through this
+        # frame's locals (the unretrieved-error log fires when the handle dies).
+        tb = exc.__traceback__
+        if tb is not None and tb.tb_frame is sys._getframe():
+            exc.__traceback__ = tb.tb_next
+        del tb
         w._running.discard(h)
         h._set_exception(exc)
         w.failed += 1
         if logs.DEBUG_EVENTS:
             logs.debug("task.failed", error=repr(exc))
-        w._finished()
+        if grid._closing:
+            grid._check_quiescent()
     else:
         w._running.discard(h)
         h._set_result(result)
         w.completed += 1
         if logs.DEBUG_EVENTS:
             logs.debug("task.completed")
-        w._finished()
+        if grid._closing:
+            grid._check_quiescent()
 
 
 def _shutdown_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -375,4 +404,3 @@ def _shutdown_loop(loop: asyncio.AbstractEventLoop) -> None:
                 )
     loop.run_until_complete(loop.shutdown_asyncgens())
     loop.run_until_complete(loop.shutdown_default_executor())
-

@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Set up a virtual environment and run the demo, the tests or the benchmarks.
+
+Usage (from the repository root, with any Python 3.10+ that has pip and venv):
+
+    python3 scripts/dev.py demo           # the live demo (examples/demo.py)
+    python3 scripts/dev.py test [ARGS]    # the test suite (pytest ARGS)
+    python3 scripts/dev.py bench [ARGS]   # the benchmarks (bench/run.py ARGS)
+
+The first run creates ``.venv`` (``.venv-X.Y`` for another interpreter, chosen
+with ``--python``) and installs the project with its ``dev`` extra; later runs
+reuse it, re-installing only when pyproject.toml changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _venv(python: str) -> Path:
+    version = subprocess.run(
+        [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    same = Path(python).resolve() == Path(sys.executable).resolve()
+    venv = ROOT / (".venv" if same else f".venv-{version}")
+    bindir = venv / ("Scripts" if os.name == "nt" else "bin")
+    py = bindir / "python"
+    stamp = venv / ".installed"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not py.exists():
+        print(f"dev.py: creating {venv.name} with {python} (Python {version})", flush=True)
+        subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    if not stamp.exists() or stamp.read_text() != want:
+        print(f"dev.py: installing loopgrid[dev] into {venv.name}", flush=True)
+        pip = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+        subprocess.run([*pip, "--upgrade", "pip"], check=True)
+        subprocess.run([*pip, "-e", f"{ROOT}[dev]"], check=True)
+        stamp.write_text(want)
+    return py
+
+
+def main(argv: list[str]) -> int:
+    python = sys.executable
+    if len(argv) >= 2 and argv[0] == "--python":
+        python, argv = argv[1], argv[2:]
+    if not argv or argv[0] not in ("demo", "test", "bench", "python"):
+        print(__doc__)
+        return 2
+    cmd, rest = argv[0], argv[1:]
+    py = _venv(python)
+    if cmd == "demo":
+        args = [str(py), str(ROOT / "examples" / "demo.py"), *rest]
+    elif cmd == "test":
+        args = [str(py), "-m", "pytest", *rest]
+    elif cmd == "bench":
+        args = [str(py), str(ROOT / "bench" / "run.py"), *rest]
+    else:
+        args = [str(py), *rest]
+    return subprocess.run(args, cwd=ROOT).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
