@@ -45,6 +45,8 @@ _ids = itertools.count(1)
 _grid_names = itertools.count(1)
 _CO_COROUTINE = inspect.CO_COROUTINE
 _FunctionType = types.FunctionType
+_copy_context = contextvars.copy_context
+_monotonic = time.monotonic
 _NORMAL = Priority.NORMAL
 
 # What spawn accepts from whom: everyone, the grid's own workers, nobody.
@@ -72,25 +74,27 @@ def _is_async_callable(fn: Any) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
-def _describe_target(fn: Any, args: tuple[Any, ...]) -> tuple[Any, Any, str]:
-    """Validate what spawn() was given: (function or None, coroutine or None, name)."""
-    if type(fn) is _FunctionType and fn.__code__.co_flags & _CO_COROUTINE:
-        return fn, None, fn.__qualname__
-    if asyncio.iscoroutine(fn):
+def _is_coroutine(obj: Any) -> bool:
+    return type(obj) is types.CoroutineType or asyncio.iscoroutine(obj)
+
+
+def _describe_target(fn: Any, args: tuple[Any, ...]) -> str:
+    """Validate what spawn() was given (off the fast path); return a task name."""
+    if _is_coroutine(fn):
         if args:
             fn.close()
             raise TypeError(
                 f"spawn() got the coroutine object {fn!r} and positional arguments {args!r}; "
                 "pass either an async function with its arguments or a coroutine alone"
             )
-        return None, fn, getattr(fn, "__qualname__", repr(fn))
+        return str(getattr(fn, "__qualname__", repr(fn)))
     if callable(fn):
         if _is_async_callable(fn):
             name = getattr(fn, "__qualname__", None)
             if name is None:
                 inner = getattr(fn, "func", fn)  # functools.partial
                 name = getattr(inner, "__qualname__", type(inner).__qualname__)
-            return fn, None, str(name)
+            return str(name)
         raise TypeError(
             f"spawn() needs an async function or a coroutine object, got {fn!r}, which is a "
             "synchronous callable; run blocking code with asyncio.to_thread() inside a task"
@@ -252,7 +256,12 @@ class Grid:
         # cur: the calling thread's worker if it is one of ours, else None.
         if self._accept != _ACCEPT_ALL and (cur is None or self._accept == _ACCEPT_NONE):
             self._refuse(fn)
-        func, coro, default_name = _describe_target(fn, args)
+        if type(fn) is _FunctionType and fn.__code__.co_flags & _CO_COROUTINE:
+            default_name = fn.__qualname__
+            targs: tuple[Any, ...] | None = args
+        else:
+            default_name = _describe_target(fn, args)
+            targs = None if _is_coroutine(fn) else args
         if priority is not _NORMAL or name is not None or worker is not None:
             try:
                 priority = check_priority(priority)
@@ -261,20 +270,19 @@ class Grid:
                 if worker is not None:
                     self._check_worker_index(worker)
             except BaseException:
-                if coro is not None:
-                    coro.close()  # never awaited, and no warning saying so
+                if targs is None:
+                    fn.close()  # never awaited, and no warning saying so
                 raise
         h: Handle[Any] = Handle(
             self,
             next(_ids),
             default_name if name is None else name,
             priority,
-            func,
-            args,
-            coro,
-            contextvars.copy_context(),
+            fn,
+            targs,
+            _copy_context(),
             worker,
-            time.monotonic(),
+            _monotonic(),
         )
         if cur is not None:
             cur.spawned += 1
@@ -328,7 +336,7 @@ class Grid:
         """Count a task that ended before starting (cancelled while pending)."""
         cur = _current.worker
         if cur is not None and cur.grid is self:
-            cur.cancelled += 1
+            cur.dropped += 1
             cur._finished()
         else:
             with self._ext_lock:
@@ -340,7 +348,7 @@ class Grid:
         workers = self._workers
         finished = self._ext_cancelled
         for w in workers:
-            finished += w.completed + w.failed + w.cancelled
+            finished += w.completed + w.failed + w.cancelled + w.dropped
         spawned = self._ext_spawned
         for w in workers:
             spawned += w.spawned

@@ -33,7 +33,6 @@ import asyncio
 import contextvars
 import operator
 import threading
-import weakref
 from collections.abc import Callable, Generator
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -50,6 +49,8 @@ if TYPE_CHECKING:
 __all__ = ["Handle", "TaskState"]
 
 T = TypeVar("T")
+
+_UNKNOWN_LOOP: Any = object()
 
 _copy_context = contextvars.copy_context
 
@@ -86,19 +87,20 @@ class Handle(Generic[T]):
     spawned task is cancelled too (protect it with ``asyncio.shield(handle)``).
     """
 
+    # Kept small: every pending task is one of these. What to run is ``_fn``
+    # with ``_args``, or, when ``_args`` is None, the coroutine object in ``_fn``.
+    # ``_result`` is the value (COMPLETED) or the exception (FAILED); ``_aux`` is
+    # the cancel message (CANCELLED) or (traceback, log guard) (FAILED).
     __slots__ = (
         "__weakref__",
         "_args",
+        "_aux",
         "_callbacks",
-        "_cancel_message",
-        "_coro",
         "_ctx",
         "_enqueued",
-        "_exception",
         "_fn",
         "_grid",
         "_id",
-        "_log_guard",
         "_name",
         "_pin",
         "_priority",
@@ -114,9 +116,8 @@ class Handle(Generic[T]):
         task_id: int,
         name: str,
         priority: Priority,
-        fn: Callable[..., Any] | None,
-        args: tuple[Any, ...],
-        coro: Any,
+        fn: Any,
+        args: tuple[Any, ...] | None,
         ctx: contextvars.Context,
         pin: int | None,
         enqueued: float,
@@ -127,18 +128,15 @@ class Handle(Generic[T]):
         self._priority = priority
         self._fn = fn
         self._args = args
-        self._coro = coro
         self._ctx: contextvars.Context | None = ctx
         self._pin = pin
         self._enqueued = enqueued
         self._state = PENDING
         self._result: Any = None
-        self._exception: BaseException | None = None
+        self._aux: Any = None
         self._callbacks: list[_Callback] | None = None
         self._worker: Worker | None = None
         self._task: asyncio.Task[None] | None = None
-        self._cancel_message: str | None = None
-        self._log_guard: weakref.finalize[Any, Any] | None = None
 
     # -- the record -------------------------------------------------------------
 
@@ -194,20 +192,26 @@ class Handle(Generic[T]):
         :class:`~loopgrid.WouldBlockError` instead, since blocking there would
         stall that loop: ``await`` the handle there.
         """
+        if self._state is COMPLETED:
+            return self._result  # type: ignore[no-any-return]
         if self._state not in _DONE:
             self._block_until_done(timeout, "result")
         return self._outcome()
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """The task's exception (None if it returned); waits like :meth:`result`."""
-        if self._state is COMPLETED:
+        st = self._state
+        if st is COMPLETED:
             return None
-        if self._state not in _DONE:
+        if st not in _DONE:
             self._block_until_done(timeout, "exception")
-        if self._state is CANCELLED:
+            st = self._state
+            if st is COMPLETED:
+                return None
+        if st is CANCELLED:
             raise self._make_cancelled_error()
         self._mark_retrieved()
-        return self._exception
+        return self._result  # type: ignore[no-any-return]
 
     def _outcome(self) -> T:
         st = self._state
@@ -216,8 +220,8 @@ class Handle(Generic[T]):
         if st is CANCELLED:
             raise self._make_cancelled_error()
         self._mark_retrieved()
-        assert self._exception is not None
-        raise self._exception.with_traceback(self._result)
+        exc: BaseException = self._result
+        raise exc.with_traceback(self._aux[0])
 
     def _block_until_done(self, timeout: float | None, what: str) -> None:
         if running_loop() is not None:
@@ -249,14 +253,13 @@ class Handle(Generic[T]):
         with _STRIPES[self._id & 63]:
             st = self._state
             if st is PENDING:
-                self._cancel_message = msg
+                self._aux = msg
                 self._state = CANCELLED
             elif st is not RUNNING:
                 return False
         if st is PENDING:
-            coro = self._coro
-            if coro is not None:
-                coro.close()
+            if self._args is None:
+                self._fn.close()
             self._release()
             self._grid._finished_before_start(self)
             self._run_callbacks()
@@ -321,8 +324,13 @@ class Handle(Generic[T]):
     # both are C functions, which keeps this off the profile of every await.
     _asyncio_future_blocking = property(bool, operator.is_)  # type: ignore[arg-type]
 
+    @property
+    def _cancel_message(self) -> Any:
+        # Read by asyncio.gather on Python 3.10 and 3.11.
+        return self._aux if self._state is CANCELLED else None
+
     def _make_cancelled_error(self) -> asyncio.CancelledError:
-        msg = self._cancel_message
+        msg = self._aux if self._state is CANCELLED else None
         return asyncio.CancelledError() if msg is None else asyncio.CancelledError(msg)
 
     def __await__(self) -> Generator[Any, None, T]:
@@ -354,11 +362,13 @@ class Handle(Generic[T]):
         if self._state in _DONE:
             self._run_callbacks()
 
-    def _run_callbacks(self) -> None:
+    def _run_callbacks(self, running: asyncio.AbstractEventLoop | None = _UNKNOWN_LOOP) -> None:
+        """Run or schedule every callback; ``running`` is this thread's loop if known."""
         cbs = self._callbacks
         if not cbs:
             return
-        running = running_loop()
+        if running is _UNKNOWN_LOOP:
+            running = running_loop()
         while cbs:
             try:
                 mb, fn, ctx = cbs.pop(0)
@@ -372,44 +382,41 @@ class Handle(Generic[T]):
                         "callback.failed", task_id=self._id, callback=repr(fn), exc_info=True
                     )
             elif mb.loop is running:
-                mb.loop.call_soon(fn, self, context=ctx)
+                running.call_soon(fn, self, context=ctx)
             else:
                 mb.post(fn, self, ctx)
 
     def _release(self) -> None:
         """Drop what the task no longer needs, so a kept handle stays small."""
-        self._fn = None
+        self._fn = self._ctx = self._task = None
         self._args = ()
-        self._coro = None
-        self._ctx = None
-        self._task = None
 
-    def _set_result(self, value: Any) -> None:
+    def _set_result(self, value: Any, loop: asyncio.AbstractEventLoop) -> None:
         self._result = value
         self._state = COMPLETED
         self._fn = self._ctx = self._task = None
         self._args = ()
         if self._callbacks:
-            self._run_callbacks()
+            self._run_callbacks(loop)
 
-    def _set_exception(self, exc: BaseException) -> None:
-        self._exception = exc
-        self._result = exc.__traceback__
-        self._log_guard = weakref.finalize(
-            self, logs.report_unretrieved, exc, self._id, self._name, self._grid.name
+    def _set_exception(self, exc: BaseException, loop: asyncio.AbstractEventLoop) -> None:
+        self._result = exc
+        self._aux = (
+            exc.__traceback__,
+            logs.UnretrievedGuard(exc, self._id, self._name, self._grid.name),
         )
         self._state = FAILED
         self._release()
-        self._run_callbacks()
+        self._run_callbacks(loop)
 
-    def _set_cancelled(self, msg: Any | None) -> None:
-        self._cancel_message = msg
+    def _set_cancelled(self, msg: Any | None, loop: asyncio.AbstractEventLoop) -> None:
+        self._aux = msg
         self._state = CANCELLED
         self._release()
-        self._run_callbacks()
+        self._run_callbacks(loop)
 
     def _mark_retrieved(self) -> None:
-        guard = self._log_guard
+        guard = self._aux[1]
         if guard is not None:
-            self._log_guard = None
-            guard.detach()
+            guard.exc = None
+            self._aux = (self._aux[0], None)

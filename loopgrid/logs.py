@@ -133,6 +133,30 @@ _unretrieved: deque[tuple[BaseException, int, str, str]] = deque()
 _flush_scheduled = threading.Event()
 
 
+class UnretrievedGuard:
+    """Owned by a failed handle alone; reports its error if nobody retrieved it.
+
+    A finalizer registered on the handle would hold the exception, whose
+    traceback frames can hold the handle: the handle would never be collected.
+    The guard sits inside that cycle instead, so the cycle collector frees it
+    and runs ``__del__`` (PEP 442), as the old ``asyncio._TracebackLogger`` did.
+    """
+
+    __slots__ = ("exc", "grid", "name", "task_id")
+
+    def __init__(self, exc: BaseException, task_id: int, name: str, grid: str) -> None:
+        self.exc: BaseException | None = exc
+        self.task_id = task_id
+        self.name = name
+        self.grid = grid
+
+    def __del__(self) -> None:
+        exc = self.exc
+        if exc is not None:
+            self.exc = None
+            report_unretrieved(exc, self.task_id, self.name, self.grid)
+
+
 def report_unretrieved(exc: BaseException, task_id: int, name: str, grid: str) -> None:
     """Called when a failed handle is collected before anyone looked at its error.
 

@@ -21,13 +21,14 @@ Thread ownership (who writes what):
   whoever wakes it. The owner re-checks every queue *after* setting it, and
   pushers push *before* reading it, so a push is never stranded; a race costs
   at most one spurious dispatcher turn.
-* ``_running`` and the counters (``started``, ``completed``...): owner only.
+* The counters (``started``, ``completed``, ``dropped``...): owner only.
   Other threads read them for stats, which are therefore snapshots.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sys
 import threading
 import time
@@ -59,7 +60,19 @@ LOCAL_CAPACITY = 256
 
 _QUARTER = LOCAL_CAPACITY // 4
 _TASK_HAS_CONTEXT = sys.version_info >= (3, 11)
+#: Start tasks eagerly where asyncio supports it (3.12+, PEP-less gh-97696).
+_EAGER_START = sys.version_info >= (3, 12)
+_Task: Any = asyncio.Task
 _CoroutineType = types.CoroutineType
+_GRID_VAR = logs.GRID_VAR
+_WORKER_VAR = logs.WORKER_VAR
+_TASK_ID_VAR = logs.TASK_ID_VAR
+_TASK_VAR = logs.TASK_VAR
+#: The worker whose grid and worker keys are bound in a context (so a task
+#: spawned from a task on the same worker binds only its own two keys).
+_WHERE: contextvars.ContextVar[Worker | None] = contextvars.ContextVar(
+    "loopgrid_where", default=None
+)
 
 
 class _Current(threading.local):
@@ -92,10 +105,10 @@ class Worker:
         "_mailbox",
         "_parked",
         "_pinned",
-        "_running",
         "_startup_error",
         "cancelled",
         "completed",
+        "dropped",
         "failed",
         "grid",
         "index",
@@ -115,13 +128,13 @@ class Worker:
         self._local = RunQueue()
         self._pinned = RunQueue()
         self._parked = True
-        self._running: set[Handle[Any]] = set()
         self._startup_error: BaseException | None = None
         self.spawned = 0
         self.started = 0
         self.completed = 0
         self.failed = 0
         self.cancelled = 0
+        self.dropped = 0
         self.stolen_in = 0
         self.stolen_from = [0] * workers
         self.thread = threading.Thread(
@@ -143,7 +156,7 @@ class Worker:
     @property
     def running(self) -> int:
         """Tasks started here that have not finished, a snapshot."""
-        return len(self._running)
+        return self.started - self.completed - self.failed - self.cancelled
 
     # -- thread and loop --------------------------------------------------------
 
@@ -304,22 +317,30 @@ class Worker:
             h._state = RUNNING
             h._worker = self
         self.started += 1
-        self._running.add(h)
         coro = _drive(h, self)
-        if _TASK_HAS_CONTEXT:
-            h._task = self.loop.create_task(  # type: ignore[call-arg,unused-ignore]
+        if _EAGER_START:
+            # 3.12+: the first step runs now, inside the dispatcher, with
+            # current_task() set; a task that finishes without suspending
+            # never touches the loop's ready queue.
+            task = _Task(coro, loop=self.loop, name=h._name, context=h._ctx, eager_start=True)
+        elif _TASK_HAS_CONTEXT:
+            task = self.loop.create_task(  # type: ignore[call-arg,unused-ignore]
                 coro, name=h._name, context=h._ctx
             )
         else:
             assert h._ctx is not None
-            h._task = h._ctx.run(self.loop.create_task, coro, name=h._name)
+            task = h._ctx.run(self.loop.create_task, coro, name=h._name)
+        if h._state is RUNNING:
+            h._task = task
 
     def _cancel_running(self) -> None:
-        """Cancel every task running here (close(cancel=True)); owner thread."""
-        for h in list(self._running):
-            task = h._task
-            if task is not None:
-                task.cancel()
+        """Cancel every task on this loop (close(cancel=True)); owner thread.
+
+        Grid tasks and plain asyncio tasks alike: the grid is shutting down, and
+        asyncio.run would cancel the plain ones a moment later anyway.
+        """
+        for task in asyncio.all_tasks(self.loop):
+            task.cancel()
 
     def _finished(self) -> None:
         """Note that a task ended on this thread (owner thread only)."""
@@ -331,35 +352,38 @@ async def _drive(h: Handle[Any], w: Worker) -> None:
     """Run one task's coroutine inside the asyncio.Task the worker created for it.
 
     Resolving the handle from here, rather than from a done-callback on the
-    Task, saves a loop round trip per task.
+    Task, saves a loop round trip per task. The structlog context (grid, worker,
+    task_id, task) is bound here, in the task's own context; grid and worker
+    only when the spawner's context had another worker's.
     """
-    grid = w.grid
-    if logs.GRID_VAR.get() != grid.name:
-        logs.GRID_VAR.set(grid.name)
-    if logs.WORKER_VAR.get() != w.index:
-        logs.WORKER_VAR.set(w.index)
-    logs.TASK_ID_VAR.set(h._id)
-    logs.TASK_VAR.set(h._name)
+    if _WHERE.get() is not w:
+        _WHERE.set(w)
+        _GRID_VAR.set(w.grid.name)
+        _WORKER_VAR.set(w.index)
+    _TASK_ID_VAR.set(h._id)
+    _TASK_VAR.set(h._name)
+    loop = w.loop
     try:
-        coro = h._coro
-        if coro is None:
-            assert h._fn is not None
-            coro = h._fn(*h._args)
+        fn = h._fn
+        args = h._args
+        if args is None:
+            coro = fn
+        else:
+            coro = fn(*args)
             if type(coro) is not _CoroutineType and not asyncio.iscoroutine(coro):
                 raise TypeError(
-                    f"{h._fn!r} returned {coro!r}, not a coroutine: spawn() needs an "
+                    f"{fn!r} returned {coro!r}, not a coroutine: spawn() needs an "
                     "async function or a coroutine object"
                 )
-        h._coro = None
+        del fn, args
         result = await coro
     except asyncio.CancelledError as exc:
-        w._running.discard(h)
-        h._set_cancelled(exc.args[0] if exc.args else None)
+        h._set_cancelled(exc.args[0] if exc.args else None, loop)
         w.cancelled += 1
         if logs.DEBUG_EVENTS:
             logs.debug("task.cancelled")
-        if grid._closing:
-            grid._check_quiescent()
+        if w.grid._closing:
+            w.grid._check_quiescent()
         raise
     except BaseException as exc:
         # Drop this frame from the traceback: users see their own frames only,
@@ -369,21 +393,19 @@ async def _drive(h: Handle[Any], w: Worker) -> None:
         if tb is not None and tb.tb_frame is sys._getframe():
             exc.__traceback__ = tb.tb_next
         del tb
-        w._running.discard(h)
-        h._set_exception(exc)
+        h._set_exception(exc, loop)
         w.failed += 1
         if logs.DEBUG_EVENTS:
             logs.debug("task.failed", error=repr(exc))
-        if grid._closing:
-            grid._check_quiescent()
+        if w.grid._closing:
+            w.grid._check_quiescent()
     else:
-        w._running.discard(h)
-        h._set_result(result)
+        h._set_result(result, loop)
         w.completed += 1
         if logs.DEBUG_EVENTS:
             logs.debug("task.completed")
-        if grid._closing:
-            grid._check_quiescent()
+        if w.grid._closing:
+            w.grid._check_quiescent()
 
 
 def _shutdown_loop(loop: asyncio.AbstractEventLoop) -> None:
