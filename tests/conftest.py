@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
 import structlog
-from helpers import WAIT, grid_threads
+from helpers import close_or_fail, grid_threads
 
 import loopgrid
 from loopgrid import logs
@@ -35,7 +34,4 @@ def grid() -> Iterator[loopgrid.Grid]:
     try:
         yield g
     finally:
-        closer = threading.Thread(target=g.close, kwargs={"cancel": True}, daemon=True)
-        closer.start()
-        closer.join(WAIT)
-        assert not closer.is_alive(), "grid.close(cancel=True) hung"
+        close_or_fail(g, cancel=True)

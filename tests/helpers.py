@@ -99,3 +99,12 @@ def wait_until(predicate: Any, timeout: float = WAIT) -> bool:
             return True
         pause.wait(0.001)
     return bool(predicate())
+
+
+def close_or_fail(grid: Any, *, cancel: bool = False, timeout: float = WAIT) -> None:
+    """``grid.close()`` on a helper thread, so that a close that never returns
+    fails the test instead of hanging the suite."""
+    closer = threading.Thread(target=grid.close, kwargs={"cancel": cancel}, daemon=True)
+    closer.start()
+    closer.join(timeout)
+    assert not closer.is_alive(), f"{grid!r}.close(cancel={cancel}) did not return"

@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import WAIT, Gate, block_worker, fail, forever, identity
+from helpers import WAIT, Gate, block_worker, close_or_fail, fail, forever, identity
 
 import loopgrid
 from loopgrid import Grid, Handle, Priority, TaskState, WouldBlockError
@@ -681,3 +681,54 @@ def test_cancel_after_completion_returns_false(grid: Grid) -> None:
         f.result(WAIT)
     assert f.cancel() is False
     assert f.state is TaskState.FAILED
+
+
+class _HookLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop that calls ``hook`` (once, on its own thread) just before
+    it creates a task, or (3.12+, eager start) just before a task's first step."""
+
+    hook: Any = None
+
+    def _fire(self) -> None:
+        if self.hook is not None and threading.get_ident() == self._thread_id:  # type: ignore[attr-defined]
+            hook, self.hook = self.hook, None
+            hook()
+
+    def create_task(self, *args: Any, **kwargs: Any) -> Any:
+        self._fire()
+        return super().create_task(*args, **kwargs)
+
+    def is_running(self) -> bool:
+        self._fire()
+        return super().is_running()
+
+
+def test_cancel_between_start_and_first_step_still_resolves_the_handle() -> None:
+    """cancel() from another thread in the instant after the dispatcher marked
+    the task RUNNING and before its coroutine took its first step: the handle
+    must still end cancelled (and the grid still close)."""
+    in_window = threading.Event()
+    cancel_sent = threading.Event()
+
+    def hook() -> None:  # on the worker thread, inside the dispatcher's start
+        in_window.set()
+        assert cancel_sent.wait(WAIT)
+
+    g = Grid(1, loop_factory=_HookLoop)
+    try:
+        loop = g.workers[0].loop
+        assert isinstance(loop, _HookLoop)
+        _, release = block_worker(g)  # so that arming the hook cannot race
+        loop.hook = hook
+        h = g.spawn(forever, name="victim")
+        release.set()
+        assert in_window.wait(WAIT)
+        assert h.state is TaskState.RUNNING
+        assert h.cancel() is True
+        cancel_sent.set()
+        with pytest.raises(asyncio.CancelledError):
+            h.result(timeout=10)  # a guard: it resolves at once when correct
+        assert h.state is TaskState.CANCELLED
+    finally:
+        cancel_sent.set()
+        close_or_fail(g, cancel=True, timeout=10)

@@ -6,7 +6,7 @@ import asyncio
 import threading
 from typing import Any
 
-from helpers import WAIT, grid_threads
+from helpers import WAIT, close_or_fail, grid_threads
 
 import loopgrid
 from loopgrid import Grid, TaskState
@@ -113,7 +113,7 @@ def test_cancel_storm_every_task_ends_once() -> None:
         for h in hs[::2]:
             h.cancel()
     finally:
-        g.close()
+        close_or_fail(g)
     assert calls == [1] * n
     for i, h in enumerate(hs):
         assert h.state in (TaskState.COMPLETED, TaskState.CANCELLED)
