@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import helpers
 import pytest
 import structlog
-from helpers import close_or_fail, grid_threads
+from helpers import close_or_fail
 
 import loopgrid
 from loopgrid import logs
@@ -14,9 +15,10 @@ from loopgrid import logs
 
 @pytest.fixture(autouse=True)
 def no_leaked_grid_threads() -> Iterator[None]:
-    before = {t.ident for t in grid_threads()}
+    helpers.baseline.clear()
+    helpers.baseline.update(t.ident for t in helpers.grid_threads())
     yield
-    leaked = [t for t in grid_threads() if t.ident not in before]
+    leaked = helpers.grid_threads()
     assert not leaked, f"loopgrid threads still alive after the test: {leaked}"
 
 

@@ -86,8 +86,18 @@ def block_worker(grid: Any, worker: int = 0) -> tuple[Any, threading.Event]:
     return h, release
 
 
+#: Grid threads alive when the current test began (set by conftest.py). Only a
+#: test that failed leaves threads behind; later tests look past them.
+baseline: set[int | None] = set()
+
+
 def grid_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("loopgrid-")]
+    """Live loopgrid worker threads that the current test started."""
+    return [
+        t
+        for t in threading.enumerate()
+        if t.name.startswith("loopgrid-") and t.ident not in baseline
+    ]
 
 
 def wait_until(predicate: Any, timeout: float = WAIT) -> bool:

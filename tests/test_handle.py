@@ -731,4 +731,4 @@ def test_cancel_between_start_and_first_step_still_resolves_the_handle() -> None
         assert h.state is TaskState.CANCELLED
     finally:
         cancel_sent.set()
-        close_or_fail(g, cancel=True, timeout=10)
+        close_or_fail(g, cancel=True, timeout=5)
