@@ -269,14 +269,15 @@ class Handle(Generic[T]):
         if worker.is_current():
             task = self._task
             if task is not None:
-                return task.cancel(msg)
+                return worker._cancel_task(task, msg)
         worker.loop.call_soon_threadsafe(self._cancel_on_loop, msg)
         return True
 
     def _cancel_on_loop(self, msg: Any | None) -> None:
         task = self._task
         if task is not None and self._state is RUNNING:
-            task.cancel(msg)
+            assert self._worker is not None
+            self._worker._cancel_task(task, msg)
 
     def add_done_callback(
         self, fn: Callable[[Handle[T]], object], *, context: contextvars.Context | None = None

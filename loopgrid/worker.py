@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import sys
 import threading
 import time
@@ -340,7 +341,11 @@ class Worker:
         asyncio.run would cancel the plain ones a moment later anyway.
         """
         for task in asyncio.all_tasks(self.loop):
-            task.cancel()
+            _cancel_task(task, None)
+
+    def _cancel_task(self, task: asyncio.Task[Any], msg: Any | None) -> bool:
+        """Cancel one of this worker's tasks; owner thread (see ``_cancel_task``)."""
+        return _cancel_task(task, msg)
 
     def _finished(self) -> None:
         """Note that a task ended on this thread (owner thread only)."""
@@ -408,11 +413,40 @@ async def _drive(h: Handle[Any], w: Worker) -> None:
             w.grid._check_quiescent()
 
 
+_DRIVE_CODE = _drive.__code__
+
+
+def _cancel_task(task: asyncio.Task[Any], msg: Any | None) -> bool:
+    """Cancel ``task`` from its own loop's thread, resolving a grid handle if needed.
+
+    An asyncio.Task cancelled before its first step throws CancelledError into
+    a coroutine that has not begun: ``_drive``'s body never runs, so it could
+    not resolve its handle. Such a handle is resolved here instead. (On 3.12+
+    grid tasks start eagerly and are never in that state.)
+    """
+    coro = task.get_coro()
+    h: Handle[Any] | None = None
+    if (
+        getattr(coro, "cr_code", None) is _DRIVE_CODE
+        and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED  # type: ignore[arg-type]
+    ):
+        h = coro.cr_frame.f_locals["h"]  # type: ignore[union-attr]
+    cancelled = task.cancel(msg)
+    if h is not None and h._state is RUNNING:
+        w = h._worker
+        assert w is not None
+        h._set_cancelled(msg, w.loop)
+        w.cancelled += 1
+        if w.grid._closing:
+            w.grid._check_quiescent()
+    return cancelled
+
+
 def _shutdown_loop(loop: asyncio.AbstractEventLoop) -> None:
     """Finish a worker loop as ``asyncio.run`` does: tasks, async gens, executor."""
     tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
     for t in tasks:
-        t.cancel()
+        _cancel_task(t, None)
     if tasks:
         loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         for t in tasks:

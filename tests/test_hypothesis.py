@@ -96,20 +96,16 @@ def _step_sync(op: tuple[Any, ...], recs: list[Rec], spawn: Any) -> Rec | None:
 
 def run_in_thread(grid: Grid, ops: list[Any], recs: list[Rec]) -> None:
     lock = threading.Lock()
-
-    def spawn(*a: Any, **kw: Any) -> Any:
-        h = grid.spawn(*a, **kw)
-        rec_index = len(recs)
-
-        def early(_: Any) -> None:
-            with lock:
-                recs[rec_index].early_calls.append(1)
-
-        h.add_done_callback(early)  # registered from a plain thread
-        return h
-
     for op in ops:
-        target = _step_sync(op, recs, spawn)
+        target = _step_sync(op, recs, grid.spawn)
+        if op[0] == "spawn":
+            rec = recs[-1]
+
+            def early(_: Any, rec: Rec = rec) -> None:
+                with lock:
+                    rec.early_calls.append(1)
+
+            rec.handle.add_done_callback(early)  # registered from a plain thread
         if target is not None:
             target.outcomes.append(_outcome_of_sync(target.handle))
 
