@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import logs
 from .errors import WouldBlockError
-from .mailbox import Mailbox, mailbox_for_running_loop, running_loop
+from .mailbox import Mailbox, _tls, mailbox_for_running_loop, running_loop
 from .priority import Priority
 
 if TYPE_CHECKING:
@@ -289,7 +289,9 @@ class Handle(Generic[T]):
         runs on the thread that finishes the task, or at once if it is done:
         keep it short and thread-safe, as with ``concurrent.futures``.
         """
-        mb = mailbox_for_running_loop()
+        mb = _tls.mailbox
+        if mb is None or not mb.permanent:  # not a grid worker: look the loop up
+            mb = mailbox_for_running_loop()
         if mb is not None and context is None:
             context = _copy_context()
         self._add_callback(mb, fn, context)
@@ -310,6 +312,9 @@ class Handle(Generic[T]):
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
         """The running loop of the caller: a handle can be awaited from any loop."""
+        mb = _tls.mailbox
+        if mb is not None and mb.permanent:
+            return mb.loop  # a grid worker's loop runs for its thread's life
         loop = running_loop()
         if loop is None:
             raise RuntimeError(

@@ -223,13 +223,11 @@ class Worker:
     def _push_pinned(self, h: Handle[Any]) -> None:
         """Queue a task pinned to this worker; any thread."""
         self._pinned.push(h)
-        if self._parked:
+        if _current.worker is not self:
+            self._wake()
+        elif self._parked:
             self._parked = False
-            if _current.worker is self:
-                self.loop.call_soon(self._dispatch)
-            else:
-                self._parked = True
-                self._wake()
+            self.loop.call_soon(self._dispatch)
 
     def _wake(self) -> bool:
         """Wake the dispatcher if it is parked; any thread. True if it was."""
@@ -281,7 +279,7 @@ class Worker:
                 if grid._maybe_idle and has_victim(self):
                     grid._wake_idle()
             if not batch:
-                self._park()
+                self._park(tried_stealing=True)
                 return
         if grid._cancel_all:
             for h in batch:
@@ -297,16 +295,21 @@ class Worker:
         else:
             self._park()
 
-    def _park(self) -> None:
+    def _park(self, tried_stealing: bool = False) -> None:
         grid = self.grid
         self._parked = True
         grid._maybe_idle = True
         if grid._closing:
             grid._check_quiescent()
         # Re-check after announcing the park: a push that raced with it is
-        # either visible here or saw _parked and woke us.
+        # either visible here or saw _parked and woke us. Other workers'
+        # backlogs are looked at only if this turn did not just fail to steal
+        # from them, so a thief losing races does not spin (and hold the GIL).
         if self._parked and (
-            len(self._pinned) or len(self._local) or len(grid._injection) or has_victim(self)
+            len(self._pinned)
+            or len(self._local)
+            or len(grid._injection)
+            or (not tried_stealing and has_victim(self))
         ):
             self._parked = False
             self.loop.call_soon(self._dispatch)
