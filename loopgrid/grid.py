@@ -32,7 +32,7 @@ from typing import Any, TypeVar, overload
 
 from . import logs
 from .errors import GridClosedError, NotOnGridError
-from .handle import Handle
+from .handle import CLAIMS, Handle
 from .priority import Priority, check_priority
 from .runqueue import RunQueue
 from .worker import Worker, _current
@@ -273,9 +273,11 @@ class Grid:
                 if targs is None:
                     fn.close()  # never awaited, and no warning saying so
                 raise
+        task_id = next(_ids)
+        CLAIMS[task_id & 63].add(task_id)
         h: Handle[Any] = Handle(
             self,
-            next(_ids),
+            task_id,
             default_name if name is None else name,
             priority,
             fn,
@@ -293,6 +295,7 @@ class Grid:
         else:
             with self._ext_lock:
                 if self._accept != _ACCEPT_ALL:
+                    CLAIMS[task_id & 63].discard(task_id)
                     h._release()
                     self._refuse(fn)
                 self._ext_spawned += 1

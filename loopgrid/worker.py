@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import logs
 from .errors import NotOnGridError
-from .handle import _STRIPES, PENDING, RUNNING, Handle
+from .handle import CLAIMS, RUNNING, Handle
 from .mailbox import Mailbox, install_mailbox
 from .runqueue import RunQueue, take_aged, take_in_order
 from .stealing import has_victim, steal_into
@@ -315,11 +315,13 @@ class Worker:
             self.loop.call_soon(self._dispatch)
 
     def _start(self, h: Handle[Any]) -> None:
-        with _STRIPES[h._id & 63]:
-            if h._state is not PENDING:
-                return  # cancelled while queued: already finished and counted
-            h._state = RUNNING
-            h._worker = self
+        h._worker = self  # before the claim: see Handle.cancel
+        try:
+            CLAIMS[h._id & 63].remove(h._id)
+        except KeyError:
+            h._worker = None
+            return  # cancelled while queued: already finished and counted
+        h._state = RUNNING
         self.started += 1
         coro = _drive(h, self)
         if _EAGER_START:

@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from helpers import WAIT, grid_threads
+from helpers import WAIT, close_or_fail, grid_threads
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -127,7 +127,9 @@ def test_random_programs_end_in_exactly_one_state(programs: list[Any]) -> None:
         on_grid: list[Any] = []
         for (where, ops), recs in zip(programs, all_recs, strict=True):
             if where == "thread":
-                threads.append(threading.Thread(target=run_in_thread, args=(grid, ops, recs)))
+                threads.append(
+                    threading.Thread(target=run_in_thread, args=(grid, ops, recs), daemon=True)
+                )
             elif where == "loop":
                 threads.append(
                     threading.Thread(target=asyncio.run, args=(run_in_loop(grid.spawn, ops, recs),))
@@ -156,7 +158,7 @@ def test_random_programs_end_in_exactly_one_state(programs: list[Any]) -> None:
 
             r.handle.add_done_callback(late)
     finally:
-        grid.close()
+        close_or_fail(grid)
     assert grid_threads() == []
 
     for i, r in enumerate(recs_flat):
