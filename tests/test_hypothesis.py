@@ -132,7 +132,11 @@ def test_random_programs_end_in_exactly_one_state(programs: list[Any]) -> None:
                 )
             elif where == "loop":
                 threads.append(
-                    threading.Thread(target=asyncio.run, args=(run_in_loop(grid.spawn, ops, recs),))
+                    threading.Thread(
+                        target=asyncio.run,
+                        args=(run_in_loop(grid.spawn, ops, recs),),
+                        daemon=True,
+                    )
                 )
             else:
                 on_grid.append(grid.spawn(run_in_loop, loopgrid.spawn, ops, recs))
@@ -140,7 +144,7 @@ def test_random_programs_end_in_exactly_one_state(programs: list[Any]) -> None:
             t.start()
         for t in threads:
             t.join(WAIT)
-            assert not t.is_alive()
+            assert not t.is_alive(), "an executor never finished (a handle never resolved?)"
         for h in on_grid:
             assert h.result(WAIT) is None
         recs_flat = [r for recs in all_recs for r in recs]
