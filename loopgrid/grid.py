@@ -399,15 +399,20 @@ class Grid:
             self._accept = _ACCEPT_NONE if cancel else min(self._accept, _ACCEPT_WORKERS)
         if cancel and not self._cancel_all:
             self._cancel_all = True
-            for q in (self._injection, *(w._local for w in self._workers)):
-                for h in q.pop_all():
-                    h.cancel()
+            self._cancel_queued()
             for w in self._workers:
-                for h in w._pinned.pop_all():
-                    h.cancel()
                 w.loop.call_soon_threadsafe(w._cancel_running)
         self._check_quiescent()
         self._quiescent.wait()
+
+    def _cancel_queued(self) -> None:
+        """Cancel every task still queued anywhere on the grid (any thread)."""
+        queues = [self._injection]
+        for w in self._workers:
+            queues += (w._local, w._pinned)
+        for q in queues:
+            for h in q.pop_all():
+                h.cancel()
 
     def _stop_workers(self) -> None:
         if self._closed:
@@ -421,12 +426,7 @@ class Grid:
         self._closed = True
         # Spawned after the grid went quiet (by plain asyncio tasks on a worker
         # loop, say) and never started: they end cancelled, never lost.
-        for q in (self._injection, *(w._local for w in self._workers)):
-            for h in q.pop_all():
-                h.cancel()
-        for w in self._workers:
-            for h in w._pinned.pop_all():
-                h.cancel()
+        self._cancel_queued()
         logs.flush_unretrieved()
         logs.info("grid.closed", grid=self.name)
 
