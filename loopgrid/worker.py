@@ -286,8 +286,9 @@ class Worker:
                 h.cancel()
         else:
             start = self._start
+            direct = self.loop.get_task_factory() is None
             for h in batch:
-                start(h)
+                start(h, direct)
         if len(batch) == BATCH or len(self._pinned) or len(self._local) or len(grid._injection):
             self.loop.call_soon(self._dispatch)
             if grid._maybe_idle:
@@ -314,7 +315,12 @@ class Worker:
             self._parked = False
             self.loop.call_soon(self._dispatch)
 
-    def _start(self, h: Handle[Any]) -> None:
+    def _start(self, h: Handle[Any], direct: bool) -> None:
+        """Start a pending task on this loop (owner thread, from the dispatcher).
+
+        ``direct``: the loop has no task factory, so the asyncio.Task is built
+        here rather than through ``loop.create_task`` (one layer less per task).
+        """
         h._worker = self  # before the claim: see Handle.cancel
         try:
             CLAIMS[h._id & 63].remove(h._id)
@@ -324,18 +330,24 @@ class Worker:
         h._state = RUNNING
         self.started += 1
         coro = _drive(h, self)
-        if _EAGER_START:
+        ctx = h._ctx
+        assert ctx is not None
+        if not direct:  # the loop has a task factory: go through it
+            if _TASK_HAS_CONTEXT:
+                task = self.loop.create_task(  # type: ignore[call-arg,unused-ignore]
+                    coro, name=h._name, context=ctx
+                )
+            else:
+                task = ctx.run(self.loop.create_task, coro, name=h._name)
+        elif _EAGER_START:
             # 3.12+: the first step runs now, inside the dispatcher, with
             # current_task() set; a task that finishes without suspending
             # never touches the loop's ready queue.
-            task = _Task(coro, loop=self.loop, name=h._name, context=h._ctx, eager_start=True)
+            task = _Task(coro, loop=self.loop, name=h._name, context=ctx, eager_start=True)
         elif _TASK_HAS_CONTEXT:
-            task = self.loop.create_task(  # type: ignore[call-arg,unused-ignore]
-                coro, name=h._name, context=h._ctx
-            )
+            task = _Task(coro, loop=self.loop, name=h._name, context=ctx)
         else:
-            assert h._ctx is not None
-            task = h._ctx.run(self.loop.create_task, coro, name=h._name)
+            task = ctx.run(_Task, coro, loop=self.loop, name=h._name)
         if h._state is RUNNING:
             h._task = task
 

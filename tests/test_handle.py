@@ -684,23 +684,22 @@ def test_cancel_after_completion_returns_false(grid: Grid) -> None:
 
 
 class _HookLoop(asyncio.SelectorEventLoop):
-    """An asyncio loop that calls ``hook`` (once, on its own thread) just before
-    it creates a task, or (3.12+, eager start) just before a task's first step."""
+    """An asyncio loop whose task factory calls ``hook`` (once, on its own
+    thread) just before it creates a task: the window between the dispatcher
+    marking a task RUNNING and the task's first step. (With a task factory set,
+    the dispatcher goes through it and does not start tasks eagerly.)"""
 
     hook: Any = None
 
-    def _fire(self) -> None:
-        if self.hook is not None and threading.get_ident() == self._thread_id:  # type: ignore[attr-defined]
+    def __init__(self) -> None:
+        super().__init__()
+        self.set_task_factory(self._factory)  # type: ignore[arg-type]
+
+    def _factory(self, loop: Any, coro: Any, **kwargs: Any) -> Any:
+        if self.hook is not None:
             hook, self.hook = self.hook, None
             hook()
-
-    def create_task(self, *args: Any, **kwargs: Any) -> Any:
-        self._fire()
-        return super().create_task(*args, **kwargs)
-
-    def is_running(self) -> bool:
-        self._fire()
-        return super().is_running()
+        return asyncio.Task(coro, loop=loop, **kwargs)
 
 
 def test_cancel_between_start_and_first_step_still_resolves_the_handle() -> None:
