@@ -17,10 +17,11 @@ Thread ownership:
 
 * ``_state`` moves PENDING -> RUNNING (dispatcher) or PENDING -> CANCELLED
   (``cancel``) only for whoever takes the task's claim (see ``CLAIMS``), so
-  exactly one of the two wins; RUNNING -> COMPLETED / FAILED / CANCELLED happens only on the worker
-  thread that runs the task, which is the only writer of ``_result``,
-  ``_exception`` and ``_task`` from then on. Results are stored before the state,
-  so a thread that sees a final state sees the result.
+  exactly one of the two wins. RUNNING -> COMPLETED / FAILED / CANCELLED
+  happens only on the worker thread that runs the task, which is the only
+  writer of ``_result``, ``_aux`` and ``_task`` from then on (``worker._drive``
+  inlines the COMPLETED case). Results are stored before the state, so a
+  thread that sees a final state sees the result.
 * ``_callbacks`` is a list (atomic ``append`` / ``pop``) filled by any thread.
   The finisher sets the final state and then pops and runs every callback; an
   adder appends and then, if the state is final, pops and runs too. Every
@@ -50,7 +51,6 @@ __all__ = ["Handle", "TaskState"]
 
 T = TypeVar("T")
 
-_UNKNOWN_LOOP: Any = object()
 
 _copy_context = contextvars.copy_context
 
@@ -60,9 +60,6 @@ COMPLETED = "completed"
 FAILED = "failed"
 CANCELLED = "cancelled"
 _DONE = frozenset((COMPLETED, FAILED, CANCELLED))
-
-#: Striped locks for the rare paths that must not race (the first done-callback).
-_STRIPES = tuple(threading.Lock() for _ in range(64))
 
 #: Claims on pending tasks. A pending task's id sits in one of these striped
 #: sets; whoever removes it (``set.remove`` is atomic, also free-threaded, and
@@ -139,7 +136,7 @@ class Handle(Generic[T]):
         self._state = PENDING
         self._result: Any = None
         self._aux: Any = None
-        self._callbacks: list[_Callback] | None = None
+        self._callbacks: list[_Callback] = []
         self._worker: Worker | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -266,7 +263,7 @@ class Handle(Generic[T]):
                 self._fn.close()
             self._release()
             self._grid._finished_before_start(self)
-            self._run_callbacks()
+            self._run_callbacks(running_loop())
             return True
         # A dispatcher sets _worker before it claims, so None here means another
         # thread's cancel() won the claim.
@@ -306,8 +303,6 @@ class Handle(Generic[T]):
     def remove_done_callback(self, fn: Callable[[Handle[T]], object]) -> int:
         """Remove every registration of ``fn``; returns how many were removed."""
         cbs = self._callbacks
-        if not cbs:
-            return 0
         removed = 0
         for entry in [e for e in cbs if e[1] == fn]:
             try:
@@ -363,25 +358,13 @@ class Handle(Generic[T]):
         fn: Callable[[Any], object],
         ctx: contextvars.Context | None,
     ) -> None:
-        cbs = self._callbacks
-        if cbs is None:
-            # Made on first use (most handles of fire-and-forget tasks never
-            # get one); the stripe lock keeps two first adders from racing.
-            with _STRIPES[self._id & 63]:
-                cbs = self._callbacks
-                if cbs is None:
-                    cbs = self._callbacks = []
-        cbs.append((mb, fn, ctx))
+        self._callbacks.append((mb, fn, ctx))
         if self._state in _DONE:
-            self._run_callbacks()
+            self._run_callbacks(running_loop())
 
-    def _run_callbacks(self, running: asyncio.AbstractEventLoop | None = _UNKNOWN_LOOP) -> None:
-        """Run or schedule every callback; ``running`` is this thread's loop if known."""
+    def _run_callbacks(self, running: asyncio.AbstractEventLoop | None) -> None:
+        """Run or schedule every callback; ``running`` is this thread's loop."""
         cbs = self._callbacks
-        if not cbs:
-            return
-        if running is _UNKNOWN_LOOP:
-            running = running_loop()
         while cbs:
             try:
                 mb, fn, ctx = cbs.pop(0)
@@ -395,7 +378,7 @@ class Handle(Generic[T]):
                         "callback.failed", task_id=self._id, callback=repr(fn), exc_info=True
                     )
             elif mb.loop is running:
-                running.call_soon(fn, self, context=ctx)
+                mb.loop.call_soon(fn, self, context=ctx)
             else:
                 mb.post(fn, self, ctx)
 
@@ -403,14 +386,6 @@ class Handle(Generic[T]):
         """Drop what the task no longer needs, so a kept handle stays small."""
         self._fn = self._ctx = self._task = None
         self._args = ()
-
-    def _set_result(self, value: Any, loop: asyncio.AbstractEventLoop) -> None:
-        self._result = value
-        self._state = COMPLETED
-        self._fn = self._ctx = self._task = None
-        self._args = ()
-        if self._callbacks:
-            self._run_callbacks(loop)
 
     def _set_exception(self, exc: BaseException, loop: asyncio.AbstractEventLoop) -> None:
         self._result = exc

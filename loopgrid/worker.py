@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import logs
 from .errors import NotOnGridError
-from .handle import CLAIMS, RUNNING, Handle
+from .handle import CLAIMS, COMPLETED, RUNNING, Handle
 from .mailbox import Mailbox, install_mailbox
 from .runqueue import RunQueue, take_aged, take_in_order
 from .stealing import has_victim, steal_into
@@ -65,6 +65,7 @@ _TASK_HAS_CONTEXT = sys.version_info >= (3, 11)
 _EAGER_START = sys.version_info >= (3, 12)
 _Task: Any = asyncio.Task
 _CoroutineType = types.CoroutineType
+_COMPLETED = COMPLETED
 _GRID_VAR = logs.GRID_VAR
 _WORKER_VAR = logs.WORKER_VAR
 _TASK_ID_VAR = logs.TASK_ID_VAR
@@ -330,8 +331,7 @@ class Worker:
         h._state = RUNNING
         self.started += 1
         coro = _drive(h, self)
-        ctx = h._ctx
-        assert ctx is not None
+        ctx: Any = h._ctx
         if not direct:  # the loop has a task factory: go through it
             if _TASK_HAS_CONTEXT:
                 task = self.loop.create_task(  # type: ignore[call-arg,unused-ignore]
@@ -422,7 +422,13 @@ async def _drive(h: Handle[Any], w: Worker) -> None:
         if w.grid._closing:
             w.grid._check_quiescent()
     else:
-        h._set_result(result, loop)
+        # Handle._set_result, inlined on the hottest path.
+        h._result = result
+        h._state = _COMPLETED
+        h._fn = h._ctx = h._task = None
+        h._args = ()
+        if h._callbacks:
+            h._run_callbacks(loop)
         w.completed += 1
         if logs.DEBUG_EVENTS:
             logs.debug("task.completed")
