@@ -298,7 +298,9 @@ class Handle(Generic[T]):
             mb = mailbox_for_running_loop()
         if mb is not None and context is None:
             context = _copy_context()
-        self._add_callback(mb, fn, context)
+        self._callbacks.append((mb, fn, context))  # _add_callback, inlined
+        if self._state in _DONE:
+            self._run_callbacks(running_loop())
 
     def remove_done_callback(self, fn: Callable[[Handle[T]], object]) -> int:
         """Remove every registration of ``fn``; returns how many were removed."""
