@@ -259,8 +259,6 @@ class Handle(Generic[T]):
         else:
             self._aux = msg
             self._state = CANCELLED
-            if self._args is None:
-                self._fn.close()
             self._release()
             self._grid._finished_before_start(self)
             self._run_callbacks(running_loop())
@@ -385,7 +383,14 @@ class Handle(Generic[T]):
                 mb.post(fn, self, ctx)
 
     def _release(self) -> None:
-        """Drop what the task no longer needs, so a kept handle stays small."""
+        """Drop what the task no longer needs, so a kept handle stays small.
+
+        A coroutine object that never ran (its task was cancelled before the
+        first step) is closed, so that no "never awaited" warning follows; a
+        coroutine that ran to its end is already closed, and this is a no-op.
+        """
+        if self._args is None and self._fn is not None:
+            self._fn.close()
         self._fn = self._ctx = self._task = None
         self._args = ()
 

@@ -702,10 +702,14 @@ class _HookLoop(asyncio.SelectorEventLoop):
         return asyncio.Task(coro, loop=loop, **kwargs)
 
 
-def test_cancel_between_start_and_first_step_still_resolves_the_handle() -> None:
+@pytest.mark.parametrize("as_coroutine", [False, True], ids=["function", "coroutine-object"])
+def test_cancel_between_start_and_first_step_still_resolves_the_handle(
+    as_coroutine: bool,
+) -> None:
     """cancel() from another thread in the instant after the dispatcher marked
     the task RUNNING and before its coroutine took its first step: the handle
-    must still end cancelled (and the grid still close)."""
+    must still end cancelled (and the grid still close), and a coroutine object
+    that never ran is closed without a "never awaited" warning."""
     in_window = threading.Event()
     cancel_sent = threading.Event()
 
@@ -719,15 +723,19 @@ def test_cancel_between_start_and_first_step_still_resolves_the_handle() -> None
         assert isinstance(loop, _HookLoop)
         _, release = block_worker(g)  # so that arming the hook cannot race
         loop.hook = hook
-        h = g.spawn(forever, name="victim")
+        h = g.spawn(forever() if as_coroutine else forever, name="victim")
         release.set()
         assert in_window.wait(WAIT)
         assert h.state is TaskState.RUNNING
-        assert h.cancel() is True
-        cancel_sent.set()
-        with pytest.raises(asyncio.CancelledError):
-            h.result(timeout=10)  # a guard: it resolves at once when correct
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert h.cancel() is True
+            cancel_sent.set()
+            with pytest.raises(asyncio.CancelledError):
+                h.result(timeout=10)  # a guard: it resolves at once when correct
+            gc.collect()
         assert h.state is TaskState.CANCELLED
+        assert not [w for w in caught if "never awaited" in str(w.message)]
     finally:
         cancel_sent.set()
         close_or_fail(g, cancel=True, timeout=5)
