@@ -398,7 +398,7 @@ class Handle(Generic[T]):
         self._result = exc
         self._aux = (
             exc.__traceback__,
-            logs.UnretrievedGuard(exc, self._id, self._name, self._grid.name),
+            logs.UnretrievedGuard(exc, self._id, self._name, self._grid.name, loop),
         )
         self._state = FAILED
         self._release()

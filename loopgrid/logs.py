@@ -18,6 +18,7 @@ microseconds, and the hot path checks one global instead.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import sys
@@ -140,39 +141,63 @@ class UnretrievedGuard:
     traceback frames can hold the handle: the handle would never be collected.
     The guard sits inside that cycle instead, so the cycle collector frees it
     and runs ``__del__`` (PEP 442), as the old ``asyncio._TracebackLogger`` did.
+    ``loop`` is the worker loop the task failed on, where the log record is
+    written if the handle dies on a thread that runs no loop.
     """
 
-    __slots__ = ("exc", "grid", "name", "task_id")
+    __slots__ = ("exc", "grid", "loop", "name", "task_id")
 
-    def __init__(self, exc: BaseException, task_id: int, name: str, grid: str) -> None:
+    def __init__(
+        self,
+        exc: BaseException,
+        task_id: int,
+        name: str,
+        grid: str,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self.exc: BaseException | None = exc
         self.task_id = task_id
         self.name = name
         self.grid = grid
+        self.loop = loop
 
     def __del__(self) -> None:
         exc = self.exc
         if exc is not None:
             self.exc = None
-            report_unretrieved(exc, self.task_id, self.name, self.grid)
+            report_unretrieved(exc, self.task_id, self.name, self.grid, self.loop)
 
 
-def report_unretrieved(exc: BaseException, task_id: int, name: str, grid: str) -> None:
+def report_unretrieved(
+    exc: BaseException,
+    task_id: int,
+    name: str,
+    grid: str,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> None:
     """Called when a failed handle is collected before anyone looked at its error.
 
     This runs from a finalizer, possibly inside garbage collection, where logging
     a traceback can crash the interpreter (CPython gh-106905). So it only queues
     the error; the log record is written by :func:`flush_unretrieved`, scheduled
-    on this thread's running loop when there is one, and called by every grid
-    as it closes and at interpreter exit.
+    on this thread's running loop, else on ``loop``; every grid also flushes as
+    it closes, and so does interpreter exit.
     """
     _unretrieved.append((exc, task_id, name, grid))
-    import asyncio
-
-    loop = asyncio._get_running_loop()
-    if loop is not None and not _flush_scheduled.is_set():
-        _flush_scheduled.set()
-        loop.call_soon(flush_unretrieved)
+    if _flush_scheduled.is_set():
+        return
+    running = asyncio._get_running_loop()
+    target = running if running is not None else loop
+    if target is None:
+        return
+    _flush_scheduled.set()
+    try:
+        if target is running:
+            target.call_soon(flush_unretrieved)
+        else:
+            target.call_soon_threadsafe(flush_unretrieved)
+    except RuntimeError:  # that loop is closed: the grid's close flushed or will
+        _flush_scheduled.clear()
 
 
 def flush_unretrieved() -> None:

@@ -166,3 +166,27 @@ def test_retrieved_exception_is_not_logged(caplog: pytest.LogCaptureFixture, how
         del h
         gc.collect()
     assert _unretrieved_messages(caplog, how) == []
+
+
+def test_unretrieved_exception_is_logged_while_the_grid_is_still_open() -> None:
+    """The handle dies on a plain thread (no loop there): the record is written
+    on the worker loop the task failed on, without waiting for close()."""
+    seen = threading.Event()
+
+    class _Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "never retrieved" in record.getMessage() and "unretrieved C" in record.getMessage():
+                seen.set()
+
+    handler = _Catch(level=logging.ERROR)
+    logger = logging.getLogger("loopgrid")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with Grid(1) as g:
+            _fail_and_forget(g, "C")
+            assert seen.wait(WAIT), "not logged while the grid was open"
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
