@@ -87,6 +87,20 @@ def _merge_by_id(
         if best is None:
             break
         pop = best.popleft
+        try:
+            bulk = best[-1]._id < second_id
+        except IndexError:
+            continue
+        if bulk:
+            # All of this source comes first (an overflowed backlog ahead of a
+            # fresh local queue, typically): no comparisons needed.
+            while taken < budget:
+                try:
+                    out.append(pop())
+                except IndexError:
+                    break
+                taken += 1
+            continue
         while taken < budget:
             try:
                 h = pop()
