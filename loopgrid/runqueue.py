@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .handle import Handle
 
-__all__ = ["LEVELS_HIGH_FIRST", "RunQueue", "take_in_order"]
+__all__ = ["LEVELS_HIGH_FIRST", "RunQueue", "move", "take_aged", "take_in_order"]
 
 LEVELS_HIGH_FIRST = (3, 2, 1, 0)
 _NO_ID = 1 << 62
@@ -55,6 +55,23 @@ class RunQueue:
                     yield d.popleft()
                 except IndexError:
                     break
+
+
+def move(src: deque[Handle[Any]], n: int, out: list[Handle[Any]]) -> int:
+    """Pop up to ``n`` handles from the left of ``src`` onto ``out``; return how many.
+
+    Another thread may pop from ``src`` meanwhile; whatever was popped here is
+    in ``out`` even if the deque runs dry early, so nothing is ever dropped.
+    """
+    before = len(out)
+    append = out.append
+    pop = src.popleft
+    try:
+        for _ in range(min(n, len(src))):
+            append(pop())
+    except IndexError:
+        pass
+    return len(out) - before
 
 
 def _head_id(d: deque[Handle[Any]]) -> int | None:
@@ -94,12 +111,7 @@ def _merge_by_id(
         if bulk:
             # All of this source comes first (an overflowed backlog ahead of a
             # fresh local queue, typically): no comparisons needed.
-            while taken < budget:
-                try:
-                    out.append(pop())
-                except IndexError:
-                    break
-                taken += 1
+            taken += move(best, budget - taken, out)
             continue
         while taken < budget:
             try:
@@ -132,14 +144,7 @@ def take_in_order(queues: tuple[RunQueue, ...], budget: int, out: list[Handle[An
         if not sources:
             continue
         if len(sources) == 1:
-            d = sources[0]
-            pop = d.popleft
-            while taken < budget:
-                try:
-                    out.append(pop())
-                except IndexError:
-                    break
-                taken += 1
+            taken += move(sources[0], budget - taken, out)
         else:
             taken = _merge_by_id(sources, budget, taken, out)
         if taken >= budget:

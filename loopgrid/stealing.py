@@ -16,12 +16,13 @@ are written by the thief only: ``stolen_in`` on itself and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import logs
-from .runqueue import LEVELS_HIGH_FIRST
+from .runqueue import LEVELS_HIGH_FIRST, move
 
 if TYPE_CHECKING:
+    from .handle import Handle
     from .worker import Worker
 
 __all__ = ["has_victim", "steal_into"]
@@ -55,14 +56,9 @@ def steal_into(thief: Worker) -> int:
     got = 0
     dst = thief._local.levels
     for p in LEVELS_HIGH_FIRST:
-        src = victim._local.levels[p]
-        moved = dst[p]
-        while got < want:
-            try:
-                moved.append(src.popleft())
-            except IndexError:
-                break
-            got += 1
+        moved: list[Handle[Any]] = []
+        got += move(victim._local.levels[p], want - got, moved)
+        dst[p].extend(moved)
         if got >= want:
             break
     if got:

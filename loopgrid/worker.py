@@ -41,7 +41,7 @@ from . import logs
 from .errors import NotOnGridError
 from .handle import CLAIMS, COMPLETED, RUNNING, Handle
 from .mailbox import Mailbox, install_mailbox
-from .runqueue import RunQueue, take_aged, take_in_order
+from .runqueue import RunQueue, move, take_aged, take_in_order
 from .stealing import has_victim, steal_into
 
 if TYPE_CHECKING:
@@ -249,15 +249,9 @@ class Worker:
         half = len(self._local) // 2
         inj = self.grid._injection.levels
         for p in (0, 1, 2, 3):
-            d = self._local.levels[p]
             moved: list[Handle[Any]] = []
-            while len(moved) < half:
-                try:
-                    moved.append(d.popleft())
-                except IndexError:
-                    break
+            half -= move(self._local.levels[p], half, moved)
             inj[p].extend(moved)
-            half -= len(moved)
             if half <= 0:
                 break
 
