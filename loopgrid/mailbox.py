@@ -26,8 +26,10 @@ from typing import Any
 __all__ = ["Mailbox", "install_mailbox", "mailbox_for_running_loop", "running_loop"]
 
 #: Items handed to a loop per drain before it yields to its other callbacks.
-#: Measured with bench/bench_crossloop.py: chunks beat one big drain because the
-#: woken coroutines can send their next requests while later results arrive.
+#: A prototype measured chunked delivery at 2.4-3.2x the throughput of
+#: run_coroutine_threadsafe against 1.6-1.9x for one big drain: the woken
+#: coroutines send their next requests while later results arrive. The value
+#: 64 itself has not been swept yet (bench/bench_crossloop.py is the place).
 DRAIN_CHUNK = 64
 
 _Item = tuple[Callable[[Any], object], Any, "contextvars.Context | None"]

@@ -51,7 +51,9 @@ __all__ = ["BATCH", "LOCAL_CAPACITY", "Worker", "current_worker"]
 
 #: Most tasks a dispatcher turn starts before it yields to the loop. Larger
 #: batches amortise the turn; smaller ones keep the backlog stealable and the
-#: loop responsive. 64 measured best on bench_spawn.py; no test depends on it.
+#: loop responsive. 64 is in the range Tokio uses between global-queue checks
+#: (61); a sweep on bench_spawn.py and bench_steal.py is still to do. No test
+#: depends on the value.
 BATCH = 64
 
 #: Soft bound of a worker's stealable queue (Go and Tokio use 256). When a
