@@ -393,15 +393,12 @@ async def _drive(h: Handle[Any], w: Worker) -> None:
                     f"{fn!r} returned {coro!r}, not a coroutine: spawn() needs an "
                     "async function or a coroutine object"
                 )
-        del fn, args
         result = await coro
     except asyncio.CancelledError as exc:
         h._set_cancelled(exc.args[0] if exc.args else None, loop)
         w.cancelled += 1
         if logs.DEBUG_EVENTS:
             logs.debug("task.cancelled")
-        if w.grid._closing:
-            w.grid._check_quiescent()
         raise
     except BaseException as exc:
         # Drop this frame from the traceback: users see their own frames only,
@@ -415,8 +412,6 @@ async def _drive(h: Handle[Any], w: Worker) -> None:
         w.failed += 1
         if logs.DEBUG_EVENTS:
             logs.debug("task.failed", error=repr(exc))
-        if w.grid._closing:
-            w.grid._check_quiescent()
     else:
         # Handle._set_result, inlined on the hottest path.
         h._result = result
@@ -428,6 +423,8 @@ async def _drive(h: Handle[Any], w: Worker) -> None:
         w.completed += 1
         if logs.DEBUG_EVENTS:
             logs.debug("task.completed")
+    finally:
+        # Counted above in every branch; a closing grid waits for this count.
         if w.grid._closing:
             w.grid._check_quiescent()
 
