@@ -95,11 +95,6 @@ _tls = _ThreadState()
 _get_running_loop = asyncio._get_running_loop
 
 
-def current_mailbox() -> Mailbox | None:
-    """The mailbox of the loop running in this thread, if one was made."""
-    return _tls.mailbox
-
-
 def running_loop() -> asyncio.AbstractEventLoop | None:
     """``asyncio._get_running_loop()``, answered from a thread-local on workers.
 
