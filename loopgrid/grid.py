@@ -78,8 +78,11 @@ def _is_coroutine(obj: Any) -> bool:
     return type(obj) is types.CoroutineType or asyncio.iscoroutine(obj)
 
 
-def _describe_target(fn: Any, args: tuple[Any, ...]) -> str:
-    """Validate what spawn() was given (off the fast path); return a task name."""
+def _describe_target(fn: Any, args: tuple[Any, ...]) -> tuple[str, bool]:
+    """Validate what spawn() was given (off the fast path).
+
+    Returns a default task name and whether ``fn`` is a coroutine object.
+    """
     if _is_coroutine(fn):
         if args:
             fn.close()
@@ -87,14 +90,14 @@ def _describe_target(fn: Any, args: tuple[Any, ...]) -> str:
                 f"spawn() got the coroutine object {fn!r} and positional arguments {args!r}; "
                 "pass either an async function with its arguments or a coroutine alone"
             )
-        return str(getattr(fn, "__qualname__", repr(fn)))
+        return str(getattr(fn, "__qualname__", repr(fn))), True
     if callable(fn):
         if _is_async_callable(fn):
             name = getattr(fn, "__qualname__", None)
             if name is None:
                 inner = getattr(fn, "func", fn)  # functools.partial
                 name = getattr(inner, "__qualname__", type(inner).__qualname__)
-            return str(name)
+            return str(name), False
         raise TypeError(
             f"spawn() needs an async function or a coroutine object, got {fn!r}, which is a "
             "synchronous callable; run blocking code with asyncio.to_thread() inside a task"
@@ -260,8 +263,8 @@ class Grid:
             default_name = fn.__qualname__
             targs: tuple[Any, ...] | None = args
         else:
-            default_name = _describe_target(fn, args)
-            targs = None if _is_coroutine(fn) else args
+            default_name, is_coro = _describe_target(fn, args)
+            targs = None if is_coro else args
         if priority is not _NORMAL or name is not None or worker is not None:
             try:
                 priority = check_priority(priority)
