@@ -38,11 +38,20 @@ def _venv(python: str) -> Path:
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if not py.exists():
         print(f"dev.py: creating {venv.name} with {python} (Python {version})", flush=True)
-        subprocess.run([python, "-m", "venv", str(venv)], check=True)
+        if subprocess.run([python, "-m", "venv", str(venv)]).returncode != 0:
+            # Debian's python3 without the python3-venv package has no ensurepip:
+            # make the venv without pip; the pip running this script fills it.
+            bare = [python, "-m", "venv", "--clear", "--without-pip", str(venv)]
+            subprocess.run(bare, check=True)
     if not stamp.exists() or stamp.read_text() != want:
         print(f"dev.py: installing loopgrid[dev] into {venv.name}", flush=True)
-        pip = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-        subprocess.run([*pip, "--upgrade", "pip"], check=True)
+        quiet = ["--disable-pip-version-check", "-q"]
+        has_pip = subprocess.run([str(py), "-m", "pip", "--version"], capture_output=True)
+        if has_pip.returncode == 0:
+            pip = [str(py), "-m", "pip", "install", *quiet]
+            subprocess.run([*pip, "--upgrade", "pip"], check=True)
+        else:  # pip >= 22.3 installs into another environment with --python
+            pip = [sys.executable, "-m", "pip", "--python", str(py), "install", *quiet]
         subprocess.run([*pip, "-e", f"{ROOT}[dev]"], check=True)
         stamp.write_text(want)
     return py
