@@ -343,12 +343,11 @@ class Grid:
         cur = _current.worker
         if cur is not None and cur.grid is self:
             cur.dropped += 1
-            cur._finished()
         else:
             with self._ext_lock:
                 self._ext_cancelled += 1
-            if self._closing:
-                self._check_quiescent()
+        if self._closing:
+            self._check_quiescent()
 
     def _live(self) -> int:
         workers = self._workers

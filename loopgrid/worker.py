@@ -361,11 +361,6 @@ class Worker:
         """Cancel one of this worker's tasks; owner thread (see ``_cancel_task``)."""
         return _cancel_task(task, msg)
 
-    def _finished(self) -> None:
-        """Note that a task ended on this thread (owner thread only)."""
-        if self.grid._closing:
-            self.grid._check_quiescent()
-
 
 async def _drive(h: Handle[Any], w: Worker) -> None:
     """Run one task's coroutine inside the asyncio.Task the worker created for it.
