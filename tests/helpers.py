@@ -11,6 +11,27 @@ from typing import Any
 WAIT = 30.0
 
 
+class Countdown:
+    """A latch that plain threads wait on until ``hit()`` was called ``n`` times.
+
+    ``hit()`` is thread-safe: tasks on any worker count down concurrently.
+    """
+
+    def __init__(self, n: int) -> None:
+        self._left = n
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+
+    def hit(self) -> None:
+        with self._lock:
+            self._left -= 1
+            if self._left == 0:
+                self._done.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._done.wait(timeout)
+
+
 class Gate:
     """A one-shot event that coroutines on any loop, and plain threads, can wait on.
 

@@ -9,7 +9,7 @@ import threading
 from typing import Any
 
 import pytest
-from helpers import WAIT, Gate, block_worker, identity
+from helpers import WAIT, Countdown, Gate, block_worker, identity
 
 import loopgrid
 from loopgrid import Grid, TaskState
@@ -96,16 +96,10 @@ def test_pinned_tasks_are_never_stolen_even_when_their_worker_is_blocked() -> No
     """Worker 0 blocks after queueing pinned and stealable work: worker 1 takes
     (steals) all the stealable work, and none of the pinned work."""
     n_pinned, n_free = 20, 40
-    all_free_done = threading.Event()
-    done = 0
-    lock = threading.Lock()
+    all_free_done = Countdown(n_free)
 
     async def free() -> int:
-        nonlocal done
-        with lock:
-            done += 1
-            if done == n_free:
-                all_free_done.set()
+        all_free_done.hit()
         return loopgrid.current_worker().index
 
     async def pinned() -> int:

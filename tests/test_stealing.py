@@ -7,7 +7,7 @@ import asyncio
 import threading
 from typing import Any
 
-from helpers import WAIT
+from helpers import WAIT, Countdown
 
 import loopgrid
 from loopgrid import Grid, TaskState
@@ -16,17 +16,11 @@ from loopgrid import Grid, TaskState
 def _steal_scenario(n: int) -> tuple[bool, list[Any], dict[str, Any], dict[str, Any]]:
     """A task on worker 0 spawns ``n`` stealable tasks, then blocks worker 0's
     thread until all of them have completed, which only a thief can achieve."""
-    all_done = threading.Event()
-    count = 0
-    lock = threading.Lock()
+    all_done = Countdown(n)
 
     async def child() -> int:
-        nonlocal count
         await asyncio.sleep(0)
-        with lock:
-            count += 1
-            if count == n:
-                all_done.set()
+        all_done.hit()
         return loopgrid.current_worker().index
 
     async def driver() -> tuple[bool, list[Any], dict[str, Any]]:
@@ -126,16 +120,10 @@ def test_a_started_task_stays_even_when_its_worker_blocks() -> None:
         await ev.wait()
         return before, threading.get_ident()
 
-    all_done = threading.Event()
-    count = 0
-    lock = threading.Lock()
+    all_done = Countdown(20)
 
     async def child() -> None:
-        nonlocal count
-        with lock:
-            count += 1
-            if count == 20:
-                all_done.set()
+        all_done.hit()
 
     async def blocker() -> bool:
         for _ in range(20):
