@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 __all__ = [
+    "DeadlockError",
     "GridClosedError",
     "LoopgridError",
     "NotOnGridError",
@@ -18,6 +19,15 @@ __all__ = [
 
 class LoopgridError(Exception):
     """Base class of the errors loopgrid raises itself."""
+
+
+class DeadlockError(LoopgridError, RuntimeError):
+    """A wait would never end: the waiter is part of a wait-for cycle.
+
+    Raised in the task whose ``await`` (of a handle, or of a loopgrid lock)
+    would close the cycle, instead of letting every task on it hang. The
+    message names each task on the cycle and what it waits for.
+    """
 
 
 class GridClosedError(LoopgridError, RuntimeError):
