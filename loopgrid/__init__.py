@@ -13,6 +13,7 @@ from .handle import Handle, TaskState
 from .logs import configure_logging
 from .priority import Priority
 from .runner import Runner, run
+from .taskgroup import TaskGroup
 from .worker import Worker, current_worker
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "Priority",
     "Runner",
     "TaskFunction",
+    "TaskGroup",
     "TaskState",
     "Worker",
     "WouldBlockError",

@@ -67,6 +67,19 @@ def test_foreign_loop() -> None:
     assert "grid closed: True" in out
 
 
+def test_taskgroup() -> None:
+    out = run_example("taskgroup.py", "--loops", "2")
+    assert "main() runs on worker 0" in out
+    checksums = re.findall(r"^checksum (\d): [0-9a-f]{8} \(worker (\d)\)$", out, re.MULTILINE)
+    assert [(int(n), int(w)) for n, w in checksums] == [(0, 0), (1, 1), (2, 0), (3, 1)]
+    assert (
+        "the group raised ExceptionGroup('unhandled errors in a TaskGroup', "
+        "[ConnectionError('server went away')])" in out
+    )
+    downloads = re.findall(r"^download (\d): (\w+)", out, re.MULTILINE)
+    assert downloads == [("0", "cancelled"), ("1", "cancelled")]
+
+
 def test_demo() -> None:
     out = run_example("demo.py", "--loops", "2", "--tasks", "200", "--block", "0.5", "--progress")
     assert re.search(r"^ *\d+\.\d\ds \| w0 +\d+p", out, re.MULTILINE), "no progress line"
