@@ -157,6 +157,15 @@ class Grid:
         self._closed = False
         self._cancel_all = False
         self._ext_lock = threading.Lock()
+        # Pausing, moving and cancelling pending tasks are rare and take this
+        # lock; spawning, dispatching and completing never do. See handle.py.
+        self._control = threading.RLock()
+        self._paused = False
+        #: id -> handle of every paused task that has not finished (any thread).
+        self._paused_tasks: dict[int, Handle[Any]] = {}
+        #: id -> handle of paused pending tasks a dispatcher took off a queue;
+        #: whoever pops an entry (resume, or the dispatcher re-checking) requeues it.
+        self._shelf: dict[int, Handle[Any]] = {}
         self._ext_spawned = 0
         self._ext_cancelled = 0
         self._quiescent = threading.Event()
@@ -331,10 +340,69 @@ class Grid:
         # by the next spawn's.
         self._maybe_idle = False
         for w in self._workers:
-            if w._parked:
+            if w._parked and not w._hold:
                 self._maybe_idle = True
                 w._wake()
                 return
+
+    def _requeue(self, h: Handle[Any]) -> None:
+        """Put a pending task back where any worker may take it (any thread)."""
+        if h._pin is not None:
+            self._workers[h._pin]._push_pinned(h)
+        else:
+            self._injection.push(h)
+            if self._maybe_idle:
+                self._wake_idle()
+
+    def _shelve(self, h: Handle[Any]) -> None:
+        """Keep a paused pending task off the queues until it is resumed."""
+        self._shelf[h._id] = h
+        # A resume between the dispatcher's look at the flag and the line
+        # above found no shelf entry to requeue: requeue it here instead.
+        if not h._paused and self._shelf.pop(h._id, None) is not None:
+            self._requeue(h)
+
+    # -- pausing -------------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        """Whether :meth:`pause` holds the grid."""
+        return self._paused
+
+    def pause(self) -> None:
+        """Hold every worker (see :meth:`Worker.pause`); spawning still queues.
+
+        Nothing starts and running tasks stop at their next suspension point
+        until :meth:`resume`. Spawns are queued, never refused or lost. Workers
+        paused on their own stay paused after the grid resumes.
+        """
+        with self._control:
+            self._paused = True
+            for w in self._workers:
+                w._update_hold()
+        logs.info("grid.paused", grid=self.name)
+
+    def resume(self) -> None:
+        """Release what :meth:`pause` held; any thread."""
+        with self._control:
+            self._paused = False
+            for w in self._workers:
+                w._update_hold()
+        logs.info("grid.resumed", grid=self.name)
+
+    def _resume_everything(self) -> None:
+        """Lift every pause, of the grid, its workers and its tasks (closing)."""
+        with self._control:
+            paused = len(self._paused_tasks) + sum(w._paused for w in self._workers)
+            if not (paused or self._paused):
+                return
+            self._paused = False
+            for w in self._workers:
+                w._paused = False
+                w._update_hold()
+        for h in list(self._paused_tasks.values()):
+            h.resume()
+        logs.info("grid.close.resumed", grid=self.name, paused=paused)
 
     # -- accounting for shutdown --------------------------------------------------
 
@@ -399,6 +467,7 @@ class Grid:
         with self._ext_lock:
             self._closing = True
             self._accept = _ACCEPT_NONE if cancel else min(self._accept, _ACCEPT_WORKERS)
+        self._resume_everything()
         if cancel and not self._cancel_all:
             self._cancel_all = True
             self._cancel_queued()
@@ -415,6 +484,8 @@ class Grid:
         for q in queues:
             for h in q.pop_all():
                 h.cancel()
+        for h in list(self._shelf.values()):
+            h.cancel()
 
     def _stop_workers(self) -> None:
         if self._closed:

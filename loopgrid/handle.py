@@ -34,6 +34,7 @@ import asyncio
 import contextvars
 import operator
 import threading
+import time
 from collections.abc import Callable, Generator
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -59,6 +60,7 @@ RUNNING = "running"
 COMPLETED = "completed"
 FAILED = "failed"
 CANCELLED = "cancelled"
+PAUSED = "paused"
 _DONE = frozenset((COMPLETED, FAILED, CANCELLED))
 
 #: Claims on pending tasks. A pending task's id sits in one of these striped
@@ -76,6 +78,7 @@ class TaskState(str, Enum):
     COMPLETED = COMPLETED
     FAILED = FAILED
     CANCELLED = CANCELLED
+    PAUSED = PAUSED
 
 
 _Callback = tuple["Mailbox | None", Callable[[Any], object], "contextvars.Context | None"]
@@ -104,6 +107,7 @@ class Handle(Generic[T]):
         "_grid",
         "_id",
         "_name",
+        "_paused",
         "_pin",
         "_priority",
         "_result",
@@ -134,6 +138,7 @@ class Handle(Generic[T]):
         self._pin = pin
         self._enqueued = enqueued
         self._state = PENDING
+        self._paused = False
         self._result: Any = None
         self._aux: Any = None
         self._callbacks: list[_Callback] = []
@@ -157,7 +162,11 @@ class Handle(Generic[T]):
 
     @property
     def state(self) -> TaskState:
-        return TaskState(self._state)
+        """PENDING, RUNNING or PAUSED (either of the first two, paused), then a final state."""
+        st = self._state
+        if self._paused and st not in _DONE:
+            return TaskState.PAUSED
+        return TaskState(st)
 
     @property
     def worker(self) -> int | None:
@@ -250,29 +259,39 @@ class Handle(Generic[T]):
         if one was given, is closed (no "never awaited" warning). A running task
         gets ``CancelledError`` at its current suspension point on its own loop,
         exactly as ``asyncio.Task.cancel`` delivers it; like a Task, it may catch
-        it and finish otherwise.
+        it and finish otherwise. A paused task is cancelled at once too: the
+        cancellation passes the pause.
         """
-        try:
-            CLAIMS[self._id & 63].remove(self._id)
-        except KeyError:
-            pass  # started, finished, or being cancelled by another thread
-        else:
-            self._aux = msg
-            self._state = CANCELLED
-            self._release()
-            self._grid._finished_before_start(self)
-            self._run_callbacks(running_loop())
-            return True
-        # A dispatcher sets _worker before it claims, so None here means another
-        # thread's cancel() won the claim.
-        worker = self._worker
-        if worker is None or self._state in _DONE:
-            return self._state is PENDING
-        if worker.is_current():
-            task = self._task
-            if task is not None:
-                return worker._cancel_task(task, msg)
-        worker.loop.call_soon_threadsafe(self._cancel_on_loop, msg)
+        grid = self._grid
+        while True:
+            with grid._control:  # so that move() never shows us its claim
+                try:
+                    CLAIMS[self._id & 63].remove(self._id)
+                except KeyError:
+                    pass  # started or finished, or a dispatcher is looking at it
+                else:
+                    self._aux = msg
+                    self._state = CANCELLED
+                    break
+            worker = self._worker
+            if self._state in _DONE:
+                return False
+            if worker is not None:
+                if worker.is_current():
+                    task = self._task
+                    if task is not None:
+                        return worker._cancel_task(task, msg)
+                worker.loop.call_soon_threadsafe(self._cancel_on_loop, msg)
+                return True
+            # Pending, its claim taken, no worker: a dispatcher holds the claim
+            # for an instant and gives it back (the task moved away from it).
+            time.sleep(0)
+        self._release()
+        if self._paused:
+            self._unpaused()
+        grid._shelf.pop(self._id, None)
+        grid._finished_before_start(self)
+        self._run_callbacks(running_loop())
         return True
 
     def _cancel_on_loop(self, msg: Any | None) -> None:
@@ -280,6 +299,94 @@ class Handle(Generic[T]):
         if task is not None and self._state is RUNNING:
             assert self._worker is not None
             self._worker._cancel_task(task, msg)
+        elif self._state is PENDING:
+            self.cancel(msg)  # the worker only looked at it and let it go
+
+    # -- pause, resume, move ----------------------------------------------------
+
+    def pause(self) -> bool:
+        """Hold the task: a pending one does not start, a running one stops stepping.
+
+        A running task stops at its next suspension point: what it awaits may
+        complete meanwhile, but its coroutine is not stepped again until
+        :meth:`resume`. Callable from any thread or loop, and idempotent.
+        Returns False, doing nothing, if the task has already finished; True
+        otherwise. ``state`` reads ``PAUSED`` while it is held.
+        """
+        grid = self._grid
+        with grid._control:
+            if self._state in _DONE:
+                return False
+            self._paused = True
+            grid._paused_tasks[self._id] = self
+        task = self._task  # None while pending, or starting (then Worker._start arms)
+        if task is not None:
+            assert self._worker is not None
+            drv: Any = task.get_coro()
+            drv.arm(self, self._worker)
+        if self._state in _DONE:  # finished meanwhile: its finisher may not have seen the flag
+            self._unpaused()
+            return False
+        if logs.DEBUG_EVENTS:
+            logs.debug("task.paused", task_id=self._id, task=self._name)
+        return True
+
+    def resume(self) -> bool:
+        """Let a paused task go on; a no-op if it is not paused.
+
+        Returns False if the task has already finished, True otherwise.
+        """
+        grid = self._grid
+        with grid._control:
+            if not self._paused:
+                return self._state not in _DONE
+            self._unpaused()
+        if grid._shelf.pop(self._id, None) is not None:
+            grid._requeue(self)  # pending: back in a run queue
+        else:
+            worker = self._worker
+            if worker is not None and self._state is RUNNING:
+                worker._release_soon()
+        if logs.DEBUG_EVENTS:
+            logs.debug("task.resumed", task_id=self._id, task=self._name)
+        return self._state not in _DONE
+
+    def _unpaused(self) -> None:
+        self._paused = False
+        self._grid._paused_tasks.pop(self._id, None)
+
+    def move(self, worker: int) -> None:
+        """Re-home a task that has not started onto ``worker``, pinned there.
+
+        Pinned, the task is never stolen back. A paused pending task may be
+        moved; it starts there once resumed. A task that has started cannot
+        move, because its coroutine is bound to the loop whose futures it
+        awaits: that raises :class:`asyncio.InvalidStateError`, as does a
+        finished task.
+        """
+        grid = self._grid
+        grid._check_worker_index(worker)
+        with grid._control:
+            try:
+                CLAIMS[self._id & 63].remove(self._id)
+            except KeyError:
+                w = self._worker
+                raise asyncio.InvalidStateError(
+                    f"cannot move {self!r} to worker {worker}: "
+                    + (
+                        "it has finished"
+                        if self._state in _DONE or w is None
+                        else f"it has started on worker {w.index}, and a started coroutine "
+                        "stays on its loop (only pending tasks move)"
+                    )
+                ) from None
+            self._pin = worker
+            CLAIMS[self._id & 63].add(self._id)
+        # A copy left in its old queue is skipped there (see Worker._start).
+        if self._id not in grid._shelf:
+            grid._workers[worker]._push_pinned(self)
+        if logs.DEBUG_EVENTS:
+            logs.debug("task.moved", task_id=self._id, task=self._name, worker=worker)
 
     def add_done_callback(
         self, fn: Callable[[Handle[T]], object], *, context: contextvars.Context | None = None

@@ -39,6 +39,7 @@ def _worker(w: Worker, stolen_out: int) -> dict[str, Any]:
         "pinned": len(w._pinned),
         "running": w.running,
         "parked": w._parked,
+        "paused": w._hold,
         "spawned": w.spawned,
         "started": w.started,
         "completed": w.completed,
@@ -66,10 +67,12 @@ def snapshot(grid: Grid) -> dict[str, Any]:
     totals["cancelled"] += external["cancelled"]
     totals["pending"] = sum(w["pending_total"] for w in per) + sum(injection.values())
     totals["running"] = sum(w["running"] for w in per)
+    totals["paused"] = len(grid._paused_tasks)
     return {
         "grid": grid.name,
         "loops": len(workers),
         "state": "closed" if grid._closed else "closing" if grid._closing else "open",
+        "paused": grid._paused,
         "workers": per,
         "injection": injection,
         "external": external,

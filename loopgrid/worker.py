@@ -21,6 +21,12 @@ Thread ownership (who writes what):
   whoever wakes it. The owner re-checks every queue *after* setting it, and
   pushers push *before* reading it, so a push is never stranded; a race costs
   at most one spurious dispatcher turn.
+* ``_paused`` (this worker paused by the user) and ``_hold`` (paused by the
+  user or by a paused grid: what the dispatcher and the drivers read): written
+  under the grid's ``_control`` lock by any thread; read by the owner without
+  it. The owner re-reads ``_hold`` after parking, as for ``_parked`` above.
+* ``_held``: the drivers of this worker's tasks that are paused mid-run; owner
+  only (see ``driver.py``).
 * The counters (``started``, ``completed``, ``dropped``...): owner only.
   Other threads read them for stats, which are therefore snapshots.
 """
@@ -28,18 +34,16 @@ Thread ownership (who writes what):
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import inspect
 import sys
 import threading
 import time
-import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import logs
+from .driver import Driver, cancel_task, drive
 from .errors import NotOnGridError
-from .handle import CLAIMS, COMPLETED, RUNNING, Handle
+from .handle import CLAIMS, RUNNING, Handle
 from .mailbox import Mailbox, install_mailbox
 from .runqueue import RunQueue, move, take_aged, take_in_order
 from .stealing import has_victim, steal_into
@@ -67,17 +71,7 @@ _TASK_HAS_CONTEXT = sys.version_info >= (3, 11)
 #: Start tasks eagerly where asyncio supports it (3.12+, PEP-less gh-97696).
 _EAGER_START = sys.version_info >= (3, 12)
 _Task: Any = asyncio.Task
-_CoroutineType = types.CoroutineType
-_COMPLETED = COMPLETED
-_GRID_VAR = logs.GRID_VAR
-_WORKER_VAR = logs.WORKER_VAR
-_TASK_ID_VAR = logs.TASK_ID_VAR
-_TASK_VAR = logs.TASK_VAR
-#: The worker whose grid and worker keys are bound in a context (so a task
-#: spawned from a task on the same worker binds only its own two keys).
-_WHERE: contextvars.ContextVar[Worker | None] = contextvars.ContextVar(
-    "loopgrid_where", default=None
-)
+_new_object = object.__new__
 
 
 class _Current(threading.local):
@@ -106,9 +100,12 @@ class Worker:
     """One worker of a grid: an event loop on its own thread (Go's P + M)."""
 
     __slots__ = (
+        "_held",
+        "_hold",
         "_local",
         "_mailbox",
         "_parked",
+        "_paused",
         "_pinned",
         "_startup_error",
         "cancelled",
@@ -133,6 +130,9 @@ class Worker:
         self._local = RunQueue()
         self._pinned = RunQueue()
         self._parked = True
+        self._paused = False
+        self._hold = False
+        self._held: set[Driver] = set()
         self._startup_error: BaseException | None = None
         self.spawned = 0
         self.started = 0
@@ -207,10 +207,81 @@ class Worker:
     def _stop_soon(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
+    # -- pausing ----------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        """Whether this worker holds its work (paused itself, or its grid is)."""
+        return self._hold
+
+    def pause(self) -> None:
+        """Drain this worker: start nothing new, hold its running tasks.
+
+        Its running tasks stop at their next suspension point (as with
+        ``Handle.pause``); its stealable pending tasks move to the grid's
+        injection queue for the other workers, and so do tasks spawned here
+        while it is paused. Tasks pinned to it wait. Idempotent; any thread.
+        """
+        with self.grid._control:
+            self._paused = True
+            self._update_hold()
+
+    def resume(self) -> None:
+        """Undo :meth:`pause` (a paused grid still holds the worker); any thread."""
+        with self.grid._control:
+            self._paused = False
+            self._update_hold()
+
+    def _update_hold(self) -> None:
+        """Recompute ``_hold`` and act on a change; under the grid's ``_control``."""
+        hold = self._paused or self.grid._paused
+        if hold is self._hold:
+            return
+        self._hold = hold
+        if hold:
+            requeue = self.grid._requeue
+            for h in self._local.pop_all():
+                requeue(h)
+            self._call_soon(self._arm_all)
+            logs.info("worker.paused", grid=self.grid.name, worker=self.index)
+        else:
+            self._release_soon()
+            self._wake()
+            logs.info("worker.resumed", grid=self.grid.name, worker=self.index)
+
+    def _call_soon(self, fn: Callable[[], object]) -> None:
+        """Schedule ``fn`` on this loop from any thread (dropped once it closed)."""
+        if _current.worker is self:
+            self.loop.call_soon(fn)
+        else:
+            try:
+                self.loop.call_soon_threadsafe(fn)
+            except RuntimeError:
+                pass  # loop closed: no task is left to hold or release
+
+    def _release_soon(self) -> None:
+        """Have this loop re-check its held tasks; any thread."""
+        self._call_soon(self._release_held)
+
+    def _release_held(self) -> None:
+        for drv in list(self._held):
+            drv.release()
+
+    def _arm_all(self) -> None:
+        """Make every grid task on this loop check for a pause before its next step."""
+        for task in asyncio.all_tasks(self.loop):
+            drv: Any = task.get_coro()
+            frame = drv.cr_frame if type(drv) is Driver else None
+            if frame is not None:  # None once the task's coroutine has ended
+                drv.arm(frame.f_locals["h"], self)
+
     # -- queueing and waking ----------------------------------------------------
 
     def _push_local(self, h: Handle[Any]) -> None:
         """Queue a stealable task; owner thread only."""
+        if self._hold:  # a paused worker starts nothing: let the others have it
+            self.grid._requeue(h)
+            return
         lv = self._local.levels
         d = lv[h._priority]
         d.append(h)
@@ -262,6 +333,9 @@ class Worker:
 
     def _dispatch(self) -> None:
         grid = self.grid
+        if self._hold:
+            self._park(tried_stealing=True)
+            return
         queues = (self._pinned, self._local, grid._injection)
         batch: list[Handle[Any]] = []
         aging = grid._aging
@@ -304,11 +378,15 @@ class Worker:
         # either visible here or saw _parked and woke us. Other workers'
         # backlogs are looked at only if this turn did not just fail to steal
         # from them, so a thief losing races does not spin (and hold the GIL).
-        if self._parked and (
-            len(self._pinned)
-            or len(self._local)
-            or len(grid._injection)
-            or (not tried_stealing and has_victim(self))
+        if (
+            self._parked
+            and not self._hold
+            and (
+                len(self._pinned)
+                or len(self._local)
+                or len(grid._injection)
+                or (not tried_stealing and has_victim(self))
+            )
         ):
             self._parked = False
             self.loop.call_soon(self._dispatch)
@@ -319,15 +397,28 @@ class Worker:
         ``direct``: the loop has no task factory, so the asyncio.Task is built
         here rather than through ``loop.create_task`` (one layer less per task).
         """
+        if h._paused:
+            self.grid._shelve(h)
+            return
         h._worker = self  # before the claim: see Handle.cancel
+        claims = CLAIMS[h._id & 63]
         try:
-            CLAIMS[h._id & 63].remove(h._id)
+            claims.remove(h._id)
         except KeyError:
             h._worker = None
-            return  # cancelled while queued: already finished and counted
+            return  # cancelled while queued (already counted), or moved
+        pin = h._pin
+        if pin is not None and pin != self.index:
+            # A stale copy of a task moved to another worker: give the claim
+            # back (before dropping _worker, see Handle.cancel) and skip it.
+            claims.add(h._id)
+            h._worker = None
+            return
         h._state = RUNNING
         self.started += 1
-        coro = _drive(h, self)
+        # Driver(drive(h, self)), without a Python __init__ on this hot path.
+        coro: Any = _new_object(Driver)
+        coro._target = drive(h, self)
         ctx: Any = h._ctx
         if not direct:  # the loop has a task factory: go through it
             if _TASK_HAS_CONTEXT:
@@ -347,6 +438,8 @@ class Worker:
             task = ctx.run(_Task, coro, loop=self.loop, name=h._name)
         if h._state is RUNNING:
             h._task = task
+            if h._paused:  # paused while starting: see Handle.pause
+                coro.arm(h, self)
 
     def _cancel_running(self) -> None:
         """Cancel every task on this loop (close(cancel=True)); owner thread.
@@ -355,110 +448,18 @@ class Worker:
         asyncio.run would cancel the plain ones a moment later anyway.
         """
         for task in asyncio.all_tasks(self.loop):
-            _cancel_task(task, None)
+            cancel_task(task, None)
 
     def _cancel_task(self, task: asyncio.Task[Any], msg: Any | None) -> bool:
-        """Cancel one of this worker's tasks; owner thread (see ``_cancel_task``)."""
-        return _cancel_task(task, msg)
-
-
-async def _drive(h: Handle[Any], w: Worker) -> None:
-    """Run one task's coroutine inside the asyncio.Task the worker created for it.
-
-    Resolving the handle from here, rather than from a done-callback on the
-    Task, saves a loop round trip per task. The structlog context (grid, worker,
-    task_id, task) is bound here, in the task's own context; grid and worker
-    only when the spawner's context had another worker's.
-    """
-    if _WHERE.get() is not w:
-        _WHERE.set(w)
-        _GRID_VAR.set(w.grid.name)
-        _WORKER_VAR.set(w.index)
-    _TASK_ID_VAR.set(h._id)
-    _TASK_VAR.set(h._name)
-    loop = w.loop
-    try:
-        fn = h._fn
-        args = h._args
-        if args is None:
-            coro = fn
-        else:
-            coro = fn(*args)
-            if type(coro) is not _CoroutineType and not asyncio.iscoroutine(coro):
-                raise TypeError(
-                    f"{fn!r} returned {coro!r}, not a coroutine: spawn() needs an "
-                    "async function or a coroutine object"
-                )
-        result = await coro
-    except asyncio.CancelledError as exc:
-        h._set_cancelled(exc.args[0] if exc.args else None, loop)
-        w.cancelled += 1
-        if logs.DEBUG_EVENTS:
-            logs.debug("task.cancelled")
-        raise
-    except BaseException as exc:
-        # Drop this frame from the traceback: users see their own frames only,
-        # and the stored exception must not keep the handle alive through this
-        # frame's locals (the unretrieved-error log fires when the handle dies).
-        tb = exc.__traceback__
-        if tb is not None and tb.tb_frame is sys._getframe():
-            exc.__traceback__ = tb.tb_next
-        del tb
-        h._set_exception(exc, loop)
-        w.failed += 1
-        if logs.DEBUG_EVENTS:
-            logs.debug("task.failed", error=repr(exc))
-    else:
-        # Handle._set_result, inlined on the hottest path.
-        h._result = result
-        h._state = _COMPLETED
-        h._fn = h._ctx = h._task = None
-        h._args = ()
-        if h._callbacks:
-            h._run_callbacks(loop)
-        w.completed += 1
-        if logs.DEBUG_EVENTS:
-            logs.debug("task.completed")
-    finally:
-        # Counted above in every branch; a closing grid waits for this count.
-        if w.grid._closing:
-            w.grid._check_quiescent()
-
-
-_DRIVE_CODE = _drive.__code__
-
-
-def _cancel_task(task: asyncio.Task[Any], msg: Any | None) -> bool:
-    """Cancel ``task`` from its own loop's thread, resolving a grid handle if needed.
-
-    An asyncio.Task cancelled before its first step throws CancelledError into
-    a coroutine that has not begun: ``_drive``'s body never runs, so it could
-    not resolve its handle. Such a handle is resolved here instead. (On 3.12+
-    grid tasks start eagerly and are never in that state.)
-    """
-    coro = task.get_coro()
-    h: Handle[Any] | None = None
-    if (
-        getattr(coro, "cr_code", None) is _DRIVE_CODE
-        and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED  # type: ignore[arg-type]
-    ):
-        h = coro.cr_frame.f_locals["h"]  # type: ignore[union-attr]
-    cancelled = task.cancel(msg)
-    if h is not None and h._state is RUNNING:
-        w = h._worker
-        assert w is not None
-        h._set_cancelled(msg, w.loop)
-        w.cancelled += 1
-        if w.grid._closing:
-            w.grid._check_quiescent()
-    return cancelled
+        """Cancel one of this worker's tasks, past any pause; owner thread."""
+        return cancel_task(task, msg)
 
 
 def _shutdown_loop(loop: asyncio.AbstractEventLoop) -> None:
     """Finish a worker loop as ``asyncio.run`` does: tasks, async gens, executor."""
     tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
     for t in tasks:
-        _cancel_task(t, None)
+        cancel_task(t, None)
     if tasks:
         loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         for t in tasks:

@@ -493,6 +493,7 @@ def test_task_state_values() -> None:
         "completed",
         "failed",
         "cancelled",
+        "paused",
     }
     assert TaskState.FAILED == "failed"
 

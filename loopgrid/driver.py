@@ -1,0 +1,304 @@
+"""The task driver: how a grid task's coroutine is run, resolved and paused.
+
+Each grid task runs in an ordinary :class:`asyncio.Task`. What that Task steps
+is a :class:`Driver` around ``drive(h, w)``, a coroutine that binds the task's
+log context, creates the user's coroutine on the first step, awaits it, and
+resolves the handle on the worker's thread the moment it ends (no done-callback
+round trip through the loop).
+
+The driver exists for *pausing a running task at its next suspension point*.
+asyncio has no hook between a Task being woken and it stepping its coroutine:
+the C Task's step cannot be overridden, and a pure-Python Task costs several
+times more per step. But the Task looks up ``coro.send`` afresh for every
+step, so a driver whose ``send`` attribute is simply ``drive(...).send`` costs
+nothing per step; *arming* it swaps in a Python check that runs before each step
+until the task is let go. When the check finds the task (or its worker) paused,
+it does not step the coroutine: it hands the Task a *gate* future to wait on,
+and keeps what the Task was delivering (``send(None)`` or an exception thrown
+in). Resuming opens the gate and the delivery goes through. So what a paused
+task awaited may complete while it is paused, but its code does not run again
+until it is resumed.
+
+Cancellations that loopgrid asks for (``Handle.cancel``, a closing grid, loop
+shutdown: all through :func:`cancel_task`) pass a pause at once. Any other
+``Task.cancel()`` (an ``asyncio.timeout`` expiring, say) is kept, like any other
+delivery, until the task resumes.
+
+Thread ownership: ``drive`` and a driver's ``send``/``throw``/``release`` run
+on the worker's thread (called by the Task or the loop). ``arm`` may be called
+from any thread: it writes the ``send`` slot, which is atomic, and the loop
+thread re-checks the pause flags after every disarm (see ``_checked_send``), so
+an arm and a disarm that race leave the driver armed if anything is paused.
+Holding and releasing both happen on the loop thread, so a resume (which asks
+the loop to call :meth:`Worker._release_held`) can never slip between a driver
+deciding to hold and it registering as held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import operator
+import sys
+import types
+from collections.abc import Coroutine, Generator
+from typing import TYPE_CHECKING, Any
+
+from . import logs
+from .handle import COMPLETED, RUNNING
+
+if TYPE_CHECKING:
+    from .handle import Handle
+    from .worker import Worker
+
+__all__ = ["Driver", "cancel_task", "drive"]
+
+_CoroutineType = types.CoroutineType
+_COMPLETED = COMPLETED
+_GRID_VAR = logs.GRID_VAR
+_WORKER_VAR = logs.WORKER_VAR
+_TASK_ID_VAR = logs.TASK_ID_VAR
+_TASK_VAR = logs.TASK_VAR
+#: The worker whose grid and worker keys are bound in a context (so a task
+#: spawned from a task on the same worker binds only its own two keys).
+_WHERE: contextvars.ContextVar[Worker | None] = contextvars.ContextVar(
+    "loopgrid_where", default=None
+)
+
+
+async def drive(h: Handle[Any], w: Worker) -> None:
+    """Run one task's coroutine and resolve its handle (see the module doc).
+
+    The structlog context (grid, worker, task_id, task) is bound here, in the
+    task's own context; grid and worker only when the spawner's context had
+    another worker's.
+    """
+    if _WHERE.get() is not w:
+        _WHERE.set(w)
+        _GRID_VAR.set(w.grid.name)
+        _WORKER_VAR.set(w.index)
+    _TASK_ID_VAR.set(h._id)
+    _TASK_VAR.set(h._name)
+    loop = w.loop
+    try:
+        fn = h._fn
+        args = h._args
+        if args is None:
+            coro = fn
+        else:
+            coro = fn(*args)
+            if type(coro) is not _CoroutineType and not asyncio.iscoroutine(coro):
+                raise TypeError(
+                    f"{fn!r} returned {coro!r}, not a coroutine: spawn() needs an "
+                    "async function or a coroutine object"
+                )
+        result = await coro
+    except asyncio.CancelledError as exc:
+        h._set_cancelled(exc.args[0] if exc.args else None, loop)
+        w.cancelled += 1
+        if logs.DEBUG_EVENTS:
+            logs.debug("task.cancelled")
+        raise
+    except BaseException as exc:
+        # Drop this frame from the traceback: users see their own frames only,
+        # and the stored exception must not keep the handle alive through this
+        # frame's locals (the unretrieved-error log fires when the handle dies).
+        tb = exc.__traceback__
+        if tb is not None and tb.tb_frame is sys._getframe():
+            exc.__traceback__ = tb.tb_next
+        del tb
+        h._set_exception(exc, loop)
+        w.failed += 1
+        if logs.DEBUG_EVENTS:
+            logs.debug("task.failed", error=repr(exc))
+    else:
+        # Handle._set_result, inlined on the hottest path.
+        h._result = result
+        h._state = _COMPLETED
+        h._fn = h._ctx = h._task = None
+        h._args = ()
+        if h._callbacks:
+            h._run_callbacks(loop)
+        w.completed += 1
+        if logs.DEBUG_EVENTS:
+            logs.debug("task.completed")
+    finally:
+        if h._paused:
+            h._unpaused()
+        # Counted above in every branch; a closing grid waits for this count.
+        if w.grid._closing:
+            w.grid._check_quiescent()
+
+
+class _Pause:
+    """An armed driver's bookkeeping (see :meth:`Driver.arm`)."""
+
+    __slots__ = ("cancel_now", "drv", "gate", "h", "inner", "stash", "w")
+
+    def __init__(self, drv: Driver, inner: Any, h: Handle[Any], w: Worker) -> None:
+        self.drv = drv
+        self.inner = inner
+        self.h = h
+        self.w = w
+        #: While held: the future the Task waits on, and what to deliver after.
+        self.gate: asyncio.Future[None] | None = None
+        self.stash: BaseException | None = None
+        #: Set by cancel_task(): the next exception thrown in passes the pause.
+        self.cancel_now = False
+
+    def send(self, value: Any) -> Any:
+        """The armed driver's step: hold the task, or disarm and step it."""
+        if self.h._paused or self.w._hold:
+            return self.drv._hold(self, None)
+        self.drv._target = inner = self.inner  # disarm: nothing holds the task
+        if self.h._paused or self.w._hold:  # a pause raced with the line above
+            self.drv._target = self
+        return inner.send(value)
+
+
+class Driver:
+    """The coroutine an asyncio.Task runs for a grid task (see the module doc).
+
+    Made by ``Worker._start``, on the hot path of every spawn.
+    """
+
+    # ``send`` reads ``_target.send`` in C: unarmed, ``_target`` is the inner
+    # coroutine, so a step costs what a plain Task's does; armed, it is a
+    # _Pause, whose ``send`` checks first. A single slot and no ``__init__``
+    # keep the driver to one small object per task: a bound method kept in a
+    # slot, or an ``__init__`` frame, measurably slowed every spawn.
+    __slots__ = ("_target",)
+
+    _target: Any
+    send = property(operator.attrgetter("_target.send"))
+
+    def _inner(self) -> Any:
+        t = self._target
+        return t.inner if type(t) is _Pause else t
+
+    def arm(self, h: Handle[Any], w: Worker) -> None:
+        """Check for a pause before every step from now on; any thread."""
+        t = self._target
+        if type(t) is not _Pause:
+            self._target = _Pause(self, t, h, w)
+
+    def throw(
+        self,
+        typ: type[BaseException] | BaseException,
+        val: BaseException | None = None,
+        tb: types.TracebackType | None = None,
+    ) -> Any:
+        exc = _as_exception(typ, val, tb)
+        p = self._target
+        if type(p) is not _Pause:
+            return p.throw(exc)
+        if p.gate is not None:
+            # Woken through the gate without our opening it: Task.cancel() was
+            # called while held. The cancellation replaces whatever was kept,
+            # as a Task's pending cancel overrides the result it was woken with.
+            p.gate = None
+            p.stash = None
+            p.w._held.discard(self)
+        if (p.h._paused or p.w._hold) and not p.cancel_now:
+            return self._hold(p, exc)
+        p.cancel_now = False
+        return p.inner.throw(exc)
+
+    def close(self) -> None:
+        self._inner().close()
+
+    # No __next__: PyIter_Send (the Task's step) would call it, a Python
+    # frame, instead of the C ``send`` above.
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._inner().__await__()  # type: ignore[no-any-return]
+
+    # What asyncio's task repr, get_stack() and debuggers read from a coroutine.
+    @property
+    def cr_frame(self) -> types.FrameType | None:
+        return self._inner().cr_frame  # type: ignore[no-any-return]
+
+    @property
+    def cr_await(self) -> Any:
+        return self._inner().cr_await
+
+    @property
+    def cr_code(self) -> types.CodeType:
+        return self._inner().cr_code  # type: ignore[no-any-return]
+
+    @property
+    def cr_running(self) -> bool:
+        return self._inner().cr_running  # type: ignore[no-any-return]
+
+    # -- holding -----------------------------------------------------------------
+
+    def _hold(self, p: _Pause, exc: BaseException | None) -> asyncio.Future[None]:
+        """Park the Task on a gate instead of stepping the coroutine."""
+        gate: asyncio.Future[None] = p.w.loop.create_future()
+        gate._asyncio_future_blocking = True
+        p.gate = gate
+        p.stash = exc
+        p.w._held.add(self)
+        if logs.DEBUG_EVENTS:
+            logs.debug("task.held", task_id=p.h._id, task=p.h._name)
+        return gate
+
+    def release(self) -> None:
+        """Open the gate if nothing holds the task any more; loop thread only."""
+        p = self._target
+        if type(p) is not _Pause or p.gate is None or p.h._paused or p.w._hold:
+            return
+        gate, p.gate = p.gate, None
+        exc, p.stash = p.stash, None
+        p.w._held.discard(self)
+        if exc is None:
+            gate.set_result(None)
+        else:
+            gate.set_exception(exc)
+
+
+Coroutine.register(Driver)
+
+
+def _as_exception(
+    typ: type[BaseException] | BaseException,
+    val: BaseException | None,
+    tb: types.TracebackType | None,
+) -> BaseException:
+    # A Task calls throw(exc); the legacy (type, value, tb) form is accepted too.
+    if isinstance(typ, BaseException):
+        exc = typ
+    else:
+        exc = typ() if val is None else val if isinstance(val, typ) else typ(val)
+    return exc if tb is None else exc.with_traceback(tb)
+
+
+def cancel_task(task: asyncio.Task[Any], msg: Any | None) -> bool:
+    """Cancel ``task`` from its own loop's thread, as loopgrid itself asks to.
+
+    A grid task's cancellation passes its pause. And an asyncio.Task cancelled
+    before its first step throws CancelledError into a coroutine that has not
+    begun: ``drive``'s body never runs, so it could not resolve its handle;
+    such a handle is resolved here instead. (On 3.12+ grid tasks start eagerly
+    and are never in that state.)
+    """
+    drv: Any = task.get_coro()
+    h: Handle[Any] | None = None
+    if type(drv) is Driver:
+        t = drv._target
+        if type(t) is _Pause:
+            t.cancel_now = True
+        inner = drv._inner()
+        if inspect.getcoroutinestate(inner) == inspect.CORO_CREATED:
+            h = inner.cr_frame.f_locals["h"]
+    cancelled = task.cancel(msg)
+    if h is not None and h._state is RUNNING:
+        w = h._worker
+        assert w is not None
+        h._set_cancelled(msg, w.loop)
+        w.cancelled += 1
+        if h._paused:
+            h._unpaused()
+        if w.grid._closing:
+            w.grid._check_quiescent()
+    return cancelled
