@@ -7,7 +7,13 @@ See the README for the why and the how.
 """
 
 from .decorator import TaskFunction, task
-from .errors import GridClosedError, LoopgridError, NotOnGridError, WouldBlockError
+from .errors import (
+    DeadlockError,
+    GridClosedError,
+    LoopgridError,
+    NotOnGridError,
+    WouldBlockError,
+)
 from .grid import Grid, current_grid, spawn
 from .handle import Handle, TaskState
 from .logs import configure_logging
@@ -17,6 +23,7 @@ from .taskgroup import TaskGroup
 from .worker import Worker, current_worker
 
 __all__ = [
+    "DeadlockError",
     "Grid",
     "GridClosedError",
     "Handle",

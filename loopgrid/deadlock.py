@@ -11,10 +11,18 @@ task on the cycle would wait forever, and the waiter gets
 situation only once *every* goroutine is asleep; finding the cycle at the await
 names the culprits while the rest of the program still runs).
 
-A *node* is whoever waits or holds: the :class:`~loopgrid.Handle` of a grid
-task, a plain :class:`asyncio.Task` on any loop, or a plain thread (for the
-blocking variants of the primitives). Tasks on every grid and every loop share
-the graph, so cycles across loops and grids are found too.
+A *node* is whoever waits or holds: the :class:`asyncio.Task` running the
+code (a grid task's, or a plain task on any loop), or a plain thread (for the
+blocking variants of the primitives). A wait's *target* is a node, or a
+:class:`~loopgrid.Handle`, which stands for its task's node once it has
+started (a pending or finished task waits for nothing). Tasks on every grid and
+every loop share the graph, so cycles across loops and grids are found too.
+
+Go's other check, "all goroutines are asleep", is :func:`look_for_standstill`,
+run by each grid's monitor thread: if every worker of a grid stays idle for a
+whole look interval while all its running tasks wait on each other (on handles
+and locks of the same grid), it logs ``grid.deadlock`` at error level, once per
+standstill. It costs the await path nothing.
 
 Thread ownership: ``_edges`` is a dict written by every thread. Each waiter
 writes only its own key (``dict`` item assignment and ``pop`` are atomic, also
@@ -27,14 +35,30 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from . import logs
+from .driver import drive
 from .errors import DeadlockError
+from .handle import Handle
 
-__all__ = ["begin_wait", "current_node", "describe", "end_wait", "waiting_for"]
+if TYPE_CHECKING:
+    from .grid import Grid
 
-#: waiter node -> (node it waits for, what it waits on, for messages).
-_edges: dict[object, tuple[object, str]] = {}
+__all__ = [
+    "begin_wait",
+    "check_cycle",
+    "current_node",
+    "describe",
+    "end_wait",
+    "handle_of",
+    "look_for_standstill",
+    "waiting_for",
+]
+
+_DRIVE_CODE = drive.__code__
+#: waiter node -> (target it waits for, what it waits on, for messages).
+_edges: dict[object, tuple[object, str | None]] = {}
 _current_task = asyncio.current_task
 #: Longest chain walked; a longer one can only come from a concurrent change
 #: of the graph mid-walk, and is given up on rather than reported.
@@ -42,24 +66,38 @@ _MAX_WALK = 10_000
 
 
 def current_node() -> object:
-    """Who is running here: a grid task's handle, an asyncio task, or the thread."""
+    """Who is running here: the current asyncio task, or else the thread."""
     try:
         task = _current_task()
     except RuntimeError:  # no running loop in this thread
         return threading.current_thread()
-    if task is None:
-        return threading.current_thread()
-    h = getattr(task.get_coro(), "_h", None)
-    return task if h is None else h
+    return threading.current_thread() if task is None else task
+
+
+def _resolve(target: object) -> object:
+    """The node a target stands for: a handle's task (None unless running)."""
+    if type(target) is Handle:
+        return target._task
+    return target
+
+
+def handle_of(node: object) -> Handle[Any] | None:
+    """The grid handle whose task ``node`` is, if it is one (off the hot path)."""
+    if isinstance(node, asyncio.Task):
+        frame = getattr(node.get_coro(), "cr_frame", None)
+        if frame is not None and frame.f_code is _DRIVE_CODE:
+            h = frame.f_locals.get("h")
+            if isinstance(h, Handle):
+                return h
+    return None
 
 
 def describe(node: object) -> str:
-    """A short name for a node, as used in DeadlockError messages."""
-    from .handle import Handle
-
-    if isinstance(node, Handle):
-        where = "" if node.worker is None else f" on worker {node.worker}"
-        return f"task {node.name!r} (id {node.id}{where})"
+    """A short name for a node or target, as used in DeadlockError messages."""
+    h = node if isinstance(node, Handle) else handle_of(node)
+    if h is not None:
+        where = "" if h.worker is None else f" on worker {h.worker}"
+        return f"task {h.name!r} (id {h.id}{where})"
     if isinstance(node, asyncio.Task):
         return f"asyncio task {node.get_name()!r}"
     if isinstance(node, threading.Thread):
@@ -67,7 +105,7 @@ def describe(node: object) -> str:
     return repr(node)
 
 
-def begin_wait(target: object, what: str, waiter: object | None = None) -> object:
+def begin_wait(target: object, what: str | None = None, waiter: object | None = None) -> object:
     """Record that ``waiter`` (default: the caller) now waits for ``target``.
 
     ``target`` is a node (a handle, the owner of a lock); ``what`` says what is
@@ -77,17 +115,22 @@ def begin_wait(target: object, what: str, waiter: object | None = None) -> objec
     """
     me = current_node() if waiter is None else waiter
     _edges[me] = (target, what)
-    node: object = target
+    check_cycle(me)
+    return me
+
+
+def check_cycle(me: object) -> None:
+    """Raise DeadlockError (and drop ``me``'s edge) if ``me``'s wait closes a cycle."""
+    edge = _edges.get(me)
     steps = 0
-    while node is not me:
+    while edge is not None and steps < _MAX_WALK:
+        node = _resolve(edge[0])
+        if node is me:
+            cycle = _cycle_from(me)
+            _edges.pop(me, None)
+            raise DeadlockError(cycle)
         edge = _edges.get(node)
         steps += 1
-        if edge is None or steps > _MAX_WALK:
-            return me
-        node = edge[0]
-    cycle = _cycle_from(me)
-    del _edges[me]
-    raise DeadlockError(cycle)
 
 
 def end_wait(waiter: object) -> None:
@@ -95,7 +138,7 @@ def end_wait(waiter: object) -> None:
     _edges.pop(waiter, None)
 
 
-def waiting_for(node: object) -> tuple[object, str] | None:
+def waiting_for(node: object) -> tuple[object, str | None] | None:
     """What ``node`` waits for right now, if anything (a racy snapshot)."""
     return _edges.get(node)
 
@@ -107,9 +150,62 @@ def _cycle_from(me: object) -> str:
         edge = _edges.get(node)
         if edge is None:
             break
-        target, what = edge
-        parts.append(f"{describe(node)} waits for {what}")
-        node = target
+        parts.append(f"{describe(node)} waits for {edge[1] or describe(edge[0])}")
+        node = _resolve(edge[0])
         if node is me:
             break
-    return "wait-for cycle: " + ", which ".join(parts) + f", which is {describe(me)}"
+    return "wait-for cycle: " + "; ".join(parts) + " (and so on, for ever)"
+
+
+def look_for_standstill(grid: Grid, previous: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """One look by the grid's monitor (``monitor.py``) for an all-asleep grid.
+
+    Returns the grid's progress signature when every worker is idle, else
+    None. The monitor passes the last look's result back: a grid that was idle
+    with the same signature one look ago has stood still for a whole interval
+    (a task that was merely about to be woken has run by then), and if every
+    one of its running tasks waits for another task of the grid, that is
+    logged as ``grid.deadlock``, once per standstill.
+    """
+    if not _grid_idle(grid):
+        return None
+    sig = _signature(grid)
+    if sig != previous or grid._asleep_reported == sig:
+        return sig
+    running = sum(w.running for w in grid._workers)
+    if not running:
+        return sig
+    loops = {w.loop for w in grid._workers}
+    waits: list[str] = []
+    for node, (target, what) in _edges.copy().items():
+        t = _resolve(target)
+        if (
+            isinstance(node, asyncio.Task)
+            and isinstance(t, asyncio.Task)
+            and node.get_loop() in loops
+            and t.get_loop() in loops
+            and handle_of(node) is not None
+        ):
+            waits.append(f"{describe(node)} waits for {what or describe(target)}")
+    if len(waits) >= running:
+        grid._asleep_reported = sig
+        logs.error(
+            "grid.deadlock",
+            grid=grid.name,
+            tasks=running,
+            waits=waits,
+            hint="every task of the grid waits for another, and nothing else can run",
+        )
+    return sig
+
+
+def _grid_idle(grid: Grid) -> bool:
+    if grid._paused or grid._paused_tasks or len(grid._injection):
+        return False
+    return all(w._parked and not w.pending and not w._hold for w in grid._workers)
+
+
+def _signature(grid: Grid) -> tuple[int, ...]:
+    return tuple(
+        n for w in grid._workers for n in (w.started, w.completed, w.failed, w.cancelled, w.spawned)
+    )

@@ -33,6 +33,7 @@ from typing import Any, TypeVar, overload
 from . import logs
 from .errors import GridClosedError, NotOnGridError
 from .handle import CLAIMS, Handle
+from .monitor import Monitor
 from .priority import Priority, check_priority
 from .runqueue import RunQueue
 from .worker import Worker, _current
@@ -166,6 +167,9 @@ class Grid:
         #: id -> handle of paused pending tasks a dispatcher took off a queue;
         #: whoever pops an entry (resume, or the dispatcher re-checking) requeues it.
         self._shelf: dict[int, Handle[Any]] = {}
+        # The last all-asleep standstill reported (deadlock.py), so that each
+        # is logged once.
+        self._asleep_reported: tuple[int, ...] | None = None
         self._ext_spawned = 0
         self._ext_cancelled = 0
         self._quiescent = threading.Event()
@@ -187,6 +191,8 @@ class Grid:
                 w.thread.join()
             self._closed = True
             raise failed[0]._startup_error  # type: ignore[misc]
+        self._monitor = Monitor(self)
+        self._monitor.start()
         logs.info("grid.started", grid=name, loops=loops)
 
     def _worker_ready(self, w: Worker) -> None:
@@ -496,6 +502,7 @@ class Grid:
             w._stop_soon()
         for w in self._workers:
             w.thread.join()
+        self._monitor.stop()
         self._closed = True
         # Spawned after the grid went quiet (by plain asyncio tasks on a worker
         # loop, say) and never started: they end cancelled, never lost.

@@ -54,6 +54,7 @@ T = TypeVar("T")
 
 
 _copy_context = contextvars.copy_context
+_current_task = asyncio.current_task
 
 PENDING = "pending"
 RUNNING = "running"
@@ -450,7 +451,18 @@ class Handle(Generic[T]):
 
     def __await__(self) -> Generator[Any, None, T]:
         if self._state not in _DONE:
-            yield self
+            # The wait-for graph (deadlock.py), inlined: an edge from the
+            # awaiting task to this handle, and a walk only if this handle's
+            # task is itself waiting. DeadlockError if the walk comes back.
+            me = _current_task() or threading.current_thread()
+            _edges[me] = (self, None)
+            task = self._task
+            if task is not None and task in _edges:
+                _check_cycle(me)
+            try:
+                yield self
+            finally:
+                _edges.pop(me, None)
             if self._state not in _DONE:
                 raise RuntimeError("await wasn't used with future")
         return self._outcome()
@@ -522,3 +534,7 @@ class Handle(Generic[T]):
         if guard is not None:
             guard.exc = None
             self._aux = (self._aux[0], None)
+
+
+# Imported last, because deadlock.py imports this module.
+from .deadlock import _edges, check_cycle as _check_cycle  # noqa: E402, I001

@@ -121,6 +121,11 @@ def grid_threads() -> list[threading.Thread]:
     ]
 
 
+def worker_threads() -> list[threading.Thread]:
+    """The grid threads that run worker loops (not the grids' monitors)."""
+    return [t for t in grid_threads() if not t.name.endswith("-monitor")]
+
+
 def wait_until(predicate: Any, timeout: float = WAIT) -> bool:
     """Poll ``predicate`` until true. Only for states that have no event to wait
     on (such as "close() has begun"); returns False if it never became true."""

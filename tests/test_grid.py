@@ -7,7 +7,7 @@ import os
 import threading
 
 import pytest
-from helpers import WAIT, grid_threads, identity
+from helpers import WAIT, grid_threads, identity, worker_threads
 
 import loopgrid
 from loopgrid import Grid, NotOnGridError
@@ -46,7 +46,7 @@ def test_each_worker_has_its_own_thread_and_loop(loops: int) -> None:
             assert s[0] == g.workers[i].thread.ident
             assert id(g.workers[i].loop) == s[1]
             assert s[3].startswith("loopgrid-")
-        assert len(grid_threads()) == loops
+        assert len(worker_threads()) == loops
     assert grid_threads() == []
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import WAIT, forever, grid_threads
+from helpers import WAIT, forever, grid_threads, worker_threads
 
 import loopgrid
 
@@ -138,7 +138,7 @@ def test_runner_lazy_grid_and_close_without_run() -> None:
     runner = loopgrid.Runner(loops=1)
     assert grid_threads() == []
     g = runner.get_grid()
-    assert len(grid_threads()) == 1
+    assert len(worker_threads()) == 1
     runner.close()
     assert g.closed
     assert grid_threads() == []
