@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from helpers import WAIT, block_worker, close_or_fail, forever, identity
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import loopgrid
 from loopgrid import Grid, Handle, TaskState
@@ -354,3 +356,83 @@ def test_move_to_a_bad_worker_index(grid: Grid, bad: Any) -> None:
     with pytest.raises(ValueError, match=r"worker must be an int from 0 to 1"):
         h.move(worker=bad)
     h.result(WAIT)
+
+
+# -- properties -------------------------------------------------------------------
+
+control_op = st.tuples(
+    st.sampled_from(["pause", "resume", "cancel", "move", "pause_worker", "resume_worker"]),
+    st.integers(0, 11),
+    st.integers(0, 1),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    programs=st.lists(st.lists(control_op, max_size=15), min_size=1, max_size=3),
+    pause_grid=st.booleans(),
+)
+def test_control_from_many_threads_never_loses_a_task(
+    programs: list[list[tuple[str, int, int]]], pause_grid: bool
+) -> None:
+    """Random pause / resume / cancel / move sequences from several threads at
+    once, on pending, running and finished tasks: afterwards every task ends
+    in exactly one final state, completed ones with their own result, and the
+    grid's counters add up."""
+    g = Grid(2)
+    try:
+        release = threading.Event()
+
+        async def body(i: int) -> int:
+            if i % 3 == 0:
+                return i  # finishes at once
+            await asyncio.to_thread(release.wait, WAIT)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            return i
+
+        if pause_grid:
+            g.pause()
+        hs = [g.spawn(body, i) for i in range(12)]
+
+        def run(ops: list[tuple[str, int, int]]) -> None:
+            for op, i, w in ops:
+                h = hs[i]
+                if op == "pause":
+                    h.pause()
+                elif op == "resume":
+                    h.resume()
+                elif op == "cancel":
+                    h.cancel()
+                elif op == "move":
+                    try:
+                        h.move(worker=w)
+                    except asyncio.InvalidStateError:
+                        assert h.state is not TaskState.PENDING or h.done() or h.worker is not None
+                elif op == "pause_worker":
+                    g.workers[w].pause()
+                else:
+                    g.workers[w].resume()
+
+        threads = [threading.Thread(target=run, args=(p,)) for p in programs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT)
+        release.set()
+        g.resume()
+        for w in g.workers:
+            w.resume()
+        for h in hs:
+            h.resume()
+        for i, h in enumerate(hs):
+            try:
+                assert h.result(WAIT) == i
+            except asyncio.CancelledError:
+                pass
+            assert h.state in (TaskState.COMPLETED, TaskState.CANCELLED)
+        totals = g.stats()["totals"]
+        assert totals["completed"] + totals["cancelled"] == 12
+        assert totals["paused"] == 0
+    finally:
+        close_or_fail(g, cancel=True)
