@@ -80,6 +80,18 @@ def test_taskgroup() -> None:
     assert downloads == [("0", "cancelled"), ("1", "cancelled")]
 
 
+def test_pause_resume() -> None:
+    out = run_example("pause_resume.py", "--pause-for", "0.3")
+    assert "ticker paused: state=paused" in out
+    assert "after 0.3 s paused the count is unchanged: True" in out
+    assert "resumed: the count moves again (True), state=running" in out
+    assert "worker 1 paused: True" in out
+    assert re.findall(r"job \d ran on worker (\d)", out) == ["0", "0", "0"]
+    assert "queued behind the hog: state=pending, pinned to 1" in out
+    assert "moved: queued task ran on worker 0 (pinned to 0)" in out
+    assert "paused tasks now: 0" in out
+
+
 def test_demo() -> None:
     out = run_example("demo.py", "--loops", "2", "--tasks", "200", "--block", "0.5", "--progress")
     assert re.search(r"^ *\d+\.\d\ds \| w0 +\d+p", out, re.MULTILINE), "no progress line"
