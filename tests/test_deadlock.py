@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import Any
 
@@ -125,3 +126,96 @@ def test_deadlock_error_is_a_loopgrid_error() -> None:
     assert issubclass(DeadlockError, RuntimeError)
     with pytest.raises(DeadlockError):
         raise DeadlockError("x")
+
+
+def test_a_grid_where_every_task_is_asleep_is_reported_in_the_logs() -> None:
+    """Go's "all goroutines are asleep": the only running task waits for a lock
+    whose holder has finished without releasing it. Nothing can ever wake it;
+    the grid's monitor logs grid.deadlock (once), naming the wait."""
+    reports: list[str] = []
+    seen = threading.Event()
+
+    class _Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "grid.deadlock" in record.getMessage():
+                reports.append(record.getMessage())
+                seen.set()
+
+    handler = _Catch(level=logging.ERROR)
+    logger = logging.getLogger("loopgrid")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with Grid(2, name="asleep") as g:
+            lock = loopgrid.Lock()
+
+            async def abandon() -> None:
+                await lock.acquire()  # and never release it
+
+            async def stuck() -> None:
+                async with lock:
+                    pass
+
+            g.spawn(abandon, name="abandoner").result(WAIT)
+            h = g.spawn(stuck, name="sleeper")
+            assert seen.wait(WAIT), "an all-asleep grid was not reported"
+            h.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                h.result(WAIT)
+        assert len(reports) == 1
+        assert "'sleeper'" in reports[0] and "asleep" in reports[0]
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+def test_a_grid_waiting_on_something_outside_is_not_reported() -> None:
+    """A task awaiting a future that a plain thread will resolve is not a
+    deadlock: nothing is logged across several monitor looks."""
+    from loopgrid import monitor
+
+    reports: list[str] = []
+
+    class _Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "grid.deadlock" in record.getMessage():
+                reports.append(record.getMessage())
+
+    handler = _Catch(level=logging.ERROR)
+    logger = logging.getLogger("loopgrid")
+    logger.addHandler(handler)
+    try:
+        with Grid(1) as g:
+            outside = threading.Event()
+            looks = threading.Event()
+
+            async def waits_outside() -> str:
+                await asyncio.to_thread(outside.wait, WAIT)
+                return "woken"
+
+            async def waiter(h: Handle[str]) -> str:
+                return await h
+
+            target = g.spawn(waits_outside)
+            w = g.spawn(waiter, target)
+            # Let the monitor look a few times: count its looks, not seconds.
+            real = monitor.look_for_standstill
+            count = [0]
+
+            def counting(grid: Grid, prev: Any) -> Any:
+                count[0] += 1
+                if count[0] >= 4:
+                    looks.set()
+                return real(grid, prev)
+
+            monitor.look_for_standstill = counting  # type: ignore[assignment]
+            try:
+                assert looks.wait(WAIT)
+            finally:
+                monitor.look_for_standstill = real  # type: ignore[assignment]
+            outside.set()
+            assert w.result(WAIT) == "woken"
+        assert reports == []
+    finally:
+        logger.removeHandler(handler)
