@@ -19,18 +19,23 @@ from .handle import Handle, TaskState
 from .logs import configure_logging
 from .priority import Priority
 from .runner import Runner, run
+from .sync import Event, Lock, Queue, Semaphore
 from .taskgroup import TaskGroup
 from .worker import Worker, current_worker
 
 __all__ = [
     "DeadlockError",
+    "Event",
     "Grid",
     "GridClosedError",
     "Handle",
+    "Lock",
     "LoopgridError",
     "NotOnGridError",
     "Priority",
+    "Queue",
     "Runner",
+    "Semaphore",
     "TaskFunction",
     "TaskGroup",
     "TaskState",
