@@ -40,6 +40,7 @@ BENCHMARKS = {
     "spawn": "bench.bench_spawn",
     "crossloop": "bench.bench_crossloop",
     "steal": "bench.bench_steal",
+    "primitives": "bench.bench_primitives",
 }
 
 #: Seconds after which a hung benchmark dumps every thread's stack and exits 1.
