@@ -41,6 +41,7 @@ BENCHMARKS = {
     "crossloop": "bench.bench_crossloop",
     "steal": "bench.bench_steal",
     "primitives": "bench.bench_primitives",
+    "control": "bench.bench_control",
 }
 
 #: Seconds after which a hung benchmark dumps every thread's stack and exits 1.
@@ -71,6 +72,18 @@ def _met(met: bool | None) -> str:
     return "-" if met is None else "yes" if met else "**no**"
 
 
+def _notes_index() -> list[str]:
+    """Links to the hand-written evaluations in bench/notes/, which runs never rewrite."""
+    notes = sorted((ROOT / "bench" / "notes").glob("*.md"))
+    if not notes:
+        return []
+    out = ["Hand-written evaluations (decisions taken on these figures, kept across runs):", ""]
+    for path in notes:
+        title = path.read_text(encoding="utf-8").splitlines()[0].lstrip("# ").strip()
+        out.append(f"- [{title}](notes/{path.name})")
+    return [*out, ""]
+
+
 def _markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     out = [
@@ -92,6 +105,7 @@ def _markdown(report: dict[str, Any]) -> str:
         "per round and its median is the figure (min and max show the noise). Targets are "
         "judged on that median; missing one is reported here, never a failure.",
         "",
+        *_notes_index(),
         "## Summary",
         "",
         "| benchmark | measure | ratio (median) | target | met |",
