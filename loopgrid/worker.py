@@ -418,7 +418,8 @@ class Worker:
         self.started += 1
         # Driver(drive(h, self)), without a Python __init__ on this hot path.
         coro: Any = _new_object(Driver)
-        coro._target = drive(h, self)
+        coro._target = inner = drive(h, self)
+        coro.send = inner.send
         ctx: Any = h._ctx
         if not direct:  # the loop has a task factory: go through it
             if _TASK_HAS_CONTEXT:
