@@ -187,10 +187,130 @@ def _remove(waiters: deque[_Waiter], w: _Waiter) -> int:
     return i
 
 
-# -- Lock -------------------------------------------------------------------------
+# -- Lock and Semaphore -------------------------------------------------------------
 
 
-class Lock:
+class _HandOver:
+    """What Lock and Semaphore share: FIFO waiters, served by hand-over.
+
+    A subclass says, with its mutex held, how to take the lock or a permit at
+    once (``_take``), how to queue a waiter (``_queue``), how to forget one
+    that gave up before it was served (``_forget``), and whom to hand over to
+    (``_hand_over``); waiting, giving up and the context-manager protocol are
+    the same for both.
+    """
+
+    __slots__ = ()
+
+    _mutex: threading.Lock
+    _waiters: deque[_Waiter]
+
+    def _take(self, node: object) -> bool:
+        raise NotImplementedError
+
+    def _queue(self, w: _Waiter) -> None:
+        self._waiters.append(w)
+
+    def _forget(self, w: _Waiter) -> None:
+        _remove(self._waiters, w)
+
+    def _hand_over(self) -> _Waiter | None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    async def acquire(self) -> bool:
+        """Wait until the lock (or a permit) is free and take it; returns True.
+
+        Cancelling the waiting task (``asyncio.timeout``, ``wait_for``...)
+        leaves things as if it had never asked, even when the lock or permit
+        had just been handed to it.
+        """
+        node = _current_node()
+        with self._mutex:
+            if self._take(node):
+                return True
+            w, fut = _task_waiter(node)
+            self._queue(w)
+        try:
+            await fut
+        except GeneratorExit:
+            raise  # see _Waiter.dead
+        except BaseException:
+            self._give_up(w, keep=False)
+            raise
+        return True
+
+    def acquire_blocking(self, timeout: float | None = None) -> bool:
+        """Take the lock (or a permit) from a plain thread, waiting up to ``timeout`` s.
+
+        Returns True when taken, False when the timeout passed first
+        (``timeout=0`` only tries). Raises :class:`~loopgrid.WouldBlockError`
+        on a thread that runs an event loop.
+        """
+        _no_blocking_here(f"{type(self).__name__}.acquire_blocking()", self)
+        deadline = _deadline(timeout)
+        node = _current_node()
+        with self._mutex:
+            if self._take(node):
+                return True
+            if deadline is not None and deadline <= _monotonic():
+                return False
+            w = _thread_waiter(node)
+            self._queue(w)
+        try:
+            woken = _park(w, deadline)
+        except BaseException:  # KeyboardInterrupt in the main thread
+            self._give_up(w, keep=False)
+            raise
+        # A timeout that raced a hand-over keeps what it was given.
+        return woken or self._give_up(w, keep=True)
+
+    def _give_up(self, w: _Waiter, *, keep: bool) -> bool:
+        """The waiter ``w`` stops waiting; returns True if it keeps what it got.
+
+        If the lock or a permit had been handed to ``w`` meanwhile, ``w`` keeps
+        it when ``keep`` (a thread's timeout raced the hand-over: the thread is
+        told it has it) and otherwise passes it on (a task leaving with
+        CancelledError, a thread interrupted), so nothing is ever lost.
+        """
+        wake = None
+        with self._mutex:
+            if w.granted:
+                if keep:
+                    return True
+                wake = self._hand_over()
+            else:
+                self._forget(w)
+        if wake is not None:
+            _wake(wake)
+        return False
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def __enter__(self) -> None:
+        self.acquire_blocking()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class Lock(_HandOver):
     """A mutual-exclusion lock for tasks on any loop and for plain threads.
 
     ``async with lock:`` (or ``await lock.acquire()`` / ``lock.release()``) in
@@ -224,59 +344,6 @@ class Lock:
         """True if some task or thread holds the lock."""
         return self._owner is not None
 
-    async def acquire(self) -> bool:
-        """Wait until the lock is free and take it; returns True.
-
-        Cancelling the waiting task (``asyncio.timeout``, ``wait_for``...)
-        leaves the lock as if it had never asked, even when the lock had just
-        been handed to it. Raises :class:`~loopgrid.DeadlockError` if waiting
-        would close a wait-for cycle.
-        """
-        node = _current_node()
-        with self._mutex:
-            if self._owner is None:
-                self._owner = node
-                return True
-            self._begin_wait(node)
-            w, fut = _task_waiter(node)
-            self._waiters.append(w)
-        try:
-            await fut
-        except GeneratorExit:
-            raise  # see _Waiter.dead
-        except BaseException:
-            self._give_up(w, keep=False)
-            raise
-        return True
-
-    def acquire_blocking(self, timeout: float | None = None) -> bool:
-        """Take the lock from a plain thread, waiting up to ``timeout`` seconds.
-
-        Returns True when taken, False when the timeout passed first
-        (``timeout=0`` only tries). Raises :class:`~loopgrid.WouldBlockError`
-        on a thread that runs an event loop, and
-        :class:`~loopgrid.DeadlockError` if waiting would close a cycle.
-        """
-        _no_blocking_here("Lock.acquire_blocking()", self)
-        deadline = _deadline(timeout)
-        node = _current_node()
-        with self._mutex:
-            if self._owner is None:
-                self._owner = node
-                return True
-            if deadline is not None and deadline <= _monotonic():
-                return False
-            self._begin_wait(node)
-            w = _thread_waiter(node)
-            self._waiters.append(w)
-        try:
-            woken = _park(w, deadline)
-        except BaseException:  # KeyboardInterrupt in the main thread
-            self._give_up(w, keep=False)
-            raise
-        # A timeout that raced a hand-over keeps the lock: it was given to us.
-        return woken or self._give_up(w, keep=True)
-
     def release(self) -> None:
         """Release the lock, handing it to the first waiter if there is one.
 
@@ -301,29 +368,16 @@ class Lock:
                 return
         await self.acquire()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
-    def __enter__(self) -> None:
-        self.acquire_blocking()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
     # -- under the mutex ----------------------------------------------------------
 
-    def _begin_wait(self, node: object) -> None:
-        """Record ``node``'s wait before it queues (mutex held); may raise DeadlockError.
+    def _take(self, node: object) -> bool:
+        if self._owner is None:
+            self._owner = node
+            return True
+        return False
+
+    def _queue(self, w: _Waiter) -> None:
+        """Record ``w``'s wait, then queue it; may raise DeadlockError.
 
         The wait-for edge points at the waiter ahead in the FIFO, or at the
         owner if there is none. With hand-over in FIFO order each waiter will
@@ -336,7 +390,12 @@ class Lock:
         """
         waiters = self._waiters
         ahead = waiters[-1].node if waiters else self._owner
-        deadlock.begin_wait(ahead, f"lock {self!r}", node)
+        deadlock.begin_wait(ahead, f"lock {self!r}", w.node)
+        waiters.append(w)
+
+    def _forget(self, w: _Waiter) -> None:
+        deadlock.end_wait(w.node)
+        self._repoint(_remove(self._waiters, w))
 
     def _hand_over(self) -> _Waiter | None:
         """Give the lock to the first live waiter, or free it (mutex held)."""
@@ -356,7 +415,7 @@ class Lock:
     def _repoint(self, i: int) -> None:
         """Point the edge of the waiter now at index ``i`` at its new predecessor."""
         waiters = self._waiters
-        if not 0 <= i < len(waiters):
+        if i >= len(waiters):
             return
         ahead = waiters[i - 1].node if i > 0 else self._owner
         try:
@@ -367,32 +426,8 @@ class Lock:
             # is dropped: a cycle may go unreported, none is ever invented.
             pass
 
-    def _give_up(self, w: _Waiter, *, keep: bool) -> bool:
-        """The waiter ``w`` stops waiting; returns True if it keeps the lock.
 
-        If the lock had been handed to ``w`` meanwhile, ``w`` keeps it when
-        ``keep`` (a thread's timeout raced the hand-over: the thread is
-        told it has the lock) and otherwise passes it on (a task leaving with
-        CancelledError, a thread interrupted), so the lock is never lost.
-        """
-        wake = None
-        with self._mutex:
-            if w.granted:
-                if keep:
-                    return True
-                wake = self._hand_over()
-            else:
-                deadlock.end_wait(w.node)
-                self._repoint(_remove(self._waiters, w))
-        if wake is not None:
-            _wake(wake)
-        return False
-
-
-# -- Semaphore --------------------------------------------------------------------
-
-
-class Semaphore:
+class Semaphore(_HandOver):
     """A counter of permits for tasks on any loop and for plain threads.
 
     ``acquire()`` takes a permit, waiting while there are none; ``release()``
@@ -419,49 +454,6 @@ class Semaphore:
         """True if ``acquire()`` would wait (no permit is free)."""
         return self._value == 0
 
-    async def acquire(self) -> bool:
-        """Take a permit, waiting for one if none is free; returns True.
-
-        A waiter cancelled after a permit was handed to it gives the permit back.
-        """
-        with self._mutex:
-            if self._value > 0:  # > 0 only when nobody waits (hand-over)
-                self._value -= 1
-                return True
-            w, fut = _task_waiter(None)
-            self._waiters.append(w)
-        try:
-            await fut
-        except GeneratorExit:
-            raise  # see _Waiter.dead
-        except BaseException:
-            self._give_up(w, keep=False)
-            raise
-        return True
-
-    def acquire_blocking(self, timeout: float | None = None) -> bool:
-        """Take a permit from a plain thread, waiting up to ``timeout`` seconds.
-
-        Returns False if the timeout passed first. Raises
-        :class:`~loopgrid.WouldBlockError` on a thread that runs an event loop.
-        """
-        _no_blocking_here("Semaphore.acquire_blocking()", self)
-        deadline = _deadline(timeout)
-        with self._mutex:
-            if self._value > 0:
-                self._value -= 1
-                return True
-            if deadline is not None and deadline <= _monotonic():
-                return False
-            w = _thread_waiter(None)
-            self._waiters.append(w)
-        try:
-            woken = _park(w, deadline)
-        except BaseException:
-            self._give_up(w, keep=False)
-            raise
-        return woken or self._give_up(w, keep=True)
-
     def release(self) -> None:
         """Add a permit, or hand it to the first waiter."""
         with self._mutex:
@@ -469,27 +461,11 @@ class Semaphore:
         if w is not None:
             _wake(w)
 
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
-    def __enter__(self) -> None:
-        self.acquire_blocking()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
+    def _take(self, node: object) -> bool:
+        if self._value > 0:  # > 0 only when nobody waits (hand-over)
+            self._value -= 1
+            return True
+        return False
 
     def _hand_over(self) -> _Waiter | None:
         """Give a permit to the first live waiter, or add it to the count (mutex held)."""
@@ -501,20 +477,6 @@ class Semaphore:
                 return w
         self._value += 1
         return None
-
-    def _give_up(self, w: _Waiter, *, keep: bool) -> bool:
-        """As ``Lock._give_up``: a permit handed to ``w`` is kept or passed on."""
-        wake = None
-        with self._mutex:
-            if w.granted:
-                if keep:
-                    return True
-                wake = self._hand_over()
-            else:
-                _remove(self._waiters, w)
-        if wake is not None:
-            _wake(wake)
-        return False
 
 
 # -- Event ------------------------------------------------------------------------
