@@ -32,7 +32,7 @@ from typing import Any, TypeVar, overload
 
 from . import logs
 from .errors import GridClosedError, NotOnGridError
-from .handle import CLAIMS, Handle
+from .handle import CLAIMS, PENDING, Handle
 from .monitor import Monitor
 from .priority import Priority, check_priority
 from .runqueue import RunQueue
@@ -48,7 +48,9 @@ _CO_COROUTINE = inspect.CO_COROUTINE
 _FunctionType = types.FunctionType
 _copy_context = contextvars.copy_context
 _monotonic = time.monotonic
+_new_object = object.__new__
 _NORMAL = Priority.NORMAL
+_PENDING = PENDING
 
 # What spawn accepts from whom: everyone, the grid's own workers, nobody.
 _ACCEPT_ALL, _ACCEPT_WORKERS, _ACCEPT_NONE = 2, 1, 0
@@ -293,17 +295,21 @@ class Grid:
                 raise
         task_id = next(_ids)
         CLAIMS[task_id & 63].add(task_id)
-        h: Handle[Any] = Handle(
-            self,
-            task_id,
-            default_name if name is None else name,
-            priority,
-            fn,
-            targs,
-            _copy_context(),
-            worker,
-            _monotonic(),
-        )
+        # The only place a Handle is made (see Handle's slots for the fields).
+        h: Handle[Any] = _new_object(Handle)
+        h._grid = self
+        h._id = task_id
+        h._name = default_name if name is None else name
+        h._priority = priority
+        h._fn = fn
+        h._args = targs
+        h._ctx = _copy_context()
+        h._pin = worker
+        h._enqueued = _monotonic()
+        h._state = _PENDING
+        h._paused = False
+        h._result = h._aux = h._worker = h._task = None
+        h._callbacks = []
         if cur is not None:
             cur.spawned += 1
             if worker is None:

@@ -117,34 +117,28 @@ class Handle(Generic[T]):
         "_worker",
     )
 
-    def __init__(
-        self,
-        grid: Grid,
-        task_id: int,
-        name: str,
-        priority: Priority,
-        fn: Any,
-        args: tuple[Any, ...] | None,
-        ctx: contextvars.Context,
-        pin: int | None,
-        enqueued: float,
-    ) -> None:
-        self._grid = grid
-        self._id = task_id
-        self._name = name
-        self._priority = priority
-        self._fn = fn
-        self._args = args
-        self._ctx: contextvars.Context | None = ctx
-        self._pin = pin
-        self._enqueued = enqueued
-        self._state = PENDING
-        self._paused = False
-        self._result: Any = None
-        self._aux: Any = None
-        self._callbacks: list[_Callback] = []
-        self._worker: Worker | None = None
-        self._task: asyncio.Task[None] | None = None
+    if TYPE_CHECKING:
+        _grid: Grid
+        _id: int
+        _name: str
+        _priority: Priority
+        _fn: Any
+        _args: tuple[Any, ...] | None
+        _ctx: contextvars.Context | None
+        _pin: int | None
+        _enqueued: float
+        _state: str
+        _paused: bool
+        _result: Any
+        _aux: Any
+        _callbacks: list[_Callback]
+        _worker: Worker | None
+        _task: asyncio.Task[None] | None
+
+    def __init__(self) -> None:
+        # Handles are made by Grid._spawn, which sets every slot above without
+        # an __init__ frame: that is the hottest path of a spawn.
+        raise TypeError("Handle objects are created by spawn(), not directly")
 
     # -- the record -------------------------------------------------------------
 
