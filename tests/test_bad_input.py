@@ -203,3 +203,8 @@ def test_not_on_grid_errors_name_the_thread() -> None:
         loopgrid.current_worker()
     with pytest.raises(loopgrid.NotOnGridError, match="coro_fn"):
         loopgrid.spawn(coro_fn)
+
+
+def test_handles_are_made_by_spawn_only() -> None:
+    with pytest.raises(TypeError, match=r"created by spawn\(\)"):
+        loopgrid.Handle()
