@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from . import logs
 from .driver import drive
 from .errors import DeadlockError
-from .handle import Handle
+from .handle import RUNNING, Handle
 
 if TYPE_CHECKING:
     from .grid import Grid
@@ -77,8 +77,25 @@ def current_node() -> object:
 def _resolve(target: object) -> object:
     """The node a target stands for: a handle's task (None unless running)."""
     if type(target) is Handle:
-        return target._task
+        task = target._task
+        if task is None and target._state is RUNNING:
+            return _starting_task(target)
+        return task
     return target
+
+
+def _starting_task(h: Handle[Any]) -> asyncio.Task[Any] | None:
+    """The Task of ``h`` while it takes its eager first step (Python 3.12+).
+
+    The dispatcher stores a task's Task only once its constructor, which runs
+    the first step, has returned. During that step the Task is the current task
+    of the worker's thread, if that task is ``h``'s (and not one it started).
+    """
+    w = h._worker
+    if w is None or not w.is_current():
+        return None
+    task = _current_task()
+    return task if task is not None and handle_of(task) is h else None
 
 
 def handle_of(node: object) -> Handle[Any] | None:

@@ -451,7 +451,8 @@ class Handle(Generic[T]):
             me = _current_task() or threading.current_thread()
             _edges[me] = (self, None)
             task = self._task
-            if task is not None and task in _edges:
+            # (A task in its eager first step, 3.12+, has no Task stored yet.)
+            if task in _edges or (task is None and self._state is RUNNING):
                 _check_cycle(me)
             try:
                 yield self

@@ -169,8 +169,13 @@ def test_run_rejects_non_coroutines() -> None:
 
 _SIGINT_SCRIPT = textwrap.dedent(
     """
-    import asyncio, sys
+    import asyncio, signal, sys
     import loopgrid
+
+    # A shell starting this in the background may have set SIGINT to "ignore",
+    # which the child inherits; Python then installs no handler. Ctrl-C is
+    # what this test is about, so put Python's default one back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     async def child():
         await asyncio.Event().wait()
