@@ -278,8 +278,9 @@ class Handle(Generic[T]):
                         return worker._cancel_task(task, msg)
                 worker.loop.call_soon_threadsafe(self._cancel_on_loop, msg)
                 return True
-            # Pending, its claim taken, no worker: a dispatcher holds the claim
-            # for an instant and gives it back (the task moved away from it).
+            # Pending, its claim taken, no worker yet: a dispatcher is between
+            # winning the claim and recording itself in _worker, or holds a
+            # moved task's stale copy for an instant. Look again.
             time.sleep(0)
         self._release()
         if self._paused:
@@ -336,6 +337,7 @@ class Handle(Generic[T]):
             if not self._paused:
                 return self._state not in _DONE
             self._unpaused()
+            live = self._state not in _DONE  # (it may finish as soon as it is let go)
         if grid._shelf.pop(self._id, None) is not None:
             grid._requeue(self)  # pending: back in a run queue
         else:
@@ -344,7 +346,7 @@ class Handle(Generic[T]):
                 worker._release_soon()
         if logs.DEBUG_EVENTS:
             logs.debug("task.resumed", task_id=self._id, task=self._name)
-        return self._state not in _DONE
+        return live
 
     def _unpaused(self) -> None:
         self._paused = False

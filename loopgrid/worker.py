@@ -400,20 +400,22 @@ class Worker:
         if h._paused:
             self.grid._shelve(h)
             return
-        h._worker = self  # before the claim: see Handle.cancel
         claims = CLAIMS[h._id & 63]
         try:
             claims.remove(h._id)
         except KeyError:
-            h._worker = None
-            return  # cancelled while queued (already counted), or moved
+            # Cancelled while queued (already counted), or a stale copy of a
+            # moved task that started elsewhere: none of ours to touch.
+            return
         pin = h._pin
         if pin is not None and pin != self.index:
             # A stale copy of a task moved to another worker: give the claim
-            # back (before dropping _worker, see Handle.cancel) and skip it.
+            # back and skip it.
             claims.add(h._id)
-            h._worker = None
             return
+        # Only the claim's winner writes _worker (Handle.cancel waits out the
+        # instant between the claim and this line).
+        h._worker = self
         h._state = RUNNING
         self.started += 1
         # Driver(drive(h, self)), without a Python __init__ on this hot path.
