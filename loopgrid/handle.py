@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import operator
+import sys
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -55,6 +56,7 @@ T = TypeVar("T")
 
 _copy_context = contextvars.copy_context
 _current_task = asyncio.current_task
+_current_thread = threading.current_thread
 
 PENDING = "pending"
 RUNNING = "running"
@@ -450,7 +452,10 @@ class Handle(Generic[T]):
             # The wait-for graph (deadlock.py), inlined: an edge from the
             # awaiting task to this handle, and a walk only if this handle's
             # task is itself waiting. DeadlockError if the walk comes back.
-            me = _current_task() or threading.current_thread()
+            try:
+                me = _current_task() or _current_thread()
+            except RuntimeError:  # no asyncio loop runs here: trio, say
+                raise not_on_asyncio(f"await {self!r}", "handle.result") from None
             _edges[me] = (self, None)
             task = self._task
             # (A task in its eager first step, 3.12+, has no Task stored yet.)
@@ -531,6 +536,40 @@ class Handle(Generic[T]):
         if guard is not None:
             guard.exc = None
             self._aux = (self._aux[0], None)
+
+
+def not_on_asyncio(what: str, instead: str) -> RuntimeError:
+    """The error for ``what`` (an await that must wait) where no asyncio loop runs.
+
+    That is trio code, typically anyio's trio backend: a handle or primitive
+    suspends by yielding an asyncio future, which only an asyncio (or uvloop)
+    task can wait on, so loopgrid says so instead of letting trio fail on a
+    yield it does not know. ``instead`` is the blocking call that works in a
+    worker thread, as ``run_sync``'s arguments ("handle.result"). Only built
+    on that error path, never on a hot one.
+    """
+    sniffio: Any = sys.modules.get("sniffio")  # imported by trio itself; never import it here
+    library = None
+    if sniffio is not None:
+        try:
+            library = sniffio.current_async_library()
+        except Exception:
+            pass
+    if library == "trio":
+        return RuntimeError(
+            f"{what} in trio code: loopgrid runs on asyncio and does not support trio "
+            "(nor anyio's trio backend). Run this code on asyncio: "
+            "anyio.run(main, backend='asyncio'), or with anyio's pytest plugin an "
+            "anyio_backend fixture returning 'asyncio'. Or wait in a worker thread: "
+            f"await trio.to_thread.run_sync({instead}) (anyio.to_thread.run_sync({instead}))"
+        )
+    where = f" ({library} code)" if library else ""
+    return RuntimeError(
+        f"{what} with no asyncio event loop running in this thread{where}: loopgrid "
+        "handles and primitives wait on asyncio (or uvloop) loops only, anyio's asyncio "
+        "backend included. Run this code on asyncio, or make the blocking call in a "
+        f"worker thread: to_thread.run_sync({instead})"
+    )
 
 
 # Imported last, because deadlock.py imports this module.

@@ -59,6 +59,7 @@ from typing import Generic, TypeVar
 
 from . import deadlock
 from .errors import DeadlockError, WouldBlockError
+from .handle import not_on_asyncio
 from .mailbox import Mailbox, mailbox_for_running_loop, running_loop
 
 __all__ = ["Event", "Lock", "Queue", "Semaphore"]
@@ -67,7 +68,18 @@ T = TypeVar("T")
 
 _allocate_lock = threading.Lock
 _monotonic = time.monotonic
+_current_task = asyncio.current_task
+_current_thread = threading.current_thread
 _current_node = deadlock.current_node
+
+#: The blocking variant of each waiting method, named by the error for trio code.
+_BLOCKING = {
+    "acquire": "acquire_blocking",
+    "wait": "wait_blocking",
+    "get": "get_blocking",
+    "put": "put_blocking, item",
+    "join": "join_blocking",
+}
 
 
 class _Waiter:
@@ -102,12 +114,28 @@ class _Waiter:
         return self.mb is not None and self.mb.loop.is_closed()
 
 
-def _task_waiter(node: object) -> tuple[_Waiter, asyncio.Future[None]]:
+def _task_node(obj: object) -> object:
+    """``deadlock.current_node()`` for an async method of ``obj``: the current
+    task, or the thread if a loop runs without one; the error for trio code
+    (no asyncio loop) instead of filing the caller under its thread."""
+    try:
+        task = _current_task()
+    except RuntimeError:
+        raise _not_on_asyncio(obj, "acquire") from None
+    return _current_thread() if task is None else task
+
+
+def _task_waiter(node: object, obj: object, method: str) -> tuple[_Waiter, asyncio.Future[None]]:
     mb = mailbox_for_running_loop()
-    if mb is None:  # pragma: no cover - an async method always runs on a loop
-        raise RuntimeError("no running event loop")
+    if mb is None:  # an await outside asyncio: trio code, say
+        raise _not_on_asyncio(obj, method)
     fut = mb.loop.create_future()
     return _Waiter(node, fut, mb, None), fut
+
+
+def _not_on_asyncio(obj: object, method: str) -> RuntimeError:
+    name = type(obj).__name__
+    return not_on_asyncio(f"{name}.{method}() on {obj!r}", f"{name.lower()}.{_BLOCKING[method]}")
 
 
 def _thread_waiter(node: object) -> _Waiter:
@@ -227,11 +255,11 @@ class _HandOver:
         leaves things as if it had never asked, even when the lock or permit
         had just been handed to it.
         """
-        node = _current_node()
+        node = _task_node(self)
         with self._mutex:
             if self._take(node):
                 return True
-            w, fut = _task_waiter(node)
+            w, fut = _task_waiter(node, self, "acquire")
             self._queue(w)
         try:
             await fut
@@ -361,7 +389,7 @@ class Lock(_HandOver):
 
     async def __aenter__(self) -> None:
         # acquire()'s free-lock path inlined: one coroutine less per ``async with``.
-        node = _current_node()
+        node = _task_node(self)
         with self._mutex:
             if self._owner is None:
                 self._owner = node
@@ -530,7 +558,7 @@ class Event:
         with self._mutex:
             if self._flag:
                 return True
-            w, fut = _task_waiter(None)
+            w, fut = _task_waiter(None, self, "wait")
             self._waiters.append(w)
         try:
             await fut
@@ -656,7 +684,7 @@ class Queue(Generic[T]):
                 if not 0 < self._maxsize <= len(self._items):
                     w = self._put(item)
                     break
-                pw, fut = _task_waiter(None)
+                pw, fut = _task_waiter(None, self, "put")
                 self._putters.append(pw)
             try:
                 await fut
@@ -708,7 +736,7 @@ class Queue(Generic[T]):
                 if self._items:
                     item, w = self._get()
                     break
-                gw, fut = _task_waiter(None)
+                gw, fut = _task_waiter(None, self, "get")
                 self._getters.append(gw)
             try:
                 await fut
@@ -761,6 +789,8 @@ class Queue(Generic[T]):
 
     async def join(self) -> None:
         """Wait until every item put has been marked done with :meth:`task_done`."""
+        if not self._finished.is_set() and running_loop() is None:
+            raise _not_on_asyncio(self, "join")  # rather than one about an Event
         await self._finished.wait()
 
     def join_blocking(self, timeout: float | None = None) -> bool:

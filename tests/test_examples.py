@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -65,6 +66,32 @@ def test_foreign_loop() -> None:
     assert re.search(r"wait_for: task 5 ran on worker [01]", out)
     assert "wait_for timed out and cancelled the task: cancelled" in out
     assert "grid closed: True" in out
+
+
+def test_anyio_interop() -> None:
+    out = run_example("anyio_interop.py")
+    squares = re.findall(r"^  (\d)\^2 = \d+ on worker (\d)$", out, re.MULTILINE)
+    assert squares == [("0", "0"), ("1", "1"), ("2", "0"), ("3", "1")]
+    assert "fail_after timed out and cancelled the grid task: cancelled" in out
+    assert re.search(r"^from a worker thread: 7\^2 = 49 on worker [01]$", out, re.MULTILINE)
+    m = re.search(
+        r"^grid task on worker (\d): anyio children ran on workers \[(\d), (\d), (\d)\]; "
+        r"thread '(.+)' called back into worker (\d)$",
+        out,
+        re.MULTILINE,
+    )
+    assert m, out
+    here, *children, thread, back = m.groups()
+    assert children == [here] * 3 and back == here
+    assert not thread.startswith("loopgrid-")
+    if importlib.util.find_spec("trio") is None:
+        return
+    assert re.search(
+        r"^trio backend: await <Handle .*> in trio code: loopgrid runs on asyncio and "
+        r"does not support trio",
+        out,
+        re.MULTILINE,
+    )
 
 
 def test_taskgroup() -> None:
