@@ -50,7 +50,6 @@ import asyncio
 import concurrent.futures
 import contextvars
 import dataclasses
-import functools
 import inspect
 import sys
 import threading
@@ -859,12 +858,23 @@ def grid_loop_factory(
     runner drives from pytest's thread while the tests and async fixtures run on
     worker 0. When pytest-asyncio closes it, a task left on the grid or a worker
     thread that does not stop within ``close_timeout`` seconds fails the test.
+    Factories made with the same arguments compare equal, as pytest-asyncio
+    needs them to for tests to share a ``loop_scope`` wider than the function.
     """
     if type(loops) is not int or loops < 1:
         raise ValueError(f"loops must be an int >= 1, got {loops!r}")
     if not close_timeout > 0:
         raise ValueError(f"close_timeout must be > 0, got {close_timeout!r}")
-    return functools.partial(GridLoop, loops, close_timeout=close_timeout)  # type: ignore[abstract]
+    return _GridLoopFactory(loops, close_timeout)
+
+
+@dataclasses.dataclass(frozen=True)
+class _GridLoopFactory:
+    loops: int
+    close_timeout: float
+
+    def __call__(self) -> GridLoop:
+        return GridLoop(self.loops, close_timeout=self.close_timeout)  # type: ignore[abstract]
 
 
 class GridLoop(asyncio.AbstractEventLoop):
