@@ -74,7 +74,7 @@ from typing import Any, TypeVar, overload
 
 from .errors import NotOnGridError
 from .grid import Grid, current_grid
-from .handle import Handle
+from .handle import Handle, not_on_asyncio
 from .priority import Priority
 
 if sys.version_info < (3, 11):
@@ -173,7 +173,12 @@ class TaskGroup:
     async def __aenter__(self) -> TaskGroup:
         if self._entered:
             raise RuntimeError(f"{self!r} has already been entered: a TaskGroup is used once")
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # trio, say: say so rather than "no running event loop"
+            raise not_on_asyncio(
+                f"async with {self!r}", "functools.partial(loopgrid.run, main())"
+            ) from None
         parent = asyncio.current_task(loop)
         if parent is None:
             raise RuntimeError(f"{self!r} cannot determine the parent task (no current task)")

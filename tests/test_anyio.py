@@ -596,6 +596,18 @@ async def test_awaiting_a_handle_on_trio_says_it_is_not_supported(grid: Grid) ->
     assert not h.done()  # nothing happened to the task
 
 
+@needs_trio
+@on_trio
+@pytest.mark.anyio
+async def test_a_task_group_on_trio_says_it_is_not_supported(grid: Grid) -> None:
+    tg = loopgrid.TaskGroup(grid=grid)
+    with pytest.raises(RuntimeError, match=r"async with <.*TaskGroup.*> in trio code") as info:
+        async with tg:
+            pass
+    assert "loopgrid runs on asyncio and does not support trio" in str(info.value)
+    assert grid.stats()["totals"]["spawned"] == 0
+
+
 def _trio_cases() -> dict[str, tuple[Any, Callable[[Any], Awaitable[Any]], str, str]]:
     full: Queue[str] = Queue(maxsize=1)
     full.put_nowait("x")
