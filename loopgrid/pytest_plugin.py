@@ -334,15 +334,28 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         return
     for rival in _RIVALS:
         if item.get_closest_marker(rival) is not None:
+            hint = (
+                "; to run pytest-asyncio tests on a grid's loop instead, return "
+                "loopgrid.pytest_plugin.grid_loop_factory() from a "
+                "pytest_asyncio_loop_factories hook"
+                if rival == "asyncio"
+                else ""
+            )
             pytest.fail(
                 f"{item.nodeid} is marked with both @pytest.mark.{rival} and "
                 f"@pytest.mark.loopgrid: each would run it on its own event loop, and it must "
-                f"run once. Keep one of the two. @pytest.mark.loopgrid runs it on worker 0 of "
-                f"a grid; to run pytest-asyncio tests on a grid's loop instead, return "
-                f"loopgrid.pytest_plugin.grid_loop_factory() from a "
-                f"pytest_asyncio_loop_factories hook.",
+                f"run once. Keep one of the two: @pytest.mark.loopgrid runs it on worker 0 of "
+                f"a grid{hint}.",
                 pytrace=False,
             )
+    if "anyio_backend" in getattr(item, "fixturenames", ()):
+        pytest.fail(
+            f"{item.nodeid} is marked with @pytest.mark.loopgrid and requests anyio_backend "
+            f"(as anyio's auto mode makes every async test do): anyio's plugin would run it on "
+            f"its own event loop, once per backend. Keep loopgrid tests out of anyio's auto "
+            f"mode (use @pytest.mark.anyio on anyio tests instead).",
+            pytrace=False,
+        )
     fn = getattr(item, "obj", None)
     if inspect.isasyncgenfunction(fn):
         pytest.fail(

@@ -14,8 +14,15 @@ import textwrap
 from typing import Any
 
 import pytest
+import pytest_asyncio.plugin
 
 pytest_plugins = ["pytester"]
+
+#: pytest-asyncio versions before the pytest_asyncio_loop_factories hook.
+needs_loop_factories = pytest.mark.skipif(
+    not hasattr(pytest_asyncio.plugin.PytestAsyncioSpecs, "pytest_asyncio_loop_factories"),
+    reason="this pytest-asyncio has no pytest_asyncio_loop_factories hook",
+)
 
 PRELUDE = """\
 import asyncio, contextvars, json, pathlib, threading
@@ -537,8 +544,18 @@ def test_both_markers_are_an_error_and_the_test_never_runs(
         """,
         name="test_module_mark.py",
     )
+    write(
+        pytester,
+        """
+        @pytest.mark.loopgrid
+        @pytest.mark.anyio
+        async def test_anyio_and_loopgrid():
+            record("ran")
+        """,
+        name="test_with_anyio.py",
+    )
     result = run(pytester)
-    result.assert_outcomes(errors=2)
+    result.assert_outcomes(errors=4)  # anyio's marker makes one test per backend
     result.stdout.fnmatch_lines(
         [
             "*ERROR at setup of test_both_on_the_function*",
@@ -546,12 +563,19 @@ def test_both_markers_are_an_error_and_the_test_never_runs(
             "@pytest.mark.loopgrid: each would run it on its own event loop*Keep one*",
             "*ERROR at setup of test_module_asyncio_function_loopgrid*",
             "*marked with both @pytest.mark.asyncio and @pytest.mark.loopgrid*",
+            "*ERROR at setup of test_anyio_and_loopgrid[[]asyncio[]]*",
+            "*marked with both @pytest.mark.anyio and @pytest.mark.loopgrid*",
+            "*ERROR at setup of test_anyio_and_loopgrid[[]trio[]]*",
         ]
     )
     assert log(pytester) == []
 
 
-@pytest.mark.parametrize("factories", [False, True], ids=["no_factories", "two_factories"])
+@pytest.mark.parametrize(
+    "factories",
+    [False, pytest.param(True, marks=needs_loop_factories)],
+    ids=["no_factories", "two_factories"],
+)
 def test_auto_mode_leaves_loopgrid_tests_to_the_grid(
     pytester: pytest.Pytester, factories: bool
 ) -> None:
@@ -604,6 +628,7 @@ def test_auto_mode_leaves_loopgrid_tests_to_the_grid(
         ]
 
 
+@needs_loop_factories
 def test_pytest_asyncio_tests_run_on_a_grid_through_the_loop_factories_hook(
     pytester: pytest.Pytester,
 ) -> None:
