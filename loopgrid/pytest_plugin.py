@@ -46,6 +46,7 @@ Which thread owns what:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import concurrent.futures
 import contextvars
@@ -105,7 +106,7 @@ class _State:
 _STATE = pytest.StashKey[_State]()
 _SETTINGS = pytest.StashKey[_Settings]()
 #: Ids of the tasks that were live on a shared grid when the test's call began.
-_BEFORE = pytest.StashKey["set[int]"]()
+_BEFORE = pytest.StashKey[set[int]]()
 
 
 def _state(config: pytest.Config) -> _State:
@@ -130,8 +131,6 @@ def _loops_option(text: str) -> int:
     except ValueError:
         n = 0
     if n < 1:
-        import argparse
-
         raise argparse.ArgumentTypeError(f"needs an int >= 1, got {text!r}")
     return n
 
@@ -364,11 +363,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             pytrace=False,
         )
     item.stash[_SETTINGS] = _parse_marker(item)
-    if isinstance(item, pytest.Function) and "loopgrid_grid" not in item.fixturenames:
+    if isinstance(item, pytest.Function):
         # First up, last down: the grid outlives every other function-scoped
         # fixture of the test, so the leak check sees their teardown done.
         # (A new list: parametrized siblings share the old one.)
-        item.fixturenames = ["loopgrid_grid", *item.fixturenames]
+        others = [name for name in item.fixturenames if name != "loopgrid_grid"]
+        item.fixturenames = ["loopgrid_grid", *others]
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -417,9 +417,7 @@ def pytest_fixture_setup(
     item = _state(request.config).item
     settings = None if item is None else _marked_settings(item)
     func = fixturedef.func
-    if settings is None or not (
-        inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
-    ):
+    if settings is None or not (_is_async(func) or _wrapped_by_pytest_asyncio(func)):
         return (yield)
     assert item is not None
     if _SCOPES.index(fixturedef.scope) > _SCOPES.index(settings.scope):
@@ -433,16 +431,44 @@ def pytest_fixture_setup(
     # The grid of the fixture's own scope (which the test's grid is, or outlives):
     # requested here, it is set up first and so torn down after the fixture.
     tg: _TestGrid = request.getfixturevalue(f"_loopgrid_grid_{settings.scope}")
-    from _pytest.fixtures import resolve_fixture_function
+    if _is_async(func):
+        from _pytest.fixtures import resolve_fixture_function
 
-    bound = resolve_fixture_function(fixturedef, request)  # a method bound to the test's instance
-    sync = _sync_fixture(bound, tg.grid, fixturedef.argname, request)
+        target = resolve_fixture_function(fixturedef, request)  # bound to the test's instance
+    else:
+        wrapper: Any = func
+        target = _rebind(wrapper.__wrapped__, request.instance)
+    sync = _sync_fixture(target, tg.grid, fixturedef.argname, request)
     fd: Any = fixturedef  # FixtureDef.func is Final to type checkers, not at run time
     fd.func = sync
     try:
         return (yield)
     finally:
         fd.func = func
+
+
+def _is_async(func: object) -> bool:
+    return inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
+
+
+def _wrapped_by_pytest_asyncio(func: Any) -> bool:
+    """Whether pytest-asyncio < 1.2 replaced this async fixture at collection time.
+
+    Those versions swap an async fixture's function for a synchronous wrapper
+    (``functools.wraps``, marked ``_force_asyncio_fixture``) that runs it on
+    their own loop; a loopgrid test runs the original on its grid instead.
+    """
+    return getattr(func, "_force_asyncio_fixture", False) is True and _is_async(
+        getattr(func, "__wrapped__", None)
+    )
+
+
+def _rebind(func: Any, instance: object) -> Any:
+    """A fixture method bound to the test's own instance, as pytest itself binds it."""
+    owner = getattr(func, "__self__", None)
+    if instance is not None and owner is not None and isinstance(instance, type(owner)):
+        return func.__func__.__get__(instance)
+    return func
 
 
 def _sync_fixture(
@@ -454,7 +480,9 @@ def _sync_fixture(
     one (as pytest-asyncio does), and the context variables its setup set are then
     set in pytest's context for the test (and reset after its teardown).
     """
-    if inspect.isasyncgenfunction(func):
+    is_generator = inspect.isasyncgenfunction(func)
+    func = _taking_only_its_arguments(func)
+    if is_generator:
 
         def asyncgen_fixture(**kwargs: Any) -> Iterator[Any]:
             __tracebackhide__ = True
@@ -486,6 +514,15 @@ def _sync_fixture(
         return value
 
     return async_fixture
+
+
+def _taking_only_its_arguments(func: Callable[..., T]) -> Callable[..., T]:
+    """``func``, dropping keyword arguments it does not take (pytest-asyncio < 1.2
+    adds ``request`` to an async fixture's arguments)."""
+    params = inspect.signature(func).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return func
+    return lambda **kwargs: func(**{k: v for k, v in kwargs.items() if k in params})
 
 
 def _run_on_worker0(
