@@ -452,11 +452,11 @@ def _is_async(func: object) -> bool:
 
 
 def _wrapped_by_pytest_asyncio(func: Any) -> bool:
-    """Whether pytest-asyncio < 1.2 replaced this async fixture at collection time.
+    """Whether pytest-asyncio 1.0 replaced this async fixture at collection time.
 
-    Those versions swap an async fixture's function for a synchronous wrapper
+    That version swaps an async fixture's function for a synchronous wrapper
     (``functools.wraps``, marked ``_force_asyncio_fixture``) that runs it on
-    their own loop; a loopgrid test runs the original on its grid instead.
+    its own loop; a loopgrid test runs the original on its grid instead.
     """
     return getattr(func, "_force_asyncio_fixture", False) is True and _is_async(
         getattr(func, "__wrapped__", None)
@@ -517,7 +517,7 @@ def _sync_fixture(
 
 
 def _taking_only_its_arguments(func: Callable[..., T]) -> Callable[..., T]:
-    """``func``, dropping keyword arguments it does not take (pytest-asyncio < 1.2
+    """``func``, dropping keyword arguments it does not take (pytest-asyncio 1.0
     adds ``request`` to an async fixture's arguments)."""
     params = inspect.signature(func).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
