@@ -101,6 +101,7 @@ class _State:
 
     def __init__(self) -> None:
         self.item: pytest.Item | None = None
+        self.close_timeout = 30.0
 
 
 _STATE = pytest.StashKey[_State]()
@@ -162,7 +163,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "--loopgrid-loops, else 2), made for the test or shared within the given scope; "
         "the test fails if a task or a worker thread of the grid outlives it.",
     )
-    _state(config)
+    _state(config).close_timeout = _close_timeout(config)
 
 
 def _close_timeout(config: pytest.Config) -> float:
@@ -597,7 +598,7 @@ def _make_grid_fixture(scope: _ScopeName) -> Any:
             loops,
             f"pytest-{scope}-{label}",
             f"when its {scope} scope ended",
-            _close_timeout(request.config),
+            _state(request.config).close_timeout,
         )
         try:
             yield tg

@@ -324,6 +324,11 @@ def test_loops_option_is_the_default_and_the_marker_wins(pytester: pytest.Pytest
     bad = run(pytester, "--loopgrid-loops", "0")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*--loopgrid-loops: needs an int >= 1, got '0'*"])
+    bad_timeout = run(pytester, "-o", "loopgrid_close_timeout=soon")
+    assert bad_timeout.ret == pytest.ExitCode.USAGE_ERROR
+    bad_timeout.stderr.fnmatch_lines(
+        ["*loopgrid_close_timeout must be a number of seconds > 0, got 'soon'*"]
+    )
 
 
 # -- leak checks --------------------------------------------------------------------
