@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any
 
 import pytest
 from helpers import WAIT
@@ -57,20 +56,15 @@ def test_decorated_function_keeps_its_identity() -> None:
     assert "fetcher" in repr(configured) and "HIGH" in repr(configured)
 
 
-def test_spawn_from_a_task_uses_priority_and_name() -> None:
-    async def main() -> list[Any]:
-        hs = [bare.spawn(1), configured.spawn(3, 4), low_int.spawn()]
-        meta = [(h.priority, h.name) for h in hs]
-        return [meta, [await h for h in hs]]
-
-    with Grid(2) as g:
-        meta, results = g.spawn(main).result(WAIT)
-    assert meta == [
+@pytest.mark.loopgrid(loops=2)  # runs on worker 0 of a fresh grid (our pytest plugin)
+async def test_spawn_from_a_task_uses_priority_and_name() -> None:
+    hs = [bare.spawn(1), configured.spawn(3, 4), low_int.spawn()]
+    assert [(h.priority, h.name) for h in hs] == [
         (Priority.NORMAL, "bare"),
         (Priority.HIGH, "fetcher"),
         (Priority.LOW, "low_int"),
     ]
-    assert results == [2, (3, 4), "low"]
+    assert [await h for h in hs] == [2, (3, 4), "low"]
 
 
 def test_spawn_on_a_grid_from_anywhere() -> None:

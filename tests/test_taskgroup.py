@@ -95,18 +95,36 @@ def test_block_waits_for_children_on_every_worker(grid: Grid) -> None:
     assert free == list(range(20))
 
 
-def test_spawn_returns_handles_of_the_grid(grid: Grid) -> None:
-    async def main() -> tuple[Handle[Any], Any]:
-        async with TaskGroup() as tg:
-            h = tg.spawn(identity, "x")
-            coro_h = tg.spawn(identity("y"))
-            assert isinstance(h, Handle)
-            value = await h
-        return coro_h, value
-
-    coro_h, value = run_on(grid, main)
-    assert value == "x"
+@pytest.mark.loopgrid(loops=2)  # the body runs on worker 0 of a fresh grid
+async def test_spawn_returns_handles_of_the_grid() -> None:
+    async with TaskGroup() as tg:
+        h = tg.spawn(identity, "x")
+        coro_h = tg.spawn(identity("y"))
+        assert isinstance(h, Handle)
+        assert await h == "x"
     assert coro_h.result() == "y"
+
+
+@pytest.mark.loopgrid(loops=2)
+async def test_exception_group_contents() -> None:
+    g1, g2 = Gate(), Gate()
+    with pytest.raises(ExceptionGroup) as info:
+        async with TaskGroup() as tg:
+            ok = tg.spawn(identity, 5, worker=1)
+            quiet = tg.spawn(sibling, g1, worker=1)  # ends cancelled: not an error
+            tg.spawn(raise_on_cancel, g2, worker=0)  # fails while cancelled
+            tg.spawn(fail_after_all, [g1, g2], ok, worker=1)
+            await ok
+    eg = info.value
+    assert type(eg) is ExceptionGroup
+    assert eg.message == "unhandled errors in a TaskGroup"
+    # The first failure first, then the error raised while it was being handled.
+    assert [(type(e), str(e)) for e in eg.exceptions] == [
+        (ValueError, "child failed"),
+        (RuntimeError, "cleanup failed"),
+    ]
+    assert ok.result() == 5
+    assert quiet.cancelled()
 
 
 def test_children_on_other_workers_can_spawn_into_the_group(grid: Grid) -> None:
@@ -235,30 +253,6 @@ def test_first_failure_cancels_siblings_on_other_loops(grid: Grid) -> None:
     assert all(h.cancelled() for h in sibs)
     assert [h.worker for h in sibs] == [0, 1, 0]  # siblings on both loops
     assert bad.worker == 1
-
-
-def test_exception_group_contents(grid: Grid) -> None:
-    async def main() -> tuple[BaseException, Handle[Any], Handle[Any]]:
-        g1, g2 = Gate(), Gate()
-        with pytest.raises(ExceptionGroup) as info:
-            async with TaskGroup() as tg:
-                ok = tg.spawn(identity, 5, worker=1)
-                quiet = tg.spawn(sibling, g1, worker=1)  # ends cancelled: not an error
-                tg.spawn(raise_on_cancel, g2, worker=0)  # fails while cancelled
-                tg.spawn(fail_after_all, [g1, g2], ok, worker=1)
-                await ok
-        return info.value, ok, quiet
-
-    eg, ok, quiet = run_on(grid, main)
-    assert type(eg) is ExceptionGroup
-    assert eg.message == "unhandled errors in a TaskGroup"
-    # The first failure first, then the error raised while it was being handled.
-    assert [(type(e), str(e)) for e in eg.exceptions] == [
-        (ValueError, "child failed"),
-        (RuntimeError, "cleanup failed"),
-    ]
-    assert ok.result() == 5
-    assert quiet.cancelled()
 
 
 def test_body_exception_cancels_children_and_comes_last(grid: Grid) -> None:
