@@ -54,6 +54,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 from typing import Generic, TypeVar
 
@@ -208,6 +209,24 @@ def _count(name: str, value: object, cls: str) -> int:
     return value
 
 
+async def _wait_or_give_up(
+    fut: asyncio.Future[None], give_up: Callable[..., object], *args: object
+) -> None:
+    """Wait for a waiter's future; if the wait ends any other way, give up and re-raise.
+
+    ``give_up(*args)`` takes the waiter out of its queue, or passes on what was
+    handed to it meanwhile. GeneratorExit (the waiting coroutine closed
+    without running again, see ``_Waiter.dead``) is let through untouched.
+    """
+    try:
+        await fut
+    except GeneratorExit:
+        raise
+    except BaseException:
+        give_up(*args)
+        raise
+
+
 def _remove(waiters: deque[_Waiter], w: _Waiter) -> int:
     """Remove ``w``, which has not been woken, from ``waiters``; return its index (mutex held)."""
     i = waiters.index(w)
@@ -261,13 +280,7 @@ class _HandOver:
                 return True
             w, fut = _task_waiter(node, self, "acquire")
             self._queue(w)
-        try:
-            await fut
-        except GeneratorExit:
-            raise  # see _Waiter.dead
-        except BaseException:
-            self._give_up(w, keep=False)
-            raise
+        await _wait_or_give_up(fut, self._give_up, w, False)
         return True
 
     def acquire_blocking(self, timeout: float | None = None) -> bool:
@@ -295,7 +308,7 @@ class _HandOver:
         # A timeout that raced a hand-over keeps what it was given.
         return woken or self._give_up(w, keep=True)
 
-    def _give_up(self, w: _Waiter, *, keep: bool) -> bool:
+    def _give_up(self, w: _Waiter, keep: bool) -> bool:
         """The waiter ``w`` stops waiting; returns True if it keeps what it got.
 
         If the lock or a permit had been handed to ``w`` meanwhile, ``w`` keeps
@@ -560,13 +573,7 @@ class Event:
                 return True
             w, fut = _task_waiter(None, self, "wait")
             self._waiters.append(w)
-        try:
-            await fut
-        except GeneratorExit:
-            raise  # see _Waiter.dead
-        except BaseException:
-            self._give_up(w)
-            raise
+        await _wait_or_give_up(fut, self._give_up, w)
         return True
 
     def wait_blocking(self, timeout: float | None = None) -> bool:
@@ -686,13 +693,7 @@ class Queue(Generic[T]):
                     break
                 pw, fut = _task_waiter(None, self, "put")
                 self._putters.append(pw)
-            try:
-                await fut
-            except GeneratorExit:
-                raise  # see _Waiter.dead
-            except BaseException:
-                self._give_up(pw, self._putters)
-                raise
+            await _wait_or_give_up(fut, self._give_up, pw, self._putters)
         if w is not None:
             _wake(w)
 
@@ -738,13 +739,7 @@ class Queue(Generic[T]):
                     break
                 gw, fut = _task_waiter(None, self, "get")
                 self._getters.append(gw)
-            try:
-                await fut
-            except GeneratorExit:
-                raise  # see _Waiter.dead
-            except BaseException:
-                self._give_up(gw, self._getters)
-                raise
+            await _wait_or_give_up(fut, self._give_up, gw, self._getters)
         if w is not None:
             _wake(w)
         return item
