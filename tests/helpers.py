@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import Any
 
@@ -119,6 +120,36 @@ def grid_threads() -> list[threading.Thread]:
         for t in threading.enumerate()
         if t.name.startswith("loopgrid-") and t.ident not in baseline
     ]
+
+
+class LogCatcher(logging.Handler):
+    """Collects the messages of the stdlib ``"loopgrid"`` logger that contain
+    ``needle`` (at ``level`` and above) while used as a context manager;
+    ``seen`` is set at the first one."""
+
+    def __init__(self, needle: str, level: int = logging.ERROR) -> None:
+        super().__init__(level=level)
+        self.needle = needle
+        self.messages: list[str] = []
+        self.seen = threading.Event()
+        self._logger = logging.getLogger("loopgrid")
+        self._old_level = self._logger.level
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if self.needle in msg:
+            self.messages.append(msg)
+            self.seen.set()
+
+    def __enter__(self) -> LogCatcher:
+        self._old_level = self._logger.level
+        self._logger.addHandler(self)
+        self._logger.setLevel(self.level)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._old_level)
 
 
 def worker_threads() -> list[threading.Thread]:

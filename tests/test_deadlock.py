@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from typing import Any
 
 import pytest
-from helpers import WAIT, identity
+from helpers import WAIT, LogCatcher, identity
 
 import loopgrid
 from loopgrid import DeadlockError, Grid, Handle
@@ -132,42 +131,24 @@ def test_a_grid_where_every_task_is_asleep_is_reported_in_the_logs() -> None:
     """Go's "all goroutines are asleep": the only running task waits for a lock
     whose holder has finished without releasing it. Nothing can ever wake it;
     the grid's monitor logs grid.deadlock (once), naming the wait."""
-    reports: list[str] = []
-    seen = threading.Event()
+    with LogCatcher("grid.deadlock") as logs, Grid(2, name="asleep") as g:
+        lock = loopgrid.Lock()
 
-    class _Catch(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if "grid.deadlock" in record.getMessage():
-                reports.append(record.getMessage())
-                seen.set()
+        async def abandon() -> None:
+            await lock.acquire()  # and never release it
 
-    handler = _Catch(level=logging.ERROR)
-    logger = logging.getLogger("loopgrid")
-    logger.addHandler(handler)
-    old_level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with Grid(2, name="asleep") as g:
-            lock = loopgrid.Lock()
+        async def stuck() -> None:
+            async with lock:
+                pass
 
-            async def abandon() -> None:
-                await lock.acquire()  # and never release it
-
-            async def stuck() -> None:
-                async with lock:
-                    pass
-
-            g.spawn(abandon, name="abandoner").result(WAIT)
-            h = g.spawn(stuck, name="sleeper")
-            assert seen.wait(WAIT), "an all-asleep grid was not reported"
-            h.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                h.result(WAIT)
-        assert len(reports) == 1
-        assert "'sleeper'" in reports[0] and "asleep" in reports[0]
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
+        g.spawn(abandon, name="abandoner").result(WAIT)
+        h = g.spawn(stuck, name="sleeper")
+        assert logs.seen.wait(WAIT), "an all-asleep grid was not reported"
+        h.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            h.result(WAIT)
+    assert len(logs.messages) == 1
+    assert "'sleeper'" in logs.messages[0]
 
 
 def test_a_grid_waiting_on_something_outside_is_not_reported() -> None:
@@ -175,47 +156,34 @@ def test_a_grid_waiting_on_something_outside_is_not_reported() -> None:
     deadlock: nothing is logged across several monitor looks."""
     from loopgrid import monitor
 
-    reports: list[str] = []
+    with LogCatcher("grid.deadlock") as logs, Grid(1) as g:
+        outside = threading.Event()
+        looks = threading.Event()
 
-    class _Catch(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if "grid.deadlock" in record.getMessage():
-                reports.append(record.getMessage())
+        async def waits_outside() -> str:
+            await asyncio.to_thread(outside.wait, WAIT)
+            return "woken"
 
-    handler = _Catch(level=logging.ERROR)
-    logger = logging.getLogger("loopgrid")
-    logger.addHandler(handler)
-    try:
-        with Grid(1) as g:
-            outside = threading.Event()
-            looks = threading.Event()
+        async def waiter(h: Handle[str]) -> str:
+            return await h
 
-            async def waits_outside() -> str:
-                await asyncio.to_thread(outside.wait, WAIT)
-                return "woken"
+        target = g.spawn(waits_outside)
+        w = g.spawn(waiter, target)
+        # Let the monitor look a few times: count its looks, not seconds.
+        real = monitor.look_for_standstill
+        count = [0]
 
-            async def waiter(h: Handle[str]) -> str:
-                return await h
+        def counting(grid: Grid, prev: Any) -> Any:
+            count[0] += 1
+            if count[0] >= 4:
+                looks.set()
+            return real(grid, prev)
 
-            target = g.spawn(waits_outside)
-            w = g.spawn(waiter, target)
-            # Let the monitor look a few times: count its looks, not seconds.
-            real = monitor.look_for_standstill
-            count = [0]
-
-            def counting(grid: Grid, prev: Any) -> Any:
-                count[0] += 1
-                if count[0] >= 4:
-                    looks.set()
-                return real(grid, prev)
-
-            monitor.look_for_standstill = counting  # type: ignore[assignment]
-            try:
-                assert looks.wait(WAIT)
-            finally:
-                monitor.look_for_standstill = real  # type: ignore[assignment]
-            outside.set()
-            assert w.result(WAIT) == "woken"
-        assert reports == []
-    finally:
-        logger.removeHandler(handler)
+        monitor.look_for_standstill = counting  # type: ignore[assignment]
+        try:
+            assert looks.wait(WAIT)
+        finally:
+            monitor.look_for_standstill = real  # type: ignore[assignment]
+        outside.set()
+        assert w.result(WAIT) == "woken"
+    assert logs.messages == []

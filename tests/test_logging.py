@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import structlog
-from helpers import WAIT
+from helpers import WAIT, LogCatcher
 
 import loopgrid
 from loopgrid import Grid, logs
@@ -171,22 +171,7 @@ def test_retrieved_exception_is_not_logged(caplog: pytest.LogCaptureFixture, how
 def test_unretrieved_exception_is_logged_while_the_grid_is_still_open() -> None:
     """The handle dies on a plain thread (no loop there): the record is written
     on the worker loop the task failed on, without waiting for close()."""
-    seen = threading.Event()
-
-    class _Catch(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if "never retrieved" in record.getMessage() and "unretrieved C" in record.getMessage():
-                seen.set()
-
-    handler = _Catch(level=logging.ERROR)
-    logger = logging.getLogger("loopgrid")
-    logger.addHandler(handler)
-    old_level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with Grid(1) as g:
-            _fail_and_forget(g, "C")
-            assert seen.wait(WAIT), "not logged while the grid was open"
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
+    with LogCatcher("unretrieved C") as logs, Grid(1) as g:
+        _fail_and_forget(g, "C")
+        assert logs.seen.wait(WAIT), "not logged while the grid was open"
+    assert "never retrieved" in logs.messages[0]
