@@ -386,13 +386,21 @@ class Grid:
 
         Nothing starts and running tasks stop at their next suspension point
         until :meth:`resume`. Spawns are queued, never refused or lost. Workers
-        paused on their own stay paused after the grid resumes.
+        paused on their own stay paused after the grid resumes. A closing grid
+        cannot be paused (:class:`~loopgrid.GridClosedError`).
         """
         with self._control:
+            self._check_pausable()
             self._paused = True
             for w in self._workers:
                 w._update_hold()
         logs.info("grid.paused", grid=self.name)
+
+    def _check_pausable(self) -> None:
+        # Under _control: close() lifts every pause under it once _closing is
+        # set, so a pause taken after that would make close() wait for ever.
+        if self._closing:
+            raise GridClosedError(f"{self!r} is closing: it cannot be paused")
 
     def resume(self) -> None:
         """Release what :meth:`pause` held; any thread."""

@@ -308,13 +308,14 @@ class Handle(Generic[T]):
         A running task stops at its next suspension point: what it awaits may
         complete meanwhile, but its coroutine is not stepped again until
         :meth:`resume`. Callable from any thread or loop, and idempotent.
-        Returns False, doing nothing, if the task has already finished; True
-        otherwise. ``state`` reads ``PAUSED`` while it is held.
+        Returns False, doing nothing, if the task has already finished (or its
+        grid is closing, which lifts every pause); True otherwise. ``state``
+        reads ``PAUSED`` while it is held.
         """
         grid = self._grid
         with grid._control:
-            if self._state in _DONE:
-                return False
+            if self._state in _DONE or grid._closing:
+                return False  # a closing grid lifts every pause: none may start
             self._paused = True
             grid._paused_tasks[self._id] = self
         task = self._task  # None while pending, or starting (then Worker._start arms)

@@ -223,6 +223,7 @@ class Worker:
         while it is paused. Tasks pinned to it wait. Idempotent; any thread.
         """
         with self.grid._control:
+            self.grid._check_pausable()
             self._paused = True
             self._update_hold()
 

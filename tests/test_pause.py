@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 import pytest
-from helpers import WAIT, block_worker, close_or_fail, forever, identity
+from helpers import WAIT, block_worker, close_or_fail, forever, identity, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -309,6 +309,26 @@ def test_close_with_cancel_ends_paused_tasks_cancelled() -> None:
     pending = g.spawn(forever)
     close_or_fail(g, cancel=True)
     assert running.cancelled() and pending.cancelled()
+
+
+def test_a_closing_grid_cannot_be_paused() -> None:
+    g = Grid(2)
+    s = Stepper()
+    h = g.spawn(s.run)
+    assert s.ready.wait(WAIT)
+    closer = threading.Thread(target=g.close)  # waits for h
+    closer.start()
+    assert wait_until(lambda: g.closed)
+    with pytest.raises(loopgrid.GridClosedError, match="closing: it cannot be paused"):
+        g.pause()
+    with pytest.raises(loopgrid.GridClosedError, match="closing"):
+        g.workers[0].pause()
+    assert h.pause() is False
+    assert h.state is TaskState.RUNNING
+    s.resolve("done")
+    closer.join(WAIT)
+    assert not closer.is_alive()
+    assert h.result(0) == "done"
 
 
 # -- moving -----------------------------------------------------------------------
