@@ -41,6 +41,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import logs
+from .deadlock import handle_of
 from .driver import Driver, cancel_task, drive
 from .errors import NotOnGridError
 from .handle import CLAIMS, RUNNING, Handle
@@ -271,10 +272,10 @@ class Worker:
     def _arm_all(self) -> None:
         """Make every grid task on this loop check for a pause before its next step."""
         for task in asyncio.all_tasks(self.loop):
-            drv: Any = task.get_coro()
-            frame = drv.cr_frame if type(drv) is Driver else None
-            if frame is not None:  # None once the task's coroutine has ended
-                drv.arm(frame.f_locals["h"], self)
+            h = handle_of(task)  # None for plain tasks and ended grid tasks
+            if h is not None:
+                drv: Any = task.get_coro()
+                drv.arm(h, self)
 
     # -- queueing and waking ----------------------------------------------------
 
