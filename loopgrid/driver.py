@@ -40,12 +40,14 @@ import asyncio
 import contextvars
 import inspect
 import sys
+import time
 import types
 from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from . import logs
 from .handle import COMPLETED, RUNNING
+from .trace import ACTIVE as _TRACING
 
 if TYPE_CHECKING:
     from .handle import Handle
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = ["Driver", "cancel_task", "drive"]
 
 _CoroutineType = types.CoroutineType
+_perf_counter = time.perf_counter
 _COMPLETED = COMPLETED
 _GRID_VAR = logs.GRID_VAR
 _WORKER_VAR = logs.WORKER_VAR
@@ -131,9 +134,25 @@ async def drive(h: Handle[Any], w: Worker) -> None:
 
 
 class _Pause:
-    """An armed driver's bookkeeping (see :meth:`Driver.arm`)."""
+    """An armed driver's bookkeeping (see :meth:`Driver.arm`).
 
-    __slots__ = ("cancel_now", "drv", "gate", "h", "inner", "stash", "w")
+    Also what times the steps of an armed driver while step timing or a trace
+    is on (``timed``): such a driver stays armed, and each step goes through
+    :meth:`step`.
+    """
+
+    __slots__ = (
+        "cancel_now",
+        "drv",
+        "gate",
+        "h",
+        "inner",
+        "stash",
+        "step_time",
+        "steps",
+        "timed",
+        "w",
+    )
 
     def __init__(self, drv: Driver, inner: Any, h: Handle[Any], w: Worker) -> None:
         self.drv = drv
@@ -145,18 +164,39 @@ class _Pause:
         self.stash: BaseException | None = None
         #: Set by cancel_task(): the next exception thrown in passes the pause.
         self.cancel_now = False
+        self.timed = False
+        self.steps = 0
+        self.step_time = 0.0
 
     def send(self, value: Any) -> Any:
         """The armed driver's step: hold the task, or disarm and step it."""
         drv = self.drv
         if self.h._paused or self.w._hold:
             return drv._hold(self, None)
+        if self.timed:
+            return self.step(self.inner.send, value)
         inner = drv._target = self.inner  # disarm: nothing holds the task
         drv.send = inner.send
         if self.h._paused or self.w._hold:  # a pause raced with the lines above
             drv._target = self
             drv.send = self.send
         return inner.send(value)
+
+    def step(self, fn: Any, arg: Any) -> Any:
+        """Step the coroutine with ``fn(arg)``, timed, and record it in a trace."""
+        t0 = _perf_counter()
+        try:
+            return fn(arg)
+        finally:
+            dt = _perf_counter() - t0
+            self.steps += 1
+            self.step_time += dt
+            w = self.w
+            tracer = _TRACING.tracer
+            if tracer is not None and tracer.grid is w.grid:
+                tracer.step(self.h, w.index, t0, dt)
+            if not w._timing:
+                self.timed = False  # timing was switched off: the next step disarms
 
 
 class Driver:
@@ -182,12 +222,25 @@ class Driver:
         t = self._target
         return t.inner if type(t) is _Pause else t
 
-    def arm(self, h: Handle[Any], w: Worker) -> None:
-        """Check for a pause before every step from now on; any thread."""
+    def arm(self, h: Handle[Any], w: Worker, timed: bool = False) -> None:
+        """Check for a pause before every step from now on; any thread.
+
+        ``timed``: also time every step while the worker's ``_timing`` is on
+        (per-task step timing, or a trace); from the worker's thread only.
+        """
         t = self._target
         if type(t) is not _Pause:
-            self._target = p = _Pause(self, t, h, w)
-            self.send = p.send
+            self._target = t = _Pause(self, t, h, w)
+            self.send = t.send
+        if timed:
+            t.timed = True
+
+    def timing(self) -> tuple[int, float] | None:
+        """(steps, seconds in them) measured so far, or None if never timed."""
+        t = self._target
+        if type(t) is _Pause and t.steps:
+            return t.steps, t.step_time
+        return None
 
     def throw(
         self,
@@ -209,6 +262,8 @@ class Driver:
         if (p.h._paused or p.w._hold) and not p.cancel_now:
             return self._hold(p, exc)
         p.cancel_now = False
+        if p.timed:
+            return p.step(p.inner.throw, exc)
         return p.inner.throw(exc)
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import contextvars
 import inspect
 import itertools
@@ -27,15 +28,17 @@ import os
 import threading
 import time
 import types
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar, overload
 
 from . import logs
+from .debug import DebugServer, debug_port_from_env
 from .errors import GridClosedError, NotOnGridError
 from .handle import CLAIMS, PENDING, Handle
 from .monitor import Monitor
 from .priority import Priority, check_priority
 from .runqueue import RunQueue
+from .trace import Tracer
 from .worker import Worker, _current
 
 __all__ = ["Grid", "current_grid", "default_loop_factory", "spawn"]
@@ -65,6 +68,16 @@ def default_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     except ImportError:
         return asyncio.new_event_loop
     return uvloop.new_event_loop
+
+
+def _debug_port(port: int | None) -> int | None:
+    if port is None:
+        return debug_port_from_env()
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(
+            f"debug_port must be a port number (0 for any free port) or None, got {port!r}"
+        )
+    return port
 
 
 def _is_async_callable(fn: Any) -> bool:
@@ -122,6 +135,16 @@ class Grid:
     raised, the tasks are cancelled instead. ``aging`` (seconds, default 1.0;
     ``None`` turns it off) bounds how long a pending task can be passed over by
     higher priorities before it starts ahead of them.
+
+    Observability (see ``monitor.py``, ``stats.py``, ``trace.py``): a worker
+    whose loop does not come back to its event loop for ``stall_threshold``
+    seconds (default 0.1; ``None`` turns the stall detector off) is logged as
+    stalled, and its pending backlog moves to the other workers;
+    ``task_timing=True`` times every task step (``stats(tasks=True)`` shows
+    steps and time per task); ``debug_port`` (0 for any free port; default
+    from the ``LOOPGRID_DEBUG_PORT`` environment variable, else off) serves
+    ``stats()`` and the task list as JSON on 127.0.0.1 for ``loopgrid ps``
+    and ``loopgrid top``.
     """
 
     def __init__(
@@ -132,6 +155,9 @@ class Grid:
         name: str | None = None,
         aging: float | None = 1.0,
         debug: bool | None = None,
+        stall_threshold: float | None = 0.1,
+        task_timing: bool = False,
+        debug_port: int | None = None,
     ) -> None:
         if loops is None:
             loops = os.cpu_count() or 1
@@ -149,10 +175,22 @@ class Grid:
             isinstance(aging, bool) or not isinstance(aging, (int, float)) or not aging > 0
         ):
             raise ValueError(f"aging must be a number of seconds > 0 or None, got {aging!r}")
+        if stall_threshold is not None and (
+            isinstance(stall_threshold, bool)
+            or not isinstance(stall_threshold, (int, float))
+            or not stall_threshold > 0
+        ):
+            raise ValueError(
+                f"stall_threshold must be a number of seconds > 0 or None, got {stall_threshold!r}"
+            )
+        if not isinstance(task_timing, bool):
+            raise TypeError(f"task_timing must be a bool, got {task_timing!r}")
+        debug_port = _debug_port(debug_port)
         self.name = name
         self._loop_factory = loop_factory
         self._debug = debug
         self._aging: float | None = None if aging is None else float(aging)
+        self._task_timing = task_timing
         self._injection = RunQueue()
         self._maybe_idle = True
         self._accept = _ACCEPT_ALL
@@ -193,9 +231,16 @@ class Grid:
                 w.thread.join()
             self._closed = True
             raise failed[0]._startup_error  # type: ignore[misc]
-        self._monitor = Monitor(self)
+        self._monitor = Monitor(self, None if stall_threshold is None else float(stall_threshold))
         self._monitor.start()
-        logs.info("grid.started", grid=name, loops=loops)
+        self._debug_server: DebugServer | None = None
+        if debug_port is not None:
+            try:
+                self._debug_server = DebugServer(self, debug_port)
+            except BaseException:
+                self.close(cancel=True)
+                raise
+        logs.info("grid.started", grid=name, loops=loops, debug_url=self.debug_url)
 
     def _worker_ready(self, w: Worker) -> None:
         with self._ready_lock:
@@ -517,6 +562,8 @@ class Grid:
         for w in self._workers:
             w.thread.join()
         self._monitor.stop()
+        if self._debug_server is not None:
+            self._debug_server.stop()
         self._closed = True
         # Spawned after the grid went quiet (by plain asyncio tasks on a worker
         # loop, say) and never started: they end cancelled, never lost.
@@ -538,11 +585,40 @@ class Grid:
 
     # -- introspection --------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        """A JSON-serialisable snapshot of queues and counters; see ``stats.py``."""
+    def stats(self, *, tasks: bool = False) -> dict[str, Any]:
+        """A JSON-serialisable snapshot of queues, counters and metrics; see ``stats.py``.
+
+        ``tasks=True`` adds ``"tasks"``: a row per unfinished task (what
+        ``loopgrid ps`` shows), at most :data:`~loopgrid.introspect.TASK_LIMIT`.
+        """
         from .stats import snapshot
 
-        return snapshot(self)
+        return snapshot(self, tasks=tasks)
+
+    @property
+    def debug_url(self) -> str | None:
+        """``http://127.0.0.1:<port>`` of the debug endpoint, or None when it is off."""
+        return None if self._debug_server is None else self._debug_server.url
+
+    @contextlib.contextmanager
+    def trace(self, path: str | os.PathLike[str]) -> Iterator[Tracer]:
+        """Record the grid's activity while the block runs, then write ``path``.
+
+        The file is Chrome trace-event JSON, which https://ui.perfetto.dev and
+        ``chrome://tracing`` open: a track per worker, a slice per task step,
+        cross-loop wake-ups and steals as arrows, stalls marked (see
+        ``trace.py``). Every step is timed while recording, which slows a
+        spawn-heavy grid; one trace is recorded at a time per process.
+        """
+        if self._closing:
+            raise GridClosedError(f"{self!r} is closed: there is nothing left to trace")
+        tracer = Tracer(self, path)
+        tracer.start()
+        try:
+            yield tracer
+        finally:
+            tracer.stop()
+            tracer.write()
 
 
 def current_grid() -> Grid:

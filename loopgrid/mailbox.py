@@ -23,6 +23,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .trace import ACTIVE as _TRACING
+
 __all__ = ["Mailbox", "install_mailbox", "mailbox_for_running_loop", "running_loop"]
 
 #: Items handed to a loop per drain before it yields to its other callbacks,
@@ -51,6 +53,8 @@ class Mailbox:
 
     def post(self, fn: Callable[[Any], object], arg: Any, ctx: contextvars.Context | None) -> None:
         """Run ``fn(arg)`` (in ``ctx``) on this mailbox's loop; callable from any thread."""
+        if _TRACING.tracer is not None:
+            fn = _TRACING.tracer.wake_up(fn)
         self._items.append((fn, arg, ctx))
         if not self._armed:
             self._armed = True

@@ -2,38 +2,148 @@
 
 Some things cannot be seen from a worker's loop: a loop cannot notice that it
 is itself stuck, and no single loop sees that every loop is idle while their
-tasks wait on each other. The monitor wakes every :data:`INTERVAL` seconds,
-looks, and sleeps again; it never touches a loop or a queue, only reads
-counters and the wait-for graph (racy snapshots, which is why a finding must
-hold on two looks in a row before it is reported).
+tasks wait on each other. The monitor wakes every *tick* (:data:`INTERVAL`
+seconds, or half the stall threshold if that is shorter), looks, and sleeps
+again. It never runs a worker's code and never waits for a loop; what it reads
+are racy snapshots, which is why its findings are built from several looks.
 
-Today it looks for all-asleep standstills (``deadlock.look_for_standstill``).
-It starts with its grid and is joined when the grid closes, so it never
-outlives it.
+On every tick, for each worker:
+
+* **Lag probe.** If the worker answered its last probe, a new one is posted
+  with ``call_soon_threadsafe``; the answer (run by the loop when it reaches
+  it) stamps the time. Posted-to-answered is the loop's *lag*: how late a
+  callback scheduled now runs. The last :data:`WINDOW` seconds of lags give
+  the p50 and p99 in ``grid.stats()``.
+* **Stall detector** (Seastar's). A probe unanswered for longer than the
+  grid's ``stall_threshold`` means the loop has not come back to its event
+  loop for that long: one callback (a blocking call, a long computation) holds
+  it. The monitor logs ``worker.stalled`` once per stall at warning level,
+  with the task running there and its stack (``sys._current_frames()``), and
+  ``worker.stall_ended`` with the stall's length once the probe is answered.
+  While the stall lasts, every tick moves the worker's stealable backlog to
+  the grid's injection queue, where every other dispatcher looks on its next
+  turn, busy or not, and wakes an idle worker: work queued behind a stuck
+  loop runs elsewhere without waiting for a thief to be idle.
+* **Busy sample** (a sampling profiler's trick). The top Python frame of the
+  worker's thread tells whether its loop waits for events (the top frame is
+  the selector's ``select``, or, for uvloop, whose loop is compiled, the
+  worker's own ``_main``) or runs a callback (anything else). The share of
+  busy samples over the last :data:`WINDOW` seconds is the worker's *busy*
+  fraction; its precision is that of the sample count (about 100 samples).
+  This costs the workers nothing, where timing every loop iteration would
+  need a hook that uvloop does not have.
+
+Every :data:`DEADLOCK_INTERVAL` seconds it also looks for an all-asleep
+standstill (``deadlock.look_for_standstill``).
+
+Thread ownership: a :class:`_Watch` is written by the monitor thread only,
+except ``answered``, which the worker's loop writes when it runs the probe
+(the monitor clears it before posting the next one, so each probe has one
+writer at a time). ``grid.stats()`` reads watches from any thread.
 """
 
 from __future__ import annotations
 
+import asyncio
+import selectors
+import sys
 import threading
-from typing import TYPE_CHECKING
+import time
+import traceback
+import types
+from collections import deque
+from typing import TYPE_CHECKING, Any
 
 from . import logs
-from .deadlock import look_for_standstill
+from .deadlock import handle_of, look_for_standstill
+from .trace import ACTIVE as _TRACING
 
 if TYPE_CHECKING:
     from .grid import Grid
+    from .worker import Worker
 
-__all__ = ["INTERVAL", "Monitor"]
+__all__ = ["DEADLOCK_INTERVAL", "INTERVAL", "WINDOW", "Monitor"]
 
-#: Seconds between two looks.
-INTERVAL = 0.25
+#: Longest time between two ticks (seconds).
+INTERVAL = 0.05
+#: Seconds between two looks for an all-asleep standstill.
+DEADLOCK_INTERVAL = 0.25
+#: Seconds of history behind the lag percentiles and the busy fraction.
+WINDOW = 5.0
+
+_monotonic = time.monotonic
+
+
+def _idle_codes() -> frozenset[types.CodeType]:
+    """Code objects that are on top of a worker thread's stack while its loop waits."""
+    from .worker import Worker
+
+    codes = {Worker._main.__code__}
+    for name in dir(selectors):
+        cls = getattr(selectors, name)
+        if isinstance(cls, type) and issubclass(cls, selectors.BaseSelector):
+            code = getattr(cls.select, "__code__", None)
+            if code is not None:
+                codes.add(code)
+    return frozenset(codes)
+
+
+class _Watch:
+    """What the monitor knows of one worker (see the module doc for owners)."""
+
+    __slots__ = ("answered", "busy", "lags", "posted", "shed", "stall_began", "stalls", "w")
+
+    def __init__(self, w: Worker, samples: int) -> None:
+        self.w = w
+        #: When the outstanding probe was posted (None: none outstanding).
+        self.posted: float | None = None
+        #: When the loop ran it (None: not yet); written by the worker's loop.
+        self.answered: float | None = None
+        self.lags: deque[float] = deque(maxlen=samples)
+        self.busy: deque[bool] = deque(maxlen=samples)
+        self.stalls = 0
+        #: Pending tasks moved off the worker while it was stalled.
+        self.shed = 0
+        #: When the current stall's probe was posted; None while not stalled.
+        self.stall_began: float | None = None
+
+    def answer(self) -> None:
+        """The probe: runs on the worker's loop."""
+        self.answered = _monotonic()
+
+    def metrics(self) -> dict[str, Any]:
+        """This worker's lag, busy fraction and stalls, for ``grid.stats()``."""
+        lags = sorted(self.lags)
+        busy = list(self.busy)
+        return {
+            "lag_p50": _percentile(lags, 0.50),
+            "lag_p99": _percentile(lags, 0.99),
+            "lag_max": lags[-1] if lags else 0.0,
+            "busy": round(sum(busy) / len(busy), 4) if busy else 0.0,
+            "stalls": self.stalls,
+            "stalled": self.stall_began is not None,
+            "shed": self.shed,
+        }
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (0.0 when empty)."""
+    if not ordered:
+        return 0.0
+    rank = max(0, min(len(ordered) - 1, int(q * len(ordered) + 0.5) - 1))
+    return round(ordered[rank], 6)
 
 
 class Monitor:
     """The monitor thread of one grid."""
 
-    def __init__(self, grid: Grid) -> None:
+    def __init__(self, grid: Grid, stall_threshold: float | None) -> None:
         self._grid = grid
+        self.stall_threshold = stall_threshold
+        self.tick = INTERVAL if stall_threshold is None else min(INTERVAL, stall_threshold / 2)
+        samples = max(1, int(WINDOW / self.tick))
+        self.watches = tuple(_Watch(w, samples) for w in grid.workers)
+        self._idle = _idle_codes()
         self._stop = threading.Event()
         self.thread = threading.Thread(
             target=self._run, name=f"loopgrid-{grid.name}-monitor", daemon=True
@@ -47,11 +157,111 @@ class Monitor:
         self._stop.set()
         if self.thread.is_alive():
             self.thread.join()
+            self._last_look()
+
+    def _last_look(self) -> None:
+        """Report the end of stalls that ended after the last tick (the grid closed)."""
+        now = _monotonic()
+        for watch in self.watches:
+            if watch.posted is not None and watch.answered is not None:
+                watch.lags.append(watch.answered - watch.posted)
+            if watch.stall_began is not None:
+                self._stall_ended(watch, watch.answered or now)
 
     def _run(self) -> None:
         standstill: tuple[int, ...] | None = None
-        while not self._stop.wait(INTERVAL):
+        next_look = _monotonic() + DEADLOCK_INTERVAL
+        while not self._stop.wait(self.tick):
             try:
-                standstill = look_for_standstill(self._grid, standstill)
+                now = _monotonic()
+                self._look(now)
+                if now >= next_look:
+                    next_look = now + DEADLOCK_INTERVAL
+                    standstill = look_for_standstill(self._grid, standstill)
             except Exception:  # a look must never kill the monitor
                 logs.error("monitor.failed", grid=self._grid.name, exc_info=True)
+
+    def _look(self, now: float) -> None:
+        frames = sys._current_frames()
+        for watch in self.watches:
+            w = watch.w
+            frame = frames.get(w.thread.ident or -1)
+            if frame is not None:
+                watch.busy.append(frame.f_code not in self._idle)
+            self._probe(watch, now, frame)
+
+    def _probe(self, watch: _Watch, now: float, frame: types.FrameType | None) -> None:
+        posted, answered = watch.posted, watch.answered
+        if posted is not None and answered is None:
+            threshold = self.stall_threshold
+            if threshold is not None and now - posted >= threshold:
+                if watch.stall_began is None:
+                    self._stall_began(watch, now, frame)
+                self._shed(watch)
+            return
+        if posted is not None and answered is not None:
+            watch.lags.append(answered - posted)
+            if watch.stall_began is not None:
+                self._stall_ended(watch, answered)
+        watch.answered = None
+        watch.posted = now
+        try:
+            watch.w.loop.call_soon_threadsafe(watch.answer)
+        except RuntimeError:
+            watch.posted = None  # the loop is closed: the grid is shutting down
+
+    def _stall_began(self, watch: _Watch, now: float, frame: types.FrameType | None) -> None:
+        w = watch.w
+        began = watch.posted
+        assert began is not None
+        watch.stall_began = began
+        watch.stalls += 1
+        task = asyncio.current_task(w.loop)  # a read of asyncio's dict, from here
+        h = handle_of(task) if task is not None else None
+        info: dict[str, Any] = {
+            "task": h.name if h is not None else task.get_name() if task is not None else None,
+            "task_id": h.id if h is not None else None,
+        }
+        logs.warning(
+            "worker.stalled",
+            grid=self._grid.name,
+            worker=w.index,
+            stalled_for=round(now - began, 6),
+            threshold=self.stall_threshold,
+            **info,
+            stack="".join(traceback.format_stack(frame, limit=30)) if frame is not None else "",
+            hint="a callback or task step holds this loop (blocking call or long computation); "
+            "its pending tasks move to the other workers until it returns",
+        )
+        tracer = _TRACING.tracer
+        if tracer is not None and tracer.grid is self._grid:
+            tracer.stall(w.index, began, None, info)
+
+    def _stall_ended(self, watch: _Watch, answered: float) -> None:
+        began = watch.stall_began
+        assert began is not None
+        watch.stall_began = None
+        w = watch.w
+        logs.warning(
+            "worker.stall_ended",
+            grid=self._grid.name,
+            worker=w.index,
+            duration=round(answered - began, 6),
+        )
+        tracer = _TRACING.tracer
+        if tracer is not None and tracer.grid is self._grid:
+            tracer.stall(w.index, began, answered, {})
+
+    def _shed(self, watch: _Watch) -> None:
+        """Move a stalled worker's stealable backlog where the others take it."""
+        w = watch.w
+        requeue = self._grid._requeue
+        moved = 0
+        for h in w._local.pop_all():
+            requeue(h)
+            moved += 1
+        if moved:
+            watch.shed += moved
+            self._grid._wake_idle()
+            if logs.DEBUG_EVENTS:
+                logs.debug("worker.shed", grid=self._grid.name, worker=w.index, tasks=moved)

@@ -54,16 +54,15 @@ import dataclasses
 import inspect
 import sys
 import threading
-import types
 from collections.abc import Callable, Coroutine, Generator, Iterator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pytest
 
 from .deadlock import describe, handle_of, waiting_for
-from .driver import Driver
 from .grid import Grid
 from .handle import PENDING, Handle
+from .introspect import await_chain, thread_stack
 
 if TYPE_CHECKING:
     from _pytest.fixtures import FixtureDef
@@ -752,7 +751,7 @@ def _probe(
                 continue
             state = h.state.value
             text = f"task {h.name!r} (id {h.id}, {state} on worker {index})"
-            where = _await_chain(task.get_coro())
+            where = await_chain(task.get_coro())
             edge = waiting_for(task)
             if edge is not None:
                 where.append(f"waiting for {edge[1] or describe(edge[0])}")
@@ -764,60 +763,11 @@ def _probe(
         fut.set_exception(exc)
 
 
-def _await_chain(coro: Any) -> list[str]:
-    """``file:line in function`` of each coroutine the task awaits, innermost last.
-
-    Starts below loopgrid's driver, at the task's own coroutine, and follows
-    ``cr_await`` (``gi_yieldfrom``, ``ag_await``) down to the innermost frame;
-    what that frame awaits, when it is a future or a handle, ends the list.
-    """
-    lines: list[str] = []
-    obj = coro.cr_await if type(coro) is Driver else coro
-    for _ in range(200):
-        if obj is None:
-            break
-        frame = _frame_of(obj)
-        if frame is None:
-            if isinstance(obj, (asyncio.Future, Handle)):  # not a bare iterator
-                lines.append(f"awaiting {_short_repr(obj)}")
-            break
-        code = frame.f_code
-        lines.append(f"{code.co_filename}:{frame.f_lineno} in {code.co_name}")
-        obj = _awaited_by(obj)
-    return lines
-
-
-def _frame_of(obj: Any) -> types.FrameType | None:
-    for attr in ("cr_frame", "gi_frame", "ag_frame"):
-        frame = getattr(obj, attr, None)
-        if frame is not None:
-            return frame  # type: ignore[no-any-return]
-    return None
-
-
-def _awaited_by(obj: Any) -> Any:
-    for attr in ("cr_await", "gi_yieldfrom", "ag_await"):
-        inner = getattr(obj, attr, None)
-        if inner is not None:
-            return inner
-    return None
-
-
-def _short_repr(obj: object) -> str:
-    text = repr(obj)
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
 def _thread_where(thread: threading.Thread) -> str:
-    frame = sys._current_frames().get(thread.ident or -1)
-    if frame is None:
+    lines = thread_stack(thread, limit=8)
+    if not lines:
         return ""
-    lines: list[str] = []
-    while frame is not None and len(lines) < 8:
-        code = frame.f_code
-        lines.append(f"      {code.co_filename}:{frame.f_lineno} in {code.co_name}")
-        frame = frame.f_back
-    return ", at (innermost first):\n" + "\n".join(lines)
+    return ", at (innermost first):\n" + "\n".join(f"      {line}" for line in lines)
 
 
 def _leak_message(grid: Grid, leaks: list[_Leak], when: str) -> str:

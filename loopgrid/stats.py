@@ -1,15 +1,24 @@
-"""Stats: a JSON-serialisable snapshot of a grid's queues and counters.
+"""Stats: a JSON-serialisable snapshot of a grid's queues, counters and metrics.
 
 Counters have one writer each (see ``worker.py``); this module only reads them,
 from any thread, without locks. A snapshot is therefore not atomic across
 workers, and a task moving between queues while it is taken may be missed or
 counted twice in the pending figures; the counters themselves only grow.
+
+Per worker, beside the counters, the monitor's metrics (``monitor.py``): loop
+lag (``lag_p50``, ``lag_p99``, ``lag_max``, seconds, over the last few
+seconds), ``busy`` (the sampled share of time the loop ran callbacks rather
+than waited for events), ``stalls`` (stalls seen), ``stalled`` (one is under
+way) and ``shed`` (pending tasks moved off it while stalled). Grid-wide:
+``imbalance``, the spread (max - min) of the workers' busy fractions, which
+is 0 when the load is even and near 1 when one loop works and another idles.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .introspect import task_rows
 from .priority import Priority
 
 if TYPE_CHECKING:
@@ -30,7 +39,7 @@ def _per_priority(*queues: RunQueue) -> dict[str, int]:
     return out
 
 
-def _worker(w: Worker, stolen_out: int) -> dict[str, Any]:
+def _worker(w: Worker, stolen_out: int, metrics: dict[str, Any]) -> dict[str, Any]:
     pending = _per_priority(w._local, w._pinned)
     return {
         "index": w.index,
@@ -47,10 +56,11 @@ def _worker(w: Worker, stolen_out: int) -> dict[str, Any]:
         "cancelled": w.cancelled + w.dropped,
         "stolen_in": w.stolen_in,
         "stolen_out": stolen_out,
+        **metrics,
     }
 
 
-def snapshot(grid: Grid) -> dict[str, Any]:
+def snapshot(grid: Grid, tasks: bool = False) -> dict[str, Any]:
     """Build ``grid.stats()``: per worker, the injection queue, and totals.
 
     ``spawned`` counts spawns made from a worker's thread; spawns from other
@@ -59,7 +69,8 @@ def snapshot(grid: Grid) -> dict[str, Any]:
     """
     workers = grid.workers
     stolen_out = [sum(t.stolen_from[w.index] for t in workers) for w in workers]
-    per = [_worker(w, stolen_out[w.index]) for w in workers]
+    watches = grid._monitor.watches
+    per = [_worker(w, stolen_out[w.index], watches[w.index].metrics()) for w in workers]
     injection = _per_priority(grid._injection)
     external = {"spawned": grid._ext_spawned, "cancelled": grid._ext_cancelled}
     totals = {k: sum(w[k] for w in per) for k in _COUNTERS}
@@ -68,7 +79,13 @@ def snapshot(grid: Grid) -> dict[str, Any]:
     totals["pending"] = sum(w["pending_total"] for w in per) + sum(injection.values())
     totals["running"] = sum(w["running"] for w in per)
     totals["paused"] = len(grid._paused_tasks)
-    return {
+    totals["stalls"] = sum(w["stalls"] for w in per)
+    totals["shed"] = sum(w["shed"] for w in per)
+    busy = [w["busy"] for w in per]
+    totals["busy"] = round(sum(busy) / len(busy), 4)
+    totals["imbalance"] = round(max(busy) - min(busy), 4)
+    totals["lag_p99"] = max(w["lag_p99"] for w in per)
+    out = {
         "grid": grid.name,
         "loops": len(workers),
         "state": "closed" if grid._closed else "closing" if grid._closing else "open",
@@ -77,4 +94,9 @@ def snapshot(grid: Grid) -> dict[str, Any]:
         "injection": injection,
         "external": external,
         "totals": totals,
+        "stall_threshold": grid._monitor.stall_threshold,
+        "task_timing": grid._task_timing,
     }
+    if tasks:
+        out["tasks"] = task_rows(grid)
+    return out

@@ -16,16 +16,20 @@ are written by the thief only: ``stolen_in`` on itself and
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from . import logs
 from .runqueue import LEVELS_HIGH_FIRST, move
+from .trace import ACTIVE as _TRACING
 
 if TYPE_CHECKING:
     from .handle import Handle
     from .worker import Worker
 
 __all__ = ["has_victim", "steal_into"]
+
+_perf_counter = time.perf_counter
 
 
 def _busiest(thief: Worker) -> tuple[Worker | None, int]:
@@ -52,6 +56,7 @@ def steal_into(thief: Worker) -> int:
     victim, most = _busiest(thief)
     if victim is None:
         return 0
+    t0 = _perf_counter()
     want = most - most // 2
     got = 0
     dst = thief._local.levels
@@ -66,4 +71,7 @@ def steal_into(thief: Worker) -> int:
         thief.stolen_from[victim.index] += got
         if logs.DEBUG_EVENTS:
             logs.debug("steal", thief=thief.index, victim=victim.index, tasks=got)
+        tracer = _TRACING.tracer
+        if tracer is not None and tracer.grid is thief.grid:
+            tracer.steal(thief.index, victim.index, got, t0)
     return got

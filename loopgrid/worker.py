@@ -27,6 +27,8 @@ Thread ownership (who writes what):
   it. The owner re-reads ``_hold`` after parking, as for ``_parked`` above.
 * ``_held``: the drivers of this worker's tasks that are paused mid-run; owner
   only (see ``driver.py``).
+* ``_timing`` (time every task step: ``Grid(task_timing=True)`` or a trace):
+  written by any thread through :meth:`_set_timing`, read by the owner.
 * The counters (``started``, ``completed``, ``dropped``...): owner only.
   Other threads read them for stats, which are therefore snapshots.
 """
@@ -34,6 +36,7 @@ Thread ownership (who writes what):
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import threading
 import time
@@ -109,6 +112,7 @@ class Worker:
         "_paused",
         "_pinned",
         "_startup_error",
+        "_timing",
         "cancelled",
         "completed",
         "dropped",
@@ -134,6 +138,7 @@ class Worker:
         self._paused = False
         self._hold = False
         self._held: set[Driver] = set()
+        self._timing = grid._task_timing
         self._startup_error: BaseException | None = None
         self.spawned = 0
         self.started = 0
@@ -269,13 +274,25 @@ class Worker:
         for drv in list(self._held):
             drv.release()
 
-    def _arm_all(self) -> None:
-        """Make every grid task on this loop check for a pause before its next step."""
+    def _arm_all(self, timed: bool = False) -> None:
+        """Make every grid task on this loop check for a pause (and maybe time
+        itself) before its next step; owner thread."""
         for task in asyncio.all_tasks(self.loop):
             h = handle_of(task)  # None for plain tasks and ended grid tasks
             if h is not None:
                 drv: Any = task.get_coro()
-                drv.arm(h, self)
+                drv.arm(h, self, timed)
+
+    def _set_timing(self, on: bool) -> None:
+        """Time every task step from now on (or stop); any thread.
+
+        Tasks started later are timed from their first step; running ones from
+        their next step after this loop runs the arming callback. Switching off
+        takes effect at each task's next step.
+        """
+        self._timing = on
+        if on:
+            self._call_soon(functools.partial(self._arm_all, True))
 
     # -- queueing and waking ----------------------------------------------------
 
@@ -424,6 +441,8 @@ class Worker:
         coro: Any = _new_object(Driver)
         coro._target = inner = drive(h, self)
         coro.send = inner.send
+        if self._timing:
+            coro.arm(h, self, True)
         ctx: Any = h._ctx
         if not direct:  # the loop has a task factory: go through it
             if _TASK_HAS_CONTEXT:

@@ -1,0 +1,130 @@
+"""The debug endpoint: a grid's stats and task list as JSON over loopback HTTP.
+
+Opt-in (``Grid(debug_port=0)``, or ``LOOPGRID_DEBUG_PORT`` in the
+environment), for ``loopgrid ps`` and ``loopgrid top`` and for a quick look
+with ``curl``. It listens on 127.0.0.1 only, because what it serves (task
+names, source paths, stacks) is nobody else's business, and it has no
+authentication.
+
+It runs on its own thread, ``loopgrid-<grid>-debug``, with the standard
+library's one-request-at-a-time HTTP server, and reads the grid the way
+``grid.stats()`` does from any thread: it never enters a worker's loop, so it
+still answers when a loop is stalled, which is when it is wanted. The grid
+stops it (and joins its thread) when it closes.
+
+Routes: ``/stats`` (``grid.stats()``), ``/tasks?limit=N`` (``{"grid": name,
+"tasks": grid.stats(tasks=True)["tasks"]}``), and ``/`` listing them.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import threading
+import urllib.parse
+from typing import TYPE_CHECKING, Any
+
+from . import logs
+
+if TYPE_CHECKING:
+    from .grid import Grid
+
+__all__ = ["ENV_VAR", "DebugServer", "debug_port_from_env"]
+
+#: The environment variable that turns the endpoint on for grids that do not
+#: pass ``debug_port`` (its value is the port; 0 picks a free one).
+ENV_VAR = "LOOPGRID_DEBUG_PORT"
+
+_HOST = "127.0.0.1"
+
+
+def debug_port_from_env() -> int | None:
+    """The port named by :data:`ENV_VAR`, or None when it is unset or empty."""
+    raw = os.environ.get(ENV_VAR, "").strip()
+    if not raw:
+        return None
+    try:
+        port = int(raw)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{ENV_VAR} must be a port number (0 for any free port), got {raw!r}")
+    return port
+
+
+class DebugServer:
+    """The debug endpoint of one grid; started by the constructor."""
+
+    def __init__(self, grid: Grid, port: int) -> None:
+        self.grid = grid
+        handler = type("_BoundHandler", (_Handler,), {"grid": grid})
+        self._server = http.server.HTTPServer((_HOST, port), handler)
+        self.port: int = self._server.server_address[1]
+        self.url = f"http://{_HOST}:{self.port}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"loopgrid-{grid.name}-debug",
+            daemon=True,
+        )
+        self._thread.start()
+        logs.info("grid.debug_endpoint", grid=grid.name, url=self.url)
+
+    def stop(self) -> None:
+        """Stop serving and join the thread; idempotent."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join()
+        self._server.server_close()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    grid: Grid
+    timeout = 5.0  # a client that stalls mid-request cannot hold the endpoint
+
+    def do_GET(self) -> None:
+        # Imported here: grid.py imports this module before the task modules
+        # that introspect.py needs are initialised.
+        from .introspect import TASK_LIMIT, task_rows
+
+        url = urllib.parse.urlsplit(self.path)
+        query = urllib.parse.parse_qs(url.query)
+        try:
+            if url.path == "/stats":
+                self._send(200, self.grid.stats())
+            elif url.path == "/tasks":
+                limit = _int_param(query, "limit", TASK_LIMIT)
+                self._send(200, {"grid": self.grid.name, "tasks": task_rows(self.grid, limit)})
+            elif url.path == "/":
+                self._send(200, {"grid": self.grid.name, "endpoints": ["/stats", "/tasks"]})
+            else:
+                self._send(404, {"error": f"no such endpoint {url.path!r}; try /stats or /tasks"})
+        except ValueError as exc:
+            self._send(400, {"error": str(exc)})
+
+    def _send(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The stdlib writes every request to stderr; ours go to loopgrid's log.
+        if logs.DEBUG_EVENTS:
+            logs.debug("debug_endpoint.request", grid=self.grid.name, line=format % args)
+
+
+def _int_param(query: dict[str, list[str]], name: str, default: int) -> int:
+    values = query.get(name)
+    if not values:
+        return default
+    try:
+        n = int(values[-1])
+    except ValueError:
+        n = -1
+    if n < 1:
+        raise ValueError(f"{name} must be a positive integer, got {values[-1]!r}")
+    return n
