@@ -234,6 +234,9 @@ class Grid:
         self._monitor = Monitor(self, None if stall_threshold is None else float(stall_threshold))
         self._monitor.start()
         self._debug_server: DebugServer | None = None
+        #: Called (any order, once) when the grid closes, after its workers
+        #: stopped: servers attached to the grid stop with it.
+        self._closers: list[Callable[[], object]] = []
         if debug_port is not None:
             try:
                 self._debug_server = DebugServer(self, debug_port)
@@ -564,6 +567,11 @@ class Grid:
         self._monitor.stop()
         if self._debug_server is not None:
             self._debug_server.stop()
+        for closer in self._closers:
+            try:
+                closer()
+            except Exception:
+                logs.error("grid.closer_failed", grid=self.name, closer=repr(closer), exc_info=True)
         self._closed = True
         # Spawned after the grid went quiet (by plain asyncio tasks on a worker
         # loop, say) and never started: they end cancelled, never lost.
