@@ -118,7 +118,7 @@ class _Watch:
         return {
             "lag_p50": _percentile(lags, 0.50),
             "lag_p99": _percentile(lags, 0.99),
-            "lag_max": lags[-1] if lags else 0.0,
+            "lag_max": round(lags[-1], 6) if lags else 0.0,
             "busy": round(sum(busy) / len(busy), 4) if busy else 0.0,
             "stalls": self.stalls,
             "stalled": self.stall_began is not None,

@@ -153,8 +153,8 @@ class LogCatcher(logging.Handler):
 
 
 def worker_threads() -> list[threading.Thread]:
-    """The grid threads that run worker loops (not the grids' monitors)."""
-    return [t for t in grid_threads() if not t.name.endswith("-monitor")]
+    """The grid threads that run worker loops (not monitors or servers)."""
+    return [t for t in grid_threads() if t.name.rpartition("-")[2].isdigit()]
 
 
 def wait_until(predicate: Any, timeout: float = WAIT) -> bool:
