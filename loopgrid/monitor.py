@@ -222,6 +222,10 @@ class Monitor:
             "task": h.name if h is not None else task.get_name() if task is not None else None,
             "task_id": h.id if h is not None else None,
         }
+        # Traced before logged: whoever sees the log sees the trace event too.
+        tracer = _TRACING.tracer
+        if tracer is not None and tracer.grid is self._grid:
+            tracer.stall(w.index, began, None, info)
         logs.warning(
             "worker.stalled",
             grid=self._grid.name,
@@ -233,24 +237,21 @@ class Monitor:
             hint="a callback or task step holds this loop (blocking call or long computation); "
             "its pending tasks move to the other workers until it returns",
         )
-        tracer = _TRACING.tracer
-        if tracer is not None and tracer.grid is self._grid:
-            tracer.stall(w.index, began, None, info)
 
     def _stall_ended(self, watch: _Watch, answered: float) -> None:
         began = watch.stall_began
         assert began is not None
         watch.stall_began = None
         w = watch.w
+        tracer = _TRACING.tracer
+        if tracer is not None and tracer.grid is self._grid:
+            tracer.stall(w.index, began, answered, {})
         logs.warning(
             "worker.stall_ended",
             grid=self._grid.name,
             worker=w.index,
             duration=round(answered - began, 6),
         )
-        tracer = _TRACING.tracer
-        if tracer is not None and tracer.grid is self._grid:
-            tracer.stall(w.index, began, answered, {})
 
     def _shed(self, watch: _Watch) -> None:
         """Move a stalled worker's stealable backlog where the others take it."""
