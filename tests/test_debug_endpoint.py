@@ -1,0 +1,119 @@
+"""The debug endpoint: stats and the task list as JSON on 127.0.0.1, opt-in,
+stopped with its grid."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+from helpers import WAIT, Gate, block_worker, grid_threads, identity
+
+from loopgrid import Grid, Priority
+
+
+def _get(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=WAIT) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_stats_and_tasks_are_served_on_loopback() -> None:
+    gate = Gate()
+
+    async def waiter() -> None:
+        await gate.wait()
+
+    with Grid(2, name="dbg", debug_port=0) as g:
+        url = g.debug_url
+        assert url is not None and url.startswith("http://127.0.0.1:")
+        assert g._debug_server is not None
+        assert g._debug_server._server.server_address[0] == "127.0.0.1"
+        _, release = block_worker(g, 0)
+        try:
+            w = g.spawn(waiter, worker=1, name="waiter")
+            queued = [g.spawn(identity, i, worker=0, priority=Priority.HIGH) for i in range(3)]
+            status, stats = _get(url + "/stats")
+            assert status == 200
+            assert stats["grid"] == "dbg" and stats["loops"] == 2
+            assert stats["workers"][0]["pending"]["high"] == 3
+            status, body = _get(url + "/tasks")
+            assert status == 200 and body["grid"] == "dbg"
+            rows = {row["id"]: row for row in body["tasks"]}
+            assert rows[w.id]["state"] == "running" and rows[w.id]["worker"] == 1
+            assert any("in waiter" in line for line in rows[w.id]["where"])
+            for q in queued:
+                assert rows[q.id]["state"] == "pending"
+                assert rows[q.id]["priority"] == "high"
+                assert rows[q.id]["where"] == ["queued on worker 0"]
+            blocker = next(r for r in body["tasks"] if r["name"] == "blocker")
+            assert blocker["state"] == "running" and blocker["worker"] == 0
+            # The endpoint answers while worker 0 is held: it never enters a loop.
+            status, body = _get(url + "/tasks?limit=2")
+            assert status == 200 and len(body["tasks"]) == 2
+        finally:
+            release.set()
+            gate.set()
+        for q in queued:
+            q.result(timeout=WAIT)
+
+
+def test_bad_routes_and_parameters_get_json_errors() -> None:
+    with Grid(1, debug_port=0) as g:
+        assert g.debug_url is not None
+        status, body = _get(g.debug_url + "/nope")
+        assert status == 404 and "'/nope'" in body["error"]
+        status, body = _get(g.debug_url + "/tasks?limit=zero")
+        assert status == 400 and "limit must be a positive integer, got 'zero'" in body["error"]
+        status, body = _get(g.debug_url + "/")
+        assert status == 200 and body["endpoints"] == ["/stats", "/tasks"]
+
+
+def test_endpoint_stops_with_its_grid() -> None:
+    g = Grid(1, name="stops", debug_port=0)
+    url = g.debug_url
+    assert url is not None
+    assert any(t.name == "loopgrid-stops-debug" for t in threading.enumerate())
+    g.close()
+    assert not grid_threads()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(url + "/stats", timeout=WAIT)
+
+
+def test_off_by_default_and_on_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOOPGRID_DEBUG_PORT", raising=False)
+    with Grid(1) as g:
+        assert g.debug_url is None
+    monkeypatch.setenv("LOOPGRID_DEBUG_PORT", "0")
+    with Grid(1) as g:
+        assert g.debug_url is not None
+        assert _get(g.debug_url + "/stats")[0] == 200
+
+
+@pytest.mark.parametrize("bad", [-1, 70000, "8080", True, 1.5])
+def test_bad_debug_port_is_refused(bad: Any) -> None:
+    with pytest.raises(ValueError, match="debug_port must be a port number") as info:
+        Grid(1, debug_port=bad)
+    assert repr(bad) in str(info.value)
+    assert not grid_threads()
+
+
+def test_bad_environment_port_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOOPGRID_DEBUG_PORT", "http")
+    with pytest.raises(ValueError, match=r"LOOPGRID_DEBUG_PORT must be a port number.*'http'"):
+        Grid(1)
+    assert not grid_threads()
+
+
+def test_a_port_in_use_fails_the_grid_cleanly() -> None:
+    with Grid(1, debug_port=0) as first:
+        assert first._debug_server is not None
+        before = set(grid_threads())
+        with pytest.raises(OSError):
+            Grid(1, debug_port=first._debug_server.port)
+        assert set(grid_threads()) == before  # the failed grid's threads are gone
