@@ -42,6 +42,7 @@ BENCHMARKS = {
     "steal": "bench.bench_steal",
     "primitives": "bench.bench_primitives",
     "control": "bench.bench_control",
+    "observe": "bench.bench_observe",
 }
 
 #: Seconds after which a hung benchmark dumps every thread's stack and exits 1.
