@@ -23,7 +23,9 @@ On every tick, for each worker:
   While the stall lasts, every tick moves the worker's stealable backlog to
   the grid's injection queue, where every other dispatcher looks on its next
   turn, busy or not, and wakes an idle worker: work queued behind a stuck
-  loop runs elsewhere without waiting for a thief to be idle.
+  loop runs elsewhere without waiting for a thief to be idle. (Priority order
+  holds; within a level, tasks moved this way may start after tasks spawned
+  later, since they join the end of the injection queue.)
 * **Busy sample** (a sampling profiler's trick). The top Python frame of the
   worker's thread tells whether its loop waits for events (the top frame is
   the selector's ``select``, or, for uvloop, whose loop is compiled, the
@@ -197,7 +199,8 @@ class Monitor:
             if threshold is not None and now - posted >= threshold:
                 if watch.stall_began is None:
                     self._stall_began(watch, now, frame)
-                self._shed(watch)
+                if len(self.watches) > 1:  # with one worker there is nowhere to go
+                    self._shed(watch)
             return
         if posted is not None and answered is not None:
             watch.lags.append(answered - posted)

@@ -29,7 +29,7 @@ def _steal_scenario(n: int) -> tuple[bool, list[Any], dict[str, Any], dict[str, 
         ok = all_done.wait(WAIT)  # blocks this worker's thread on purpose
         return ok, hs, before
 
-    with Grid(2) as g:
+    with Grid(2, stall_threshold=None) as g:  # stealing alone, no stall shedding
         ok, hs, before = g.spawn(driver, worker=0).result(WAIT * 2)
         results = [h.result(WAIT) for h in hs]
     after = g.stats()
@@ -72,7 +72,7 @@ def test_stealing_keeps_priorities() -> None:
         hs = [loopgrid.spawn(child, i % 4, priority=i % 4) for i in range(n)]
         return all_done.wait(WAIT), hs
 
-    with Grid(2) as g:
+    with Grid(2, stall_threshold=None) as g:  # stealing alone, no stall shedding
         ok, hs = g.spawn(driver, worker=0).result(WAIT * 2)
         assert ok
         assert [h.result(WAIT) for h in hs] == [i % 4 for i in range(n)]
@@ -94,7 +94,7 @@ def test_started_tasks_never_move() -> None:
         # Many tasks from one worker: some are stolen while others are running.
         return [loopgrid.spawn(hop, 20) for _ in range(200)]
 
-    with Grid(2) as g:
+    with Grid(2, stall_threshold=None) as g:  # stealing alone, no stall shedding
         hs = g.spawn(burst, worker=0).result(WAIT)
         outer = [g.spawn(hop, 20) for _ in range(200)]
         for h in hs + outer:
@@ -130,7 +130,7 @@ def test_a_started_task_stays_even_when_its_worker_blocks() -> None:
             loopgrid.spawn(child)
         return all_done.wait(WAIT)
 
-    with Grid(2) as g:
+    with Grid(2, stall_threshold=None) as g:  # stealing alone, no stall shedding
         h = g.spawn(long_lived)
         assert suspended.wait(WAIT)
         i = h.worker
