@@ -47,6 +47,7 @@ writer at a time). ``grid.stats()`` reads watches from any thread.
 from __future__ import annotations
 
 import asyncio
+import os
 import selectors
 import sys
 import threading
@@ -134,6 +135,24 @@ def _percentile(ordered: list[float], q: float) -> float:
         return 0.0
     rank = max(0, min(len(ordered) - 1, int(q * len(ordered) + 0.5) - 1))
     return round(ordered[rank], 6)
+
+
+_OWN_FILES = (os.path.dirname(__file__) + os.sep, threading.__file__)
+
+
+def _user_stack(frame: types.FrameType | None, limit: int = 30) -> str:
+    """The stack of a stalled thread, formatted as in a traceback.
+
+    The frames of the thread's bootstrap and of loopgrid's own loop and driver
+    are left out above the first frame of other code, which is where the stall
+    is; a stall inside loopgrid itself shows the whole stack.
+    """
+    if frame is None:
+        return ""
+    frames = traceback.extract_stack(frame)
+    first = next((i for i, f in enumerate(frames) if not f.filename.startswith(_OWN_FILES)), 0)
+    kept = frames[first:][-limit:]
+    return "".join(traceback.StackSummary.from_list(kept).format())
 
 
 class Monitor:
@@ -236,7 +255,7 @@ class Monitor:
             stalled_for=round(now - began, 6),
             threshold=self.stall_threshold,
             **info,
-            stack="".join(traceback.format_stack(frame, limit=30)) if frame is not None else "",
+            stack=_user_stack(frame),
             hint="a callback or task step holds this loop (blocking call or long computation); "
             "its pending tasks move to the other workers until it returns",
         )

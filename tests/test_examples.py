@@ -12,7 +12,7 @@ from pathlib import Path
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run_example(name: str, *args: str) -> str:
+def run_example_full(name: str, *args: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / name), *args],
         capture_output=True,
@@ -21,7 +21,11 @@ def run_example(name: str, *args: str) -> str:
         check=False,
     )
     assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
+    return proc
+
+
+def run_example(name: str, *args: str) -> str:
+    return run_example_full(name, *args).stdout
 
 
 def test_runner() -> None:
@@ -135,3 +139,18 @@ def test_demo() -> None:
     assert m, out
     assert int(m.group(2)) == 200
     assert int(m.group(1)) > 0, "nothing was stolen from the blocked worker"
+
+
+def test_observe(tmp_path: Path) -> None:
+    trace = tmp_path / "run.json"
+    proc = run_example_full("observe.py", "--trace", str(trace), "--block", "0.3")
+    out, err = proc.stdout, proc.stderr
+    assert "running: slow-handler on worker 0" in out
+    assert "jobs queued on worker 0 ran on workers: [1]" in out
+    assert re.search(r"worker 0: busy \d+%, lag p99 [\d.]+ ms, stalls 1,", out)
+    assert "worker.stalled" in err and "task=slow-handler" in err
+    assert "in handler" in err and "time.sleep(seconds)" in err
+    assert "worker.stall_ended" in err
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert any(e["ph"] == "X" and e["name"] == "slow-handler" for e in events)
+    assert f"trace: {trace} (" in out
