@@ -24,7 +24,6 @@ from pathlib import Path
 
 import loopgrid
 
-
 JOBS = 20
 left = threading.Semaphore(0)  # released once per finished job
 
