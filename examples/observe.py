@@ -4,8 +4,9 @@ A request handler on worker 0 queues twenty small jobs, then makes a blocking
 call (``time.sleep``, on purpose) that holds its loop for a while. The grid's
 monitor notices that worker 0 has not come back to its event loop for longer
 than the stall threshold: it logs ``worker.stalled`` with the handler's name
-and stack, and moves the queued jobs to worker 1, which runs them while
-worker 0 is still stuck. Meanwhile the debug endpoint answers ``loopgrid ps``
+and stack. The queued jobs run on worker 1 while worker 0 is still stuck:
+idle worker 1 steals them, and had it been busy, the monitor would have moved
+them to the injection queue, which busy workers read on every turn. Meanwhile the debug endpoint answers ``loopgrid ps``
 style questions, and everything is recorded in a trace that Perfetto opens.
 
 Run it with ``python examples/observe.py [--trace run.json]``, then open the
