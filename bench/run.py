@@ -12,9 +12,10 @@ Each benchmark module exposes ``run(quick: bool, *, smoke: bool = False) -> dict
 with keys ``benchmark``, ``title``, ``params``, ``results`` (entries with
 ``name``, ``unit``, ``value``, ``target``, ``met`` and, for comparisons,
 ``baseline`` and per-round ``ratio`` statistics), ``details`` and ``notes``;
-``_harness.validate`` defines the shape. Targets not met are reported, not
-failures: the exit status is 0 when every benchmark ran and returned a
-well-formed result, 1 otherwise. No timing is ever asserted.
+``_harness.validate`` defines the shape. A result may also carry ``plots``
+(see ``bench/plots.py``), drawn as PNG files next to RESULTS.md and shown in
+it. Targets not met are reported, not failures: the exit status is 0 when
+every benchmark ran and returned a well-formed result, 1 otherwise. No timing is ever asserted.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import _harness  # noqa: E402
+from bench import _harness, plots  # noqa: E402
 
 BENCHMARKS = {
     "spawn": "bench.bench_spawn",
@@ -167,6 +168,8 @@ def _markdown(report: dict[str, Any]) -> str:
                 )
         out.append("")
         out += [f"- {note}" for note in res.get("notes", [])]
+        for spec in res.get("plots", []):
+            out += ["", f"![{spec['title']}]({spec['file']})"]
         out += [
             "",
             "Parameters: `" + json.dumps(res["params"]) + "`",
@@ -221,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             faulthandler.cancel_dump_traceback_later()
         result["seconds"] = _harness.now() - t0
         result["loadavg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-        errors = _harness.validate(result)
+        errors = _harness.validate(result) + plots.validate(result.get("plots", []))
         if errors:
             status = 1
             report["benchmarks"][name] = {
@@ -241,6 +244,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {name} done in {result['seconds']:.1f} s", file=sys.stderr, flush=True)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name, res in report["benchmarks"].items():
+        for spec in res.get("plots", []):
+            try:
+                plots.draw(spec, out_dir)
+            except Exception:
+                status = 1
+                print(f"bench: plot {spec['file']} of {name} failed:", file=sys.stderr)
+                traceback.print_exc()
     (out_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (out_dir / "RESULTS.md").write_text(_markdown(report), encoding="utf-8")
     print(f"bench: wrote {out_dir / 'RESULTS.md'} and results.json", file=sys.stderr)
