@@ -44,6 +44,7 @@ BENCHMARKS = {
     "primitives": "bench.bench_primitives",
     "control": "bench.bench_control",
     "observe": "bench.bench_observe",
+    "latency": "bench.bench_latency",
 }
 
 #: Seconds after which a hung benchmark dumps every thread's stack and exits 1.
