@@ -388,8 +388,10 @@ class Worker:
                 start(h, direct)
         if len(batch) == BATCH or len(self._pinned) or len(self._local) or len(grid._injection):
             self.loop.call_soon(self._dispatch)
-            if grid._maybe_idle:
-                grid._wake_idle()  # backlog remains: an idle worker may take some
+            # Backlog remains that an idle worker may take (a lone local task
+            # stays here, as in _push_local).
+            if grid._maybe_idle and (len(self._local) > 1 or len(grid._injection)):
+                grid._wake_idle()
         else:
             self._park()
 

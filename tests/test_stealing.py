@@ -7,7 +7,7 @@ import asyncio
 import threading
 from typing import Any
 
-from helpers import WAIT, Countdown
+from helpers import WAIT, Countdown, wait_until
 
 import loopgrid
 from loopgrid import Grid, TaskState
@@ -142,3 +142,43 @@ def test_a_started_task_stays_even_when_its_worker_blocks() -> None:
         before, after = h.result(WAIT)
     assert before == after == g.workers[i].thread.ident
     assert h.worker == i
+
+
+def test_a_lone_spawned_task_stays_with_its_spawner() -> None:
+    """Go's runnext: one task spawned and awaited at once runs on the spawner's
+    worker; waking the idle worker would only hand it over through the GIL."""
+
+    async def where() -> int:
+        return loopgrid.current_worker().index
+
+    async def spawn_and_await(n: int) -> list[int]:
+        return [await loopgrid.spawn(where) for _ in range(n)]
+
+    with Grid(2) as g:
+        ran_on = g.spawn(spawn_and_await, 50, worker=0).result(WAIT)
+        assert g.stats()["workers"][1]["stolen_in"] == 0
+    assert ran_on == [0] * 50
+
+
+def test_a_lone_task_behind_a_held_spawner_runs_elsewhere() -> None:
+    """The lone task is not stolen, but the stall detector moves it."""
+    release = threading.Event()
+
+    async def where() -> int:
+        return loopgrid.current_worker().index
+
+    async def spawn_then_hold() -> loopgrid.Handle[int]:
+        h = loopgrid.spawn(where)
+        assert release.wait(WAIT)
+        return h
+
+    with Grid(2, stall_threshold=0.05) as g:
+        outer = g.spawn(spawn_then_hold, worker=0)
+        try:
+            assert wait_until(lambda: g.stats()["workers"][0]["shed"] == 1)
+            inner_done = wait_until(lambda: g.stats()["workers"][1]["completed"] == 1)
+        finally:
+            release.set()
+        h = outer.result(WAIT)
+        assert inner_done
+        assert h.result(WAIT) == 1
