@@ -45,6 +45,7 @@ BENCHMARKS = {
     "control": "bench.bench_control",
     "observe": "bench.bench_observe",
     "latency": "bench.bench_latency",
+    "memory": "bench.bench_memory",
 }
 
 #: Seconds after which a hung benchmark dumps every thread's stack and exits 1.
