@@ -46,6 +46,7 @@ BENCHMARKS = {
     "observe": "bench.bench_observe",
     "latency": "bench.bench_latency",
     "memory": "bench.bench_memory",
+    "priority": "bench.bench_priority",
 }
 
 #: Seconds after which a hung benchmark dumps every thread's stack and exits 1.
