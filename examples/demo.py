@@ -3,11 +3,17 @@
 A task pinned to worker 0 spawns a backlog of tasks of all four priorities (from
 worker 0, so they land in worker 0's local run queue), then blocks worker 0's
 loop with a synchronous ``time.sleep``. The other workers find worker 0's queue
-full and steal from it, so the backlog keeps moving while worker 0 is stuck.
-Each task does a little real work (hashing, which releases the GIL) between
-awaits. While it runs, a progress line per tick shows each worker's pending,
-running, completed and stolen-in counts (on a terminal, or with ``--progress``);
-at the end come a per-worker summary table and a one-line conclusion.
+full and steal from it, and the grid's monitor, seeing worker 0 stalled, moves
+what is left to the injection queue, so the backlog keeps moving while worker 0
+is stuck. Meanwhile the main thread feeds a stream of small tasks of mixed
+priorities. Each task does a little real work (hashing, which releases the GIL)
+between awaits.
+
+On a terminal it shows a live view (the same as ``loopgrid top``): a busy bar
+per worker, loop lag, pending tasks per priority, steals, and worker 0 marked
+STALLED while it is blocked. Without a terminal (a pipe, CI) it prints only the
+summary, unless ``--progress`` asks for a plain progress line per tick. It ends
+with a per-worker summary table and a one-line conclusion.
 
 Run it with ``python3 scripts/dev.py demo`` or ``python examples/demo.py
 [--loops N] [--tasks N] [--block SECONDS] [--progress]``.
@@ -24,6 +30,7 @@ import time
 from typing import Any, NamedTuple
 
 from loopgrid import Grid, Handle, Priority, current_grid, spawn
+from loopgrid.top import render
 
 CHUNK = bytes(256 * 1024)
 
@@ -81,6 +88,44 @@ def summary(stats: dict[str, Any], handles: list[Handle[Any]]) -> str:
     return "\n".join(lines)
 
 
+def stream(grid: Grid, tick: int) -> list[Handle[int]]:
+    """What the main thread feeds the grid each tick: small tasks, mixed priorities."""
+    return [grid.spawn(job, 2, priority=Priority((tick + i) % 4)) for i in range(8)]
+
+
+def run_plain(grid: Grid, main_task: Handle[Any], show: bool, t0: float) -> list[Handle[int]]:
+    fed: list[Handle[int]] = []
+    tick = 0
+    while not main_task.done():
+        if show:
+            print(progress_line(grid, t0), flush=True)
+        fed += stream(grid, tick)
+        tick += 1
+        time.sleep(0.25)
+    return fed
+
+
+def run_live(grid: Grid, main_task: Handle[Any]) -> list[Handle[int]]:
+    from rich.live import Live
+
+    fed: list[Handle[int]] = []
+    tick = 0
+    last = {w.index: 0 for w in grid.workers}
+    rates: dict[int, float] = {}
+    with Live(render(grid.stats()), refresh_per_second=8, transient=False) as live:
+        while not main_task.done():
+            fed += stream(grid, tick)
+            tick += 1
+            time.sleep(0.25)
+            stats = grid.stats()
+            for w in stats["workers"]:
+                rates[w["index"]] = (w["completed"] - last[w["index"]]) / 0.25
+                last[w["index"]] = w["completed"]
+            live.update(render(stats, rates=rates))
+        live.update(render(grid.stats(), rates=rates))
+    return fed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_loops = max(2, min(4, os.cpu_count() or 1))
@@ -91,29 +136,39 @@ def main() -> int:
     args = parser.parse_args()
     if args.loops < 2 or args.tasks < 1 or not 0 <= args.block <= 5:
         parser.error("need --loops >= 2, --tasks >= 1 and 0 <= --block <= 5")
-    show = args.progress or sys.stdout.isatty()
+    live = sys.stdout.isatty() and not args.progress
     print(
         f"loopgrid demo: {args.loops} loops; worker 0 queues {args.tasks} tasks, blocks for "
-        f"{args.block:.1f} s, then queues {args.tasks} more"
+        f"{args.block:.1f} s, then queues {args.tasks} more; the main thread feeds 8 small "
+        "tasks every 0.25 s"
     )
-    if show:
+    if args.progress:
         print("per worker: p pending, r running, d completed, s stolen in")
     t0 = time.monotonic()
     with Grid(loops=args.loops, name="demo") as grid:
         main_task = grid.spawn(producer, args.tasks, args.block, worker=0, name="producer")
-        while not main_task.done():
-            if show:
-                print(progress_line(grid, t0), flush=True)
-            time.sleep(0.25)
+        fed = run_live(grid, main_task) if live else run_plain(grid, main_task, args.progress, t0)
         out = main_task.result()
+        for h in fed:
+            h.result()
+    stats = grid.stats()
     print(f"\nfinished in {time.monotonic() - t0:.2f} s\n")
-    print(summary(grid.stats(), [main_task, *out.backlog, *out.second]) + "\n")
+    print(summary(stats, [main_task, *out.backlog, *out.second, *fed]) + "\n")
     elsewhere = sum(h.worker != 0 for h in out.backlog)
-    how = f" ({out.stolen} by steals, the rest after overflow)" if out.stolen < elsewhere else ""
+    how = (
+        f" ({out.stolen} by steals, the rest after overflow or by the stall detector)"
+        if out.stolen < elsewhere
+        else ""
+    )
     print(
         f"worker 0 was blocked for {args.block:.1f} s; {elsewhere} of its {len(out.backlog)} "
         f"queued tasks were stolen and ran elsewhere{how}; "
         f"{out.done_while_blocked} finished while it was blocked."
+    )
+    w0 = stats["workers"][0]
+    print(
+        f"the monitor saw {w0['stalls']} stall(s) on worker 0 and moved {w0['shed']} of its "
+        f"queued tasks to the injection queue; {len(fed)} tasks were fed from the main thread."
     )
     return 0
 

@@ -6,8 +6,9 @@ monitor notices that worker 0 has not come back to its event loop for longer
 than the stall threshold: it logs ``worker.stalled`` with the handler's name
 and stack. The queued jobs run on worker 1 while worker 0 is still stuck:
 idle worker 1 steals them, and had it been busy, the monitor would have moved
-them to the injection queue, which busy workers read on every turn. Meanwhile the debug endpoint answers ``loopgrid ps``
-style questions, and everything is recorded in a trace that Perfetto opens.
+them to the injection queue, which busy workers read on every turn.
+Meanwhile the debug endpoint answers ``loopgrid ps`` style questions, and
+everything is recorded in a trace that Perfetto opens.
 
 Run it with ``python examples/observe.py [--trace run.json]``, then open the
 trace at https://ui.perfetto.dev (Open trace file).

@@ -256,8 +256,10 @@ class Monitor:
             threshold=self.stall_threshold,
             **info,
             stack=_user_stack(frame),
-            hint="a callback or task step holds this loop (blocking call or long computation); "
-            "its pending tasks move to the other workers until it returns",
+            hint="this loop has not been back to its event loop for longer than the "
+            "threshold: a callback or task step holds it (a blocking call, a long "
+            "computation), or a long run of ready callbacks; its pending tasks move to the "
+            "other workers meanwhile",
         )
 
     def _stall_ended(self, watch: _Watch, answered: float) -> None:

@@ -130,15 +130,22 @@ def test_demo() -> None:
     assert [w for w, _ in rows] == ["0", "1"], out
     # started, completed, stolen in, stolen out, then tasks run per priority
     table = {int(w): [int(n) for n in nums.split()] for w, nums in rows}
-    assert sum(r[0] for r in table.values()) == 401  # two waves of 200 and the producer
+    fed = re.search(
+        r"moved (\d+) of its queued tasks to the injection queue; (\d+) tasks were fed", out
+    )
+    assert fed, out
+    total = 401 + int(fed.group(2))  # two waves of 200, the producer, the main thread's feed
+    assert int(fed.group(2)) > 0
+    assert sum(r[0] for r in table.values()) == total
     assert all(r[0] == r[1] for r in table.values())
-    assert sum(sum(r[4:]) for r in table.values()) == 401
+    assert sum(sum(r[4:]) for r in table.values()) == total
     m = re.search(
         r"worker 0 was blocked for 0.5 s; (\d+) of its (\d+) queued tasks were stolen", out
     )
     assert m, out
     assert int(m.group(2)) == 200
-    assert int(m.group(1)) > 0, "nothing was stolen from the blocked worker"
+    assert int(m.group(1)) > 0, "nothing moved off the blocked worker"
+    assert re.search(r"the monitor saw [1-9]\d* stall\(s\) on worker 0", out), out
 
 
 def test_observe(tmp_path: Path) -> None:
