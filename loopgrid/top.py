@@ -82,7 +82,7 @@ def render(stats: dict[str, Any], *, rates: dict[int, float] | None = None) -> R
         elif w.get("paused"):
             state, style = "paused", "yellow"
         busy = w.get("busy", 0.0)
-        row = [
+        row: list[RenderableType] = [
             str(w["index"]),
             Text(busy_bar(busy), style="red" if busy > 0.9 else "green" if busy > 0.1 else "dim"),
             f"{_ms(w.get('lag_p50', 0.0))}/{_ms(w.get('lag_p99', 0.0))}",
