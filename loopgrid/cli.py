@@ -1,0 +1,307 @@
+"""The ``loopgrid`` command (also ``python -m loopgrid``).
+
+* ``loopgrid run module:func [args...] --loops N`` runs an async function on a
+  fresh grid, as ``loopgrid.run`` does, so a program can be tried on several
+  loops without a line of set-up. The current directory is importable, as with
+  ``python -m``. Exit status: 0, 1 if the function raised (its traceback is
+  printed), 2 for a bad ``module:func``, 130 on Ctrl-C.
+* ``loopgrid ps --url URL`` lists the tasks of a running grid, read from its
+  debug endpoint (``Grid(debug_port=...)`` or ``LOOPGRID_DEBUG_PORT``; see
+  ``debug.py``): id, name, priority, state, worker, age, and where it waits.
+* ``loopgrid top --url URL`` is a live view of that grid's workers (see
+  ``top.py``), refreshed every ``--interval`` seconds until ``q`` or Ctrl-C.
+
+Both ``ps`` and ``top`` only read JSON over HTTP, so they look at a grid in
+another process, and keep answering while one of its loops is stalled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import inspect
+import json
+import os
+import select
+import sys
+import time
+import traceback
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+__all__ = ["main"]
+
+#: Exit statuses.
+OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
+
+
+class _Usage(Exception):
+    """A mistake in what the command was given: one line, exit status 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except _Usage as exc:
+        print(f"loopgrid {args.command}: {exc}", file=sys.stderr)
+        return USAGE
+    except KeyboardInterrupt:
+        return INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loopgrid", description="Run and watch asyncio code on a grid of event loops."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run an async function on a fresh grid")
+    run.add_argument("target", help="module:function (an async function)")
+    run.add_argument("args", nargs="*", help="string arguments passed to the function")
+    run.add_argument("--loops", type=int, default=None, help="event loops (default: CPUs)")
+    run.add_argument(
+        "--debug-port",
+        type=int,
+        default=None,
+        help="serve the debug endpoint on this port (0: any free port)",
+    )
+    run.set_defaults(handler=_run)
+
+    ps = sub.add_parser("ps", help="list the tasks of a grid with a debug endpoint")
+    ps.add_argument("--url", required=True, help="the grid's debug_url, http://127.0.0.1:PORT")
+    ps.add_argument("--json", action="store_true", help="print the rows as JSON")
+    ps.add_argument("--limit", type=int, default=1000, help="at most this many rows")
+    ps.set_defaults(handler=_ps)
+
+    top = sub.add_parser("top", help="a live view of a grid with a debug endpoint")
+    top.add_argument("--url", required=True, help="the grid's debug_url, http://127.0.0.1:PORT")
+    top.add_argument("--interval", type=float, default=0.5, help="seconds between refreshes")
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
+    top.set_defaults(handler=_top)
+    return parser
+
+
+# -- run ------------------------------------------------------------------------
+
+
+def _load(target: str) -> Any:
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise _Usage(f"expected module:function, got {target!r}")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as python -m does
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise _Usage(f"no module named {module_name!r} (from {target!r})") from None
+        raise
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise _Usage(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not inspect.iscoroutinefunction(obj):
+        raise _Usage(f"{target} is {obj!r}, not an async function")
+    return obj
+
+
+def _run(args: argparse.Namespace) -> int:
+    import loopgrid
+
+    if args.loops is not None and args.loops < 1:
+        raise _Usage(f"--loops must be at least 1, got {args.loops}")
+    fn = _load(args.target)
+    with _env("LOOPGRID_DEBUG_PORT", None if args.debug_port is None else str(args.debug_port)):
+        runner = loopgrid.Runner(loops=args.loops)
+        grid = runner.get_grid()
+    with runner:
+        if grid.debug_url is not None:
+            print(f"loopgrid: debug endpoint at {grid.debug_url}", file=sys.stderr, flush=True)
+        try:
+            result = runner.run(fn(*args.args))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            return INTERRUPTED
+        except Exception:
+            traceback.print_exc()
+            return FAILED
+    if result is not None:
+        print(result)
+    return OK
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str | None) -> Iterator[None]:
+    if value is None:
+        yield
+        return
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+
+
+# -- ps and top -------------------------------------------------------------------
+
+
+def _fetch(url: str, path: str) -> Any:
+    full = url.rstrip("/") + path
+    try:
+        with urllib.request.urlopen(full, timeout=10) as resp:
+            return json.load(resp)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise _Unreachable(f"cannot read {full}: {reason}") from None
+
+
+class _Unreachable(Exception):
+    pass
+
+
+def _age(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _short_where(where: list[str]) -> str:
+    """The innermost place a task waits, with the file's directory left out."""
+    if not where:
+        return ""
+    last = where[-1]
+    if (last.startswith(("awaiting ", "waiting for ")) and len(where) > 1) or " in " not in last:
+        inner = where[-2] if len(where) > 1 and " in " in where[-2] else ""
+        place = _basename(inner) if inner else ""
+        return f"{place} {last}".strip() if place else last
+    return _basename(last)
+
+
+def _basename(line: str) -> str:
+    path, sep, rest = line.partition(":")
+    return os.path.basename(path) + sep + rest if sep else line
+
+
+def format_ps(rows: list[dict[str, Any]], width: int = 120) -> str:
+    """The ``ps`` table for task rows (as ``/tasks`` serves them)."""
+    header = ("ID", "NAME", "PRIORITY", "STATE", "WORKER", "AGE", "WHERE")
+    table = [header] + [
+        (
+            str(r["id"]),
+            str(r["name"]),
+            str(r["priority"]),
+            str(r["state"]),
+            "-" if r["worker"] is None else str(r["worker"]),
+            _age(float(r["age"])),
+            _short_where(list(r["where"])),
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    lines = []
+    for row in table:
+        cells = [row[i].ljust(widths[i]) for i in range(len(widths))]
+        line = "  ".join(cells) + "  " + row[-1]
+        lines.append(line[:width].rstrip())
+    return "\n".join(lines)
+
+
+def _ps(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise _Usage(f"--limit must be at least 1, got {args.limit}")
+    try:
+        body = _fetch(args.url, f"/tasks?limit={args.limit}")
+    except _Unreachable as exc:
+        print(f"loopgrid ps: {exc}", file=sys.stderr)
+        return FAILED
+    rows = body["tasks"]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        width = os.get_terminal_size().columns if sys.stdout.isatty() else 200
+        print(format_ps(rows, width))
+    return OK
+
+
+def _top(args: argparse.Namespace) -> int:
+    try:
+        from rich.console import Console
+        from rich.live import Live
+    except ImportError:
+        print("loopgrid top needs rich: pip install 'loopgrid[cli]'", file=sys.stderr)
+        return FAILED
+    from .top import render
+
+    if not args.interval > 0:
+        raise _Usage(f"--interval must be a number of seconds > 0, got {args.interval}")
+    # Off a terminal (a pipe, a file) rich assumes 80 columns; a frame needs more.
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    try:
+        stats = _fetch(args.url, "/stats")
+    except _Unreachable as exc:
+        print(f"loopgrid top: {exc}", file=sys.stderr)
+        return FAILED
+    if args.once:
+        console.print(render(stats))
+        return OK
+    last = (time.monotonic(), {w["index"]: w["completed"] for w in stats["workers"]})
+    rates: dict[int, float] = {}
+    with _keys() as pressed, Live(render(stats), console=console, auto_refresh=False) as live:
+        while True:
+            if pressed(args.interval) == "q":
+                return OK
+            try:
+                stats = _fetch(args.url, "/stats")
+            except _Unreachable as exc:
+                live.stop()
+                print(f"loopgrid top: the grid went away ({exc})", file=sys.stderr)
+                return FAILED
+            now = time.monotonic()
+            dt = max(now - last[0], 1e-9)
+            rates = {
+                w["index"]: (w["completed"] - last[1].get(w["index"], 0)) / dt
+                for w in stats["workers"]
+            }
+            last = (now, {w["index"]: w["completed"] for w in stats["workers"]})
+            live.update(render(stats, rates=rates), refresh=True)
+
+
+@contextlib.contextmanager
+def _keys() -> Iterator[Any]:
+    """``pressed(timeout)``: waits up to ``timeout`` s for a key on a terminal.
+
+    stdin goes to cbreak mode (keys arrive unbuffered, Ctrl-C still interrupts)
+    and is restored on exit. Without a terminal, it only waits.
+    """
+    if not sys.stdin.isatty():
+        yield lambda timeout: time.sleep(timeout)
+        return
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+
+    def pressed(timeout: float) -> str | None:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return os.read(fd, 1).decode(errors="replace") if ready else None
+
+    try:
+        yield pressed
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
