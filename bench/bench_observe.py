@@ -14,7 +14,11 @@ Measured in the same process, rounds interleaved:
     tests stay in both (they cannot be patched out without copying the hot
     path); by callgrind they are a few instructions per spawn. Target: <= 1.05.
 (b) task steps with ``task_timing`` on against off (opt-in, so no target): what
-    a user pays per step for per-task step counts and times.
+    a user pays per step for per-task step counts and times;
+(c) the GIL fairness timer (``loopgrid/fairness.py``, on in every grid of two
+    or more workers on a GIL build): CPU-bound task steps on a 2-worker grid,
+    which keep both loops busy (so the timer gives the GIL away every 5 ms),
+    against a grid made without the timer. Expected: about 2% (100 us per 5 ms).
 
 Run alone: ``python -m bench.bench_observe [--quick] [--smoke]``.
 """
@@ -30,6 +34,7 @@ from bench._harness import Target, compare, interleave, now
 from bench.bench_control import patched, stepper
 from bench.bench_spawn import grid_round
 from loopgrid import monitor
+from loopgrid import worker as worker_module
 
 #: (spawned tasks, rounds), (tasks, steps per task, rounds)
 SIZES: dict[str, dict[str, tuple[int, ...]]] = {
@@ -55,6 +60,21 @@ def _steps_round(grid: loopgrid.Grid, tasks: int, steps: int, timed: bool) -> fl
     async def main() -> float:
         t0 = now()
         await asyncio.gather(*[loopgrid.spawn(stepper, steps) for _ in range(tasks)])
+        return now() - t0
+
+    return float(grid.spawn(main).result())
+
+
+async def _cpu_steps(steps: int) -> None:
+    for _ in range(steps):
+        sum(range(200))  # a few microseconds of pure Python per step
+        await asyncio.sleep(0)
+
+
+def _busy_round(grid: loopgrid.Grid, tasks: int, steps: int) -> float:
+    async def main() -> float:
+        t0 = now()
+        await asyncio.gather(*[loopgrid.spawn(_cpu_steps, steps) for _ in range(tasks)])
         return now() - t0
 
     return float(grid.spawn(main).result())
@@ -86,6 +106,21 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
             step_rounds,
         )
         stats = grid.stats()
+        old_needed = worker_module.fairness_needed
+        worker_module.fairness_needed = lambda workers: False
+        try:
+            unfair = loopgrid.Grid(2, name="bench-observe-unfair")
+        finally:
+            worker_module.fairness_needed = old_needed
+        with unfair:
+            fair = interleave(
+                {
+                    "fair": lambda: _busy_round(grid, tasks, steps),
+                    "unfair": lambda: _busy_round(unfair, tasks, steps),
+                },
+                step_rounds,
+            )
+        yields = sum(w["gil_yields"] for w in grid.stats()["workers"])
     spawn_entry = compare(
         f"(a) spawn + await, {n_spawn:,} trivial tasks from a task on a 2-worker grid: "
         "time per task",
@@ -110,6 +145,17 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
         candidate_name="with task_timing",
     )
     steps_entry["unit"] = "us/step"
+    fair_entry = compare(
+        f"(c) CPU-bound steps, {tasks:,} tasks x {steps} steps on a 2-worker grid: time per step",
+        fair["fair"],
+        fair["unfair"],
+        baseline_name="the same on a grid without the GIL fairness timer",
+        per=tasks * steps,
+        kind="time",
+        target=None,
+        candidate_name="with the fairness timer",
+    )
+    fair_entry["unit"] = "us/step"
     return {
         "benchmark": "observe",
         "title": "Cost of the monitor's metrics (on by default) and of step timing (opt-in)",
@@ -122,11 +168,12 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
             "monitor_tick_s": grid._monitor.tick,
             "warmup_rounds": 1,
         },
-        "results": [spawn_entry, steps_entry],
+        "results": [spawn_entry, steps_entry, fair_entry],
         "details": {
             "grid_completed": stats["totals"]["completed"],
             "lag_p99_s": stats["totals"]["lag_p99"],
             "stalls": stats["totals"]["stalls"],
+            "gil_yields_of_the_grid": yields,
         },
         "notes": [
             "All ratios are candidate time / baseline time in the same process, rounds "

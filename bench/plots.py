@@ -93,7 +93,7 @@ def draw(spec: dict[str, Any], out_dir: Path) -> Path:
         ax.set_xlabel(spec["xlabel"])
         ax.set_ylabel(spec["ylabel"])
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower right" if spec["kind"] == "cdf" else "best")
         fig.tight_layout()
         path = out_dir / spec["file"]
         fig.savefig(path)

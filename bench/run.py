@@ -48,6 +48,7 @@ BENCHMARKS = {
     "latency": "bench.bench_latency",
     "memory": "bench.bench_memory",
     "priority": "bench.bench_priority",
+    "isolation": "bench.bench_isolation",
 }
 
 #: Seconds after which a hung benchmark dumps every thread's stack and exits 1.

@@ -56,6 +56,7 @@ def _worker(w: Worker, stolen_out: int, metrics: dict[str, Any]) -> dict[str, An
         "cancelled": w.cancelled + w.dropped,
         "stolen_in": w.stolen_in,
         "stolen_out": stolen_out,
+        "gil_yields": 0 if w._fair is None else w._fair.yields,
         **metrics,
     }
 

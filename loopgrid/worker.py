@@ -29,6 +29,7 @@ Thread ownership (who writes what):
   only (see ``driver.py``).
 * ``_timing`` (time every task step: ``Grid(task_timing=True)`` or a trace):
   written by any thread through :meth:`_set_timing`, read by the owner.
+* ``_fair``: the GIL fairness timer of this loop (``fairness.py``); owner only.
 * The counters (``started``, ``completed``, ``dropped``...): owner only.
   Other threads read them for stats, which are therefore snapshots.
 """
@@ -47,6 +48,8 @@ from . import logs
 from .deadlock import handle_of
 from .driver import Driver, cancel_task, drive
 from .errors import NotOnGridError
+from .fairness import Fairness
+from .fairness import needed as fairness_needed
 from .handle import CLAIMS, RUNNING, Handle
 from .mailbox import Mailbox, install_mailbox
 from .runqueue import RunQueue, move, take_aged, take_in_order
@@ -104,6 +107,8 @@ class Worker:
     """One worker of a grid: an event loop on its own thread (Go's P + M)."""
 
     __slots__ = (
+        "_fair",
+        "_fair_wanted",
         "_held",
         "_hold",
         "_local",
@@ -139,6 +144,8 @@ class Worker:
         self._hold = False
         self._held: set[Driver] = set()
         self._timing = grid._task_timing
+        self._fair: Fairness | None = None
+        self._fair_wanted = fairness_needed(workers)
         self._startup_error: BaseException | None = None
         self.spawned = 0
         self.started = 0
@@ -197,11 +204,16 @@ class Worker:
             grid._worker_ready(self)
             return
         loop = self.loop
+        if self._fair_wanted:
+            self._fair = Fairness(loop)
+            self._fair.start()
         try:
             loop.call_soon(grid._worker_ready, self)
             logs.info("worker.started", grid=grid.name, worker=self.index)
             loop.run_forever()
         finally:
+            if self._fair is not None:
+                self._fair.stop()
             try:
                 _shutdown_loop(loop)
             finally:
