@@ -244,6 +244,10 @@ class Monitor:
             "task": h.name if h is not None else task.get_name() if task is not None else None,
             "task_id": h.id if h is not None else None,
         }
+        if frame is not None and frame.f_code in self._idle:
+            # Not in a callback: the thread waits for the GIL that another
+            # thread holds (see fairness.py), or runs the loop's own C code.
+            info["waiting"] = "for the GIL or in the event loop's C code"
         # Traced before logged: whoever sees the log sees the trace event too.
         tracer = _TRACING.tracer
         if tracer is not None and tracer.grid is self._grid:
