@@ -49,6 +49,7 @@ BENCHMARKS = {
     "memory": "bench.bench_memory",
     "priority": "bench.bench_priority",
     "isolation": "bench.bench_isolation",
+    "scaling": "bench.bench_scaling",
 }
 
 #: Seconds after which a hung benchmark dumps every thread's stack and exits 1.

@@ -217,6 +217,7 @@ class Grid:
         self._ready_lock = threading.Lock()
         self._not_ready = loops
         self._all_ready = threading.Event()
+        self._n = loops
         self._workers = tuple(Worker(self, i, loops) for i in range(loops))
         for w in self._workers:
             w.thread.start()

@@ -375,11 +375,18 @@ class Worker:
             return
         queues = (self._pinned, self._local, grid._injection)
         batch: list[Handle[Any]] = []
+        # Go's globrunqget: of the injection queue, a turn takes about its fair
+        # share (1/N of it), so that the last of a backlog is not started in one
+        # batch on one loop while the others run dry (a started task never moves).
+        inj = len(grid._injection)
+        budget = BATCH
+        if inj:
+            budget = min(BATCH, len(self._pinned) + len(self._local) + inj // grid._n + 1)
         aging = grid._aging
         if aging is not None:
-            take_aged(queues, time.monotonic() - aging, BATCH, batch)
-        if len(batch) < BATCH:
-            take_in_order(queues, BATCH - len(batch), batch)
+            take_aged(queues, time.monotonic() - aging, budget, batch)
+        if len(batch) < budget:
+            take_in_order(queues, budget - len(batch), batch)
         if not batch:
             if steal_into(self):
                 take_in_order(queues, BATCH, batch)
