@@ -184,6 +184,8 @@ def _short_where(where: list[str]) -> str:
     if not where:
         return ""
     last = where[-1]
+    if last.startswith("running: "):
+        return "running: " + _basename(last.removeprefix("running: "))
     if (last.startswith(("awaiting ", "waiting for ")) and len(where) > 1) or " in " not in last:
         inner = where[-2] if len(where) > 1 and " in " in where[-2] else ""
         place = _basename(inner) if inner else ""

@@ -102,12 +102,17 @@ def task_rows(grid: Grid, limit: int = TASK_LIMIT) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     seen: set[int] = set()
     for w in grid.workers:
+        current = asyncio.current_task(w.loop)  # a read of asyncio's dict, from here
         for task in tasks_of(w.loop):
             h = handle_of(task)
             if h is None or h._id in seen or h.done():
                 continue
             seen.add(h._id)
-            where = await_chain(task.get_coro())
+            if task is current:
+                # Executing right now: it awaits nothing; say where its thread is.
+                where = [f"running: {line}" for line in thread_stack(w.thread, limit=1)]
+            else:
+                where = await_chain(task.get_coro())
             edge = waiting_for(task)
             if edge is not None:
                 where.append(f"waiting for {edge[1] or describe(edge[0])}")

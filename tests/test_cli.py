@@ -125,7 +125,8 @@ def test_ps_lists_running_and_pending_tasks(capsys: pytest.CaptureFixture[str]) 
     queued = next(line for line in lines if "queued-one" in line)
     assert queued.split()[:5] == [str(p.id), "queued-one", "high", "pending", "0"]
     assert queued.endswith("queued on worker 0")
-    assert any(line.split()[1] == "blocker" for line in lines[1:])
+    blocker = next(line for line in lines[1:] if line.split()[1] == "blocker")
+    assert "running: threading.py:" in blocker
     assert {r["name"] for r in rows} == {"blocker", "gatekeeper", "queued-one"}
 
 

@@ -53,6 +53,9 @@ def test_stats_and_tasks_are_served_on_loopback() -> None:
                 assert rows[q.id]["where"] == ["queued on worker 0"]
             blocker = next(r for r in body["tasks"] if r["name"] == "blocker")
             assert blocker["state"] == "running" and blocker["worker"] == 0
+            # Executing right now (it holds its thread): where its thread is.
+            assert blocker["where"][0].startswith("running: ")
+            assert blocker["where"][0].endswith(" in wait")  # threading.Event.wait
             # The endpoint answers while worker 0 is held: it never enters a loop.
             status, body = _get(url + "/tasks?limit=2")
             assert status == 200 and len(body["tasks"]) == 2
