@@ -381,7 +381,7 @@ class Worker:
         inj = len(grid._injection)
         budget = BATCH
         if inj:
-            budget = min(BATCH, len(self._pinned) + len(self._local) + inj // grid._n + 1)
+            budget = min(BATCH, len(self._pinned) + len(self._local) + inj // grid._size + 1)
         aging = grid._aging
         if aging is not None:
             take_aged(queues, time.monotonic() - aging, budget, batch)
