@@ -120,7 +120,7 @@ def _pct(values: list[float], q: float) -> float:
 def _thin_ms(samples: list[float]) -> list[float]:
     ordered = sorted(samples)
     step = max(1, len(ordered) // PLOT_SAMPLES)
-    return [max(round(x * 1e3, 4), 1e-4) for x in ordered[::step]]
+    return [max(round(x * 1e3, 4), 0.01) for x in ordered[::step]]  # log axis: floor 10 us
 
 
 def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
@@ -189,7 +189,7 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
                 "file": "isolation_ticker_lateness.png",
                 "title": "Lateness of a 1 ms ticker while a task hogs a loop (CDF)",
                 "kind": "cdf",
-                "xlabel": "lateness (ms, log scale)",
+                "xlabel": "lateness (ms, log scale; below 0.01 ms drawn at 0.01)",
                 "ylabel": "share of ticks",
                 "log_x": True,
                 "series": {name: _thin_ms(v) for name, v in cases.items()},

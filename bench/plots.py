@@ -81,6 +81,10 @@ def draw(spec: dict[str, Any], out_dir: Path) -> Path:
                 xs = sorted(data)
                 n = len(xs)
                 ax.step(xs, [(i + 1) / n for i in range(n)], where="post", label=label)
+        if spec["kind"] == "lines":
+            ax.set_ylim(bottom=0)  # throughput from zero, so ratios read true
+            xs_all = sorted({p[0] for data in spec["series"].values() for p in data})
+            ax.set_xticks(xs_all)
         if spec["kind"] == "cdf":
             ax.set_ylim(0, 1.02)
             ax.axhline(0.99, color="grey", linewidth=0.6, linestyle=":")
@@ -93,7 +97,7 @@ def draw(spec: dict[str, Any], out_dir: Path) -> Path:
         ax.set_xlabel(spec["xlabel"])
         ax.set_ylabel(spec["ylabel"])
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right" if spec["kind"] == "cdf" else "best")
+        ax.legend(fontsize=8, loc="upper left" if spec["kind"] == "cdf" else "best")
         fig.tight_layout()
         path = out_dir / spec["file"]
         fig.savefig(path)

@@ -198,7 +198,19 @@ def main(argv: list[str] | None = None) -> int:
         "--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}"
     )
     parser.add_argument("--out", type=Path, help="output directory (default: see above)")
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="only redraw the plots of the results.json in the output directory",
+    )
     args = parser.parse_args(argv)
+    if args.replot:
+        out = args.out or Path(__file__).parent
+        saved = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        for res in saved["benchmarks"].values():
+            for spec in res.get("plots", []):
+                print(f"bench: drew {plots.draw(spec, out)}", file=sys.stderr)
+        return 0
 
     # Several benchmarks hold a loop on purpose (100,000 spawns in one step), which
     # the stall detector reports with a stack each time; the figures are what
