@@ -216,6 +216,7 @@ def compare(
     kind: str,
     target: Target | None,
     candidate_name: str = "loopgrid",
+    unit: str | None = None,
 ) -> dict[str, Any]:
     """Build one result entry from per-round seconds of a candidate and a baseline.
 
@@ -223,20 +224,22 @@ def compare(
     the ratio is candidate time / baseline time (lower is better).
     ``kind="rate"``: the value is items per second (``per / seconds``), and the
     ratio is candidate rate / baseline rate (higher is better). Ratios are taken
-    round by round (both measured back to back), then summarised.
+    round by round (both measured back to back), then summarised. ``unit``
+    names what an item is (``"us/task"``, ``"calls/s"``) in place of the
+    generic ``us/item`` or ``items/s``.
     """
     if kind not in ("time", "rate"):
         raise ValueError(f"kind must be 'time' or 'rate', got {kind!r}")
     if len(candidate) != len(baseline) or not candidate:
         raise ValueError("candidate and baseline need the same, non-zero number of rounds")
     if kind == "time":
-        unit = "us/item"
+        unit_name = "us/item"
         cand = [s / per * 1e6 for s in candidate]
         base = [s / per * 1e6 for s in baseline]
         ratios = [c / b for c, b in zip(candidate, baseline, strict=True)]
         definition = f"{candidate_name} time / baseline time, per round (lower is better)"
     else:
-        unit = "items/s"
+        unit_name = "items/s"
         cand = [per / s for s in candidate]
         base = [per / s for s in baseline]
         ratios = [b / c for c, b in zip(candidate, baseline, strict=True)]
@@ -244,7 +247,7 @@ def compare(
     r = summary(ratios)
     return {
         "name": name,
-        "unit": unit,
+        "unit": unit_name if unit is None else unit,
         "candidate": candidate_name,
         "value": statistics.median(cand),
         "values": summary(cand),

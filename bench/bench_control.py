@@ -179,8 +179,8 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
         kind="time",
         target=None,
         candidate_name="with driver",
+        unit="us/step",
     )
-    steps_entry["unit"] = "us/step"
     spawn_entry = compare(
         f"(b) spawn + await, {n_spawn:,} trivial tasks on 1 worker: time per task",
         sp["driver"],
@@ -190,8 +190,8 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
         kind="time",
         target=None,
         candidate_name="with driver",
+        unit="us/task",
     )
-    spawn_entry["unit"] = "us/task"
     rt_entry = compare(
         f"(c) cross-loop round trip, {n_rt:,} calls from a foreign {uv_label} loop: time per call",
         rt["detection"],
@@ -201,8 +201,8 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
         kind="time",
         target=DETECTION_TARGET,
         candidate_name="with deadlock detection",
+        unit="us/call",
     )
-    rt_entry["unit"] = "us/call"
     return {
         "benchmark": "control",
         "title": "Cost of the task driver (pause) and of deadlock detection",

@@ -151,8 +151,8 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
         per=n,
         kind="time",
         target=RT_TARGET,
+        unit="us/call",
     )
-    rt["unit"] = "us/call"
     rt["latency_us"] = {
         "loopgrid": _percentiles_us(m["lat_grid"]),
         "baseline": _percentiles_us(m["lat_ts"]),
@@ -165,8 +165,8 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
         per=clients * calls,
         kind="rate",
         target=PIPE_TARGET,
+        unit="calls/s",
     )
-    pipe["unit"] = "calls/s"
     main_loop = type(main.loop)
     return {
         "benchmark": "crossloop",

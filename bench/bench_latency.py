@@ -132,8 +132,8 @@ def _latency_entries(
         per=1,  # each "round time" is a median latency: reported in microseconds
         kind="time",
         target=None,
+        unit="us",
     )
-    ratio["unit"] = "us"
     p99 = _percentile(cand.samples, 0.99) * 1e6
     absolute = {
         "name": f"{label}: p99 spawn-to-start latency (all samples; baseline "
@@ -225,8 +225,8 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
         per=tasks * steps,
         kind="time",
         target=None,
+        unit="us/step",
     )
-    step["unit"] = "us/step"
     step_abs = {
         "name": "(c) one task step on a grid worker, absolute",
         "unit": "us/step",

@@ -173,8 +173,8 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
         per=n,
         kind="time",
         target=None,
+        unit="us/task",
     )
-    drain_entry["unit"] = "us/task"
     return {
         "benchmark": "memory",
         "title": f"{n:,} pending tasks: memory per task and time to drain",

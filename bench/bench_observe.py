@@ -132,8 +132,8 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
         kind="time",
         target=METRICS_TARGET,
         candidate_name="with metrics",
+        unit="us/task",
     )
-    spawn_entry["unit"] = "us/task"
     steps_entry = compare(
         f"(b) task steps, {tasks:,} tasks x {steps} sleep(0) on a 2-worker grid: time per step",
         st["timed"],
@@ -143,8 +143,8 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
         kind="time",
         target=None,
         candidate_name="with task_timing",
+        unit="us/step",
     )
-    steps_entry["unit"] = "us/step"
     fair_entry = compare(
         f"(c) CPU-bound steps, {tasks:,} tasks x {steps} steps on a 2-worker grid: time per step",
         fair["fair"],
@@ -154,8 +154,8 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
         kind="time",
         target=None,
         candidate_name="with the fairness timer",
+        unit="us/step",
     )
-    fair_entry["unit"] = "us/step"
     return {
         "benchmark": "observe",
         "title": "Cost of the monitor's metrics (on by default) and of step timing (opt-in)",

@@ -337,8 +337,8 @@ def _entries(
             kind=kind,
             target=None,
             candidate_name=name,
+            unit=unit,
         )
-        e["unit"] = unit
         out.append(e)
     for lib in ("aiologic", "culsans"):
         if lib not in samples:
@@ -352,8 +352,8 @@ def _entries(
             kind=kind,
             target=Target("<=", 1.0) if kind == "time" else Target(">=", 1.0),
             candidate_name=lib,
+            unit=unit,
         )
-        e["unit"] = unit
         out.append(e)
     return out
 

@@ -96,8 +96,8 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
             kind="rate",
             target=None,
             candidate_name=f"{k} workers",
+            unit="tasks/s",
         )
-        e["unit"] = "tasks/s"
         results.append(e)
     for k in SIZES_LOOPS:
         e = compare(
@@ -109,8 +109,8 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
             kind="rate",
             target=None,
             candidate_name=f"grid of {k}",
+            unit="tasks/s",
         )
-        e["unit"] = "tasks/s"
         results.append(e)
     e = compare(
         "grid of 2 workers vs asyncio.to_thread: throughput",
@@ -121,8 +121,8 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
         kind="rate",
         target=None,
         candidate_name="grid of 2",
+        unit="tasks/s",
     )
-    e["unit"] = "tasks/s"
     results.append(e)
 
     def rate(name: str) -> float:

@@ -75,6 +75,7 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
             per=n,
             kind="time",
             target=TARGET,
+            unit="us/task",
         ),
         compare(
             "spawn+await, cost per task vs create_task on asyncio's loop (context)",
@@ -84,10 +85,9 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
             per=n,
             kind="time",
             target=None,
+            unit="us/task",
         ),
     ]
-    for r in results:
-        r["unit"] = "us/task"
     return {
         "benchmark": "spawn",
         "title": f"Spawn and await {n:,} trivial tasks on a 1-worker grid",

@@ -154,8 +154,8 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
         kind="rate",
         target=SPEEDUP_TARGET,
         candidate_name="2-worker grid",
+        unit="tasks/s",
     )
-    speedup["unit"] = "tasks/s"
     ceiling = compare(
         "parallel ceiling of this machine: 2 plain threads vs 1 (context)",
         samples["threads2"],
@@ -165,8 +165,8 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
         kind="rate",
         target=None,
         candidate_name="2 plain threads",
+        unit="hashes/s",
     )
-    ceiling["unit"] = "hashes/s"
     to_thread = compare(
         "2-worker grid vs asyncio.to_thread (context)",
         samples["grid2"],
@@ -176,8 +176,8 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
         kind="rate",
         target=None,
         candidate_name="2-worker grid",
+        unit="tasks/s",
     )
-    to_thread["unit"] = "tasks/s"
     worst = max(imbalance)
     balance = {
         "name": "balance: completed per worker, (max - min) / max",

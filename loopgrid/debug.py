@@ -6,8 +6,8 @@ with ``curl``. It listens on 127.0.0.1 only, because what it serves (task
 names, source paths, stacks) is nobody else's business, and it has no
 authentication.
 
-It runs on its own thread, ``loopgrid-<grid>-debug``, with the standard
-library's one-request-at-a-time HTTP server, and reads the grid the way
+It runs on its own thread, ``loopgrid-<grid>-debug`` (``serverthread.py``),
+with the standard library's one-request-at-a-time HTTP server, and reads the grid the way
 ``grid.stats()`` does from any thread: it never enters a worker's loop, so it
 still answers when a loop is stalled, which is when it is wanted. The grid
 stops it (and joins its thread) when it closes.
@@ -21,11 +21,11 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import threading
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from . import logs
+from .serverthread import ServerThread
 
 if TYPE_CHECKING:
     from .grid import Grid
@@ -62,21 +62,12 @@ class DebugServer:
         self._server = http.server.HTTPServer((_HOST, port), handler)
         self.port: int = self._server.server_address[1]
         self.url = f"http://{_HOST}:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name=f"loopgrid-{grid.name}-debug",
-            daemon=True,
-        )
-        self._thread.start()
+        self._runner = ServerThread(self._server, f"loopgrid-{grid.name}-debug")
         logs.info("grid.debug_endpoint", grid=grid.name, url=self.url)
 
     def stop(self) -> None:
         """Stop serving and join the thread; idempotent."""
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join()
-        self._server.server_close()
+        self._runner.close()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

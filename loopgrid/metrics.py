@@ -45,13 +45,13 @@ worker's loop, so a scrape answers while a loop is stalled.
 
 from __future__ import annotations
 
-import threading
 import wsgiref.simple_server
 from collections.abc import Iterator
 from typing import Any
 
 from .errors import GridClosedError
 from .grid import Grid
+from .serverthread import ServerThread
 
 __all__ = ["GridCollector", "MetricsServer", "serve"]
 
@@ -160,22 +160,11 @@ class MetricsServer:
         self.host = host
         self.port: int = self._server.server_address[1]
         self.url = f"http://{host}:{self.port}/metrics"
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name=f"loopgrid-{grid.name}-metrics",
-            daemon=True,
-        )
-        self._thread.start()
+        self._runner = ServerThread(self._server, f"loopgrid-{grid.name}-metrics")
 
     def close(self) -> None:
         """Stop serving and join the thread; idempotent, any thread."""
-        with self._lock:
-            if self._thread.is_alive():
-                self._server.shutdown()
-                self._thread.join()
-            self._server.server_close()
+        self._runner.close()
 
     def __enter__(self) -> MetricsServer:
         return self
