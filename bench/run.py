@@ -50,6 +50,7 @@ BENCHMARKS = {
     "priority": "bench.bench_priority",
     "isolation": "bench.bench_isolation",
     "scaling": "bench.bench_scaling",
+    "parallel": "bench.bench_parallel",
 }
 
 #: Seconds after which a hung benchmark dumps every thread's stack and exits 1.

@@ -25,6 +25,7 @@ import contextvars
 import inspect
 import itertools
 import os
+import sysconfig
 import threading
 import time
 import types
@@ -45,6 +46,7 @@ __all__ = ["Grid", "current_grid", "default_loop_factory", "spawn"]
 
 T = TypeVar("T")
 
+_FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 _ids = itertools.count(1)
 _grid_names = itertools.count(1)
 _CO_COROUTINE = inspect.CO_COROUTINE
@@ -62,7 +64,15 @@ atexit.register(logs.flush_unretrieved)
 
 
 def default_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    """uvloop's loop when uvloop is installed, else asyncio's default loop."""
+    """uvloop's loop when uvloop is installed, else asyncio's default loop.
+
+    On a free-threaded build, asyncio's loop: uvloop does not declare itself
+    safe without the GIL, so importing it would switch the GIL back on for the
+    whole process, and its ``call_soon_threadsafe`` is not thread-safe there
+    (uvloop#720), which every cross-loop wake-up relies on.
+    """
+    if _FREE_THREADED:
+        return asyncio.new_event_loop
     try:
         import uvloop
     except ImportError:

@@ -8,8 +8,10 @@ Usage (from the repository root, with any Python 3.10+ that has pip and venv):
     python3 scripts/dev.py bench [ARGS]   # the benchmarks (bench/run.py ARGS)
 
 The first run creates ``.venv`` (``.venv-X.Y`` for another interpreter, chosen
-with ``--python``) and installs the project with its ``dev`` extra; later runs
-reuse it, re-installing only when pyproject.toml changed.
+with ``--python``; ``.venv-X.Yt`` for a free-threaded one) and installs the
+project with its ``dev`` extra (``--extra test``: only what the tests need, for
+interpreters where the linters or matplotlib have no wheels); later runs reuse
+it, re-installing only when pyproject.toml or the extra changed.
 """
 
 from __future__ import annotations
@@ -23,19 +25,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _venv(python: str) -> Path:
+_VERSION = (
+    "import sys, sysconfig; print('%d.%d' % sys.version_info[:2] "
+    "+ ('t' if sysconfig.get_config_var('Py_GIL_DISABLED') else ''))"
+)
+
+
+def _venv(python: str, extra: str) -> Path:
     version = subprocess.run(
-        [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        check=True,
-        capture_output=True,
-        text=True,
+        [python, "-c", _VERSION], check=True, capture_output=True, text=True
     ).stdout.strip()
     same = Path(python).resolve() == Path(sys.executable).resolve()
     venv = ROOT / (".venv" if same else f".venv-{version}")
     bindir = venv / ("Scripts" if os.name == "nt" else "bin")
     py = bindir / "python"
     stamp = venv / ".installed"
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extra.encode()).hexdigest()
     if not py.exists():
         print(f"dev.py: creating {venv.name} with {python} (Python {version})", flush=True)
         if subprocess.run([python, "-m", "venv", str(venv)]).returncode != 0:
@@ -44,7 +49,7 @@ def _venv(python: str) -> Path:
             bare = [python, "-m", "venv", "--clear", "--without-pip", str(venv)]
             subprocess.run(bare, check=True)
     if not stamp.exists() or stamp.read_text() != want:
-        print(f"dev.py: installing loopgrid[dev] into {venv.name}", flush=True)
+        print(f"dev.py: installing loopgrid[{extra}] into {venv.name}", flush=True)
         quiet = ["--disable-pip-version-check", "-q"]
         has_pip = subprocess.run([str(py), "-m", "pip", "--version"], capture_output=True)
         if has_pip.returncode == 0:
@@ -52,20 +57,25 @@ def _venv(python: str) -> Path:
             subprocess.run([*pip, "--upgrade", "pip"], check=True)
         else:  # pip >= 22.3 installs into another environment with --python
             pip = [sys.executable, "-m", "pip", "--python", str(py), "install", *quiet]
-        subprocess.run([*pip, "-e", f"{ROOT}[dev]"], check=True)
+        subprocess.run([*pip, "-e", f"{ROOT}[{extra}]"], check=True)
         stamp.write_text(want)
     return py
 
 
 def main(argv: list[str]) -> int:
     python = sys.executable
-    if len(argv) >= 2 and argv[0] == "--python":
-        python, argv = argv[1], argv[2:]
+    extra = "dev"
+    while len(argv) >= 2 and argv[0] in ("--python", "--extra"):
+        if argv[0] == "--python":
+            python = argv[1]
+        else:
+            extra = argv[1]
+        argv = argv[2:]
     if not argv or argv[0] not in ("demo", "test", "bench", "python"):
         print(__doc__)
         return 2
     cmd, rest = argv[0], argv[1:]
-    py = _venv(python)
+    py = _venv(python, extra)
     if cmd == "demo":
         args = [str(py), str(ROOT / "examples" / "demo.py"), *rest]
     elif cmd == "test":
