@@ -57,7 +57,11 @@ def _venv(python: str, extra: str) -> Path:
             subprocess.run([*pip, "--upgrade", "pip"], check=True)
         else:  # pip >= 22.3 installs into another environment with --python
             pip = [sys.executable, "-m", "pip", "--python", str(py), "install", *quiet]
-        subprocess.run([*pip, "-e", f"{ROOT}[{extra}]"], check=True)
+        # Free-threaded builds: some packages' newest releases have wheels only
+        # for GIL builds, and their sources need tools we cannot fetch (Rust
+        # crates): take the newest release that has a wheel.
+        binary = ["--prefer-binary"] if version.endswith("t") else []
+        subprocess.run([*pip, *binary, "-e", f"{ROOT}[{extra}]"], check=True)
         stamp.write_text(want)
     return py
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sysconfig
 import threading
 
 import pytest
@@ -50,13 +51,19 @@ def test_each_worker_has_its_own_thread_and_loop(loops: int) -> None:
     assert grid_threads() == []
 
 
-def test_uvloop_is_the_default_loop() -> None:
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+def test_the_default_loop_is_uvloop_or_on_free_threaded_builds_asyncio() -> None:
     async def loop_type() -> type:
         return type(asyncio.get_running_loop())
 
     with Grid(2) as g:
         types = {g.spawn(loop_type, worker=i).result(WAIT) for i in range(2)}
-    assert types == {uvloop.Loop}
+    if FREE_THREADED:
+        assert types == {type(asyncio.new_event_loop())} - {uvloop.Loop}
+    else:
+        assert types == {uvloop.Loop}
 
 
 def test_loop_factory_overrides_the_default() -> None:

@@ -1,0 +1,69 @@
+"""What free-threaded CPython (3.13t, PYTHON_GIL=0) changes: nothing may turn the
+GIL back on, and state shared between threads must hold without it. The
+stress test runs on every build."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import sysconfig
+import threading
+
+import pytest
+from helpers import WAIT
+
+import loopgrid
+from loopgrid import Grid
+
+FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+@pytest.mark.skipif(
+    not FREE_THREADED or os.environ.get("PYTHON_GIL") != "0",
+    reason="only on a free-threaded build run with PYTHON_GIL=0",
+)
+def test_the_gil_stays_off() -> None:
+    import anyio
+    import structlog
+
+    async def work() -> int:
+        return sum(await asyncio.gather(*[loopgrid.spawn(asyncio.sleep, 0, i) for i in range(4)]))
+
+    with Grid(2, debug_port=0) as g:
+        assert g.spawn(work).result(WAIT) == 6
+    assert anyio and structlog  # imported: neither re-enabled the GIL
+    assert not sys._is_gil_enabled()  # type: ignore[attr-defined]
+
+
+async def _square(i: int) -> int:
+    await asyncio.sleep(0)
+    return i * i
+
+
+def test_many_threads_spawning_at_once_lose_and_duplicate_nothing() -> None:
+    threads, per_thread = 8, 400
+    start = threading.Barrier(threads)
+    handles: list[list[loopgrid.Handle[int]]] = [[] for _ in range(threads)]
+
+    def spawner(k: int, g: Grid) -> None:
+        start.wait()
+        out = handles[k]
+        for i in range(per_thread):
+            out.append(g.spawn(_square, k * per_thread + i))
+
+    with Grid(2) as g:
+        ts = [threading.Thread(target=spawner, args=(k, g)) for k in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(WAIT)
+        everything = [h for hs in handles for h in hs]
+        results = [h.result(WAIT) for h in everything]
+    n = threads * per_thread
+    assert len({h.id for h in everything}) == n
+    assert results == [(k * per_thread + i) ** 2 for k in range(threads) for i in range(per_thread)]
+    totals = g.stats()["totals"]
+    assert totals["completed"] == n
+    assert totals["spawned"] == n
+    assert totals["pending"] == totals["running"] == 0
