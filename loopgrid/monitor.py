@@ -36,8 +36,10 @@ On every tick, for each worker:
   This costs the workers nothing, where timing every loop iteration would
   need a hook that uvloop does not have.
 
-Every :data:`DEADLOCK_INTERVAL` seconds it also looks for an all-asleep
-standstill (``deadlock.look_for_standstill``).
+Every tick it also wakes any parked worker that has work queued (a lost
+wake-up, see :meth:`Monitor._wake_forgotten`), and every
+:data:`DEADLOCK_INTERVAL` seconds it looks for an all-asleep standstill
+(``deadlock.look_for_standstill``).
 
 Thread ownership: a :class:`_Watch` is written by the monitor thread only,
 except ``answered``, which the worker's loop writes when it runs the probe
@@ -263,6 +265,7 @@ class Monitor:
 
     def _look(self, now: float) -> None:
         self.ticks += 1
+        self._wake_forgotten()
         if _BY_CPU_TIME:
             for watch in self.watches:
                 posted = watch.posted
@@ -276,6 +279,25 @@ class Monitor:
             if frame is not None:
                 watch.add_busy(1.0 if frame.f_code not in self._idle else 0.0)
             self._probe(watch, now)
+
+    def _wake_forgotten(self) -> None:
+        """Wake a parked worker that has work queued (a wake-up that was lost).
+
+        Parking and pushing are ordered so that a push is never stranded (see
+        ``worker.py``): each side writes its flag, then reads the other's. With
+        the GIL every step is sequentially consistent. Without it, that
+        reasoning also needs the reads to see the other thread's earlier
+        write, which the queue's own lock gives for the pushes and pops but
+        not for a bare ``len()``; rather than bet on the memory model of each
+        build, the monitor looks every tick, so a lost wake-up costs at most
+        one tick, never a task stuck in a queue.
+        """
+        grid = self._grid
+        injected = len(grid._injection)
+        for watch in self.watches:
+            w = watch.w
+            if w._parked and not w._hold and (injected or len(w._local) or len(w._pinned)):
+                w._wake()
 
     def _probe(self, watch: _Watch, now: float) -> None:
         posted, answered = watch.posted, watch.answered

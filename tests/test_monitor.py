@@ -189,3 +189,13 @@ def test_bad_stall_threshold_is_refused(bad: Any) -> None:
 def test_bad_task_timing_is_refused() -> None:
     with pytest.raises(TypeError, match="task_timing must be a bool, got 'yes'"):
         Grid(1, task_timing="yes")  # type: ignore[arg-type]
+
+
+def test_monitor_wakes_a_worker_whose_wake_up_was_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    with Grid(2) as g:
+        assert wait_until(lambda: all(w._parked for w in g.workers))
+        with monkeypatch.context() as m:
+            m.setattr(Grid, "_wake_idle", lambda self: None)  # the spawn wakes nobody
+            h = g.spawn(identity, 42)
+        # Only the monitor can notice the task queued beside parked workers.
+        assert h.result(timeout=WAIT) == 42
