@@ -20,7 +20,10 @@ Thread ownership (who writes what):
 * ``_parked``: set True by the owner when the dispatcher stops; set False by
   whoever wakes it. The owner re-checks every queue *after* setting it, and
   pushers push *before* reading it, so a push is never stranded; a race costs
-  at most one spurious dispatcher turn.
+  at most one spurious dispatcher turn. (That argument needs sequentially
+  consistent reads, which the GIL gives; on free-threaded builds the monitor
+  also wakes, every tick, a parked worker with work queued: see
+  ``Monitor._wake_forgotten``.)
 * ``_paused`` (this worker paused by the user) and ``_hold`` (paused by the
   user or by a paused grid: what the dispatcher and the drivers read): written
   under the grid's ``_control`` lock by any thread; read by the owner without
