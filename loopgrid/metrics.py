@@ -57,17 +57,33 @@ __all__ = ["GridCollector", "MetricsServer", "serve"]
 
 _PRIORITIES = ("low", "normal", "high", "critical")
 
-#: (metric name without loopgrid_ and _total, stats key, help text)
-_COUNTERS = (
-    ("tasks_spawned", "spawned", "Tasks spawned, by the worker that spawned them."),
-    ("tasks_started", "started", "Tasks started on the worker."),
-    ("tasks_completed", "completed", "Tasks that returned a result on the worker."),
-    ("tasks_failed", "failed", "Tasks that raised on the worker."),
-    ("tasks_cancelled", "cancelled", "Tasks that ended cancelled on the worker's thread."),
-    ("tasks_stolen_in", "stolen_in", "Pending tasks the worker stole from others."),
-    ("tasks_stolen_out", "stolen_out", "Pending tasks other workers stole from this one."),
-    ("tasks_shed", "shed", "Pending tasks moved off the worker while it was stalled."),
-    ("stalls", "stalls", "Stalls seen: the loop held longer than the stall threshold."),
+#: Per-worker families: (kind, metric name without loopgrid_ and _total,
+#: stats key, help text). Counters also get the spawns and cancels made from
+#: outside the grid, under worker="external", where stats has them.
+_PER_WORKER = (
+    ("counter", "tasks_spawned", "spawned", "Tasks spawned, by the worker that spawned them."),
+    ("counter", "tasks_started", "started", "Tasks started on the worker."),
+    ("counter", "tasks_completed", "completed", "Tasks that returned a result on the worker."),
+    ("counter", "tasks_failed", "failed", "Tasks that raised on the worker."),
+    (
+        "counter",
+        "tasks_cancelled",
+        "cancelled",
+        "Tasks that ended cancelled on the worker's thread.",
+    ),
+    ("counter", "tasks_stolen_in", "stolen_in", "Pending tasks the worker stole from others."),
+    (
+        "counter",
+        "tasks_stolen_out",
+        "stolen_out",
+        "Pending tasks other workers stole from this one.",
+    ),
+    ("counter", "tasks_shed", "shed", "Pending tasks moved off the worker while it was stalled."),
+    ("counter", "stalls", "stalls", "Stalls seen: the loop held longer than the stall threshold."),
+    ("gauge", "tasks_running", "running", "Tasks started on the worker and not finished."),
+    ("gauge", "worker_busy_ratio", "busy", "Share of recent samples with the loop running code."),
+    ("gauge", "worker_stalled", "stalled", "1 while the worker's loop is stalled."),
+    ("gauge", "worker_paused", "paused", "1 while the worker is paused."),
 )
 
 
@@ -98,11 +114,12 @@ class GridCollector:
         stats = self.grid.stats()
         name = stats["grid"]
         workers = stats["workers"]
-        for metric, key, doc in _COUNTERS:
-            fam = core.CounterMetricFamily(f"loopgrid_{metric}", doc, labels=["grid", "worker"])
+        for kind, metric, key, doc in _PER_WORKER:
+            make = core.CounterMetricFamily if kind == "counter" else core.GaugeMetricFamily
+            fam = make(f"loopgrid_{metric}", doc, labels=["grid", "worker"])
             for w in workers:
-                fam.add_metric([name, str(w["index"])], w[key])
-            if key in stats["external"]:
+                fam.add_metric([name, str(w["index"])], float(w[key]))
+            if kind == "counter" and key in stats["external"]:
                 fam.add_metric([name, "external"], stats["external"][key])
             yield fam
         pending = core.GaugeMetricFamily(
@@ -116,16 +133,6 @@ class GridCollector:
         for p in _PRIORITIES:
             pending.add_metric([name, "injection", p], stats["injection"][p])
         yield pending
-        for metric, key, doc in (
-            ("tasks_running", "running", "Tasks started on the worker and not finished."),
-            ("worker_busy_ratio", "busy", "Share of recent samples with the loop running code."),
-            ("worker_stalled", "stalled", "1 while the worker's loop is stalled."),
-            ("worker_paused", "paused", "1 while the worker is paused."),
-        ):
-            gauge = core.GaugeMetricFamily(f"loopgrid_{metric}", doc, labels=["grid", "worker"])
-            for w in workers:
-                gauge.add_metric([name, str(w["index"])], float(w[key]))
-            yield gauge
         lag = core.GaugeMetricFamily(
             "loopgrid_loop_lag_seconds",
             "How late a callback scheduled on the loop ran, over the last few seconds.",

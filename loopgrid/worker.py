@@ -111,7 +111,6 @@ class Worker:
 
     __slots__ = (
         "_fair",
-        "_fair_wanted",
         "_held",
         "_hold",
         "_local",
@@ -148,7 +147,6 @@ class Worker:
         self._held: set[Driver] = set()
         self._timing = grid._task_timing
         self._fair: Fairness | None = None
-        self._fair_wanted = fairness_needed(workers)
         self._startup_error: BaseException | None = None
         self.spawned = 0
         self.started = 0
@@ -207,7 +205,7 @@ class Worker:
             grid._worker_ready(self)
             return
         loop = self.loop
-        if self._fair_wanted:
+        if fairness_needed(grid._size):
             self._fair = Fairness(loop)
             self._fair.start()
         try:

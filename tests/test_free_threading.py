@@ -7,16 +7,13 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import sysconfig
 import threading
 
 import pytest
-from helpers import WAIT
+from helpers import FREE_THREADED, WAIT
 
 import loopgrid
 from loopgrid import Grid
-
-FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 @pytest.mark.skipif(

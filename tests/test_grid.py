@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sysconfig
 import threading
 
 import pytest
-from helpers import WAIT, grid_threads, identity, worker_threads
+from helpers import FREE_THREADED, WAIT, grid_threads, identity, worker_threads
 
 import loopgrid
 from loopgrid import Grid, NotOnGridError
@@ -49,9 +48,6 @@ def test_each_worker_has_its_own_thread_and_loop(loops: int) -> None:
             assert s[3].startswith("loopgrid-")
         assert len(worker_threads()) == loops
     assert grid_threads() == []
-
-
-FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 def test_the_default_loop_is_uvloop_or_on_free_threaded_builds_asyncio() -> None:
