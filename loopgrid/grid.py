@@ -227,7 +227,7 @@ class Grid:
         self._ready_lock = threading.Lock()
         self._not_ready = loops
         self._all_ready = threading.Event()
-        self._size = loops  # workers, for the dispatchers' fair share of the injection queue
+        self._size = loops  # workers (with several, a dispatcher turn takes one injected task)
         self._workers = tuple(Worker(self, i, loops) for i in range(loops))
         for w in self._workers:
             w.thread.start()

@@ -376,13 +376,18 @@ class Worker:
             return
         queues = (self._pinned, self._local, grid._injection)
         batch: list[Handle[Any]] = []
-        # Go's globrunqget: of the injection queue, a turn takes about its fair
-        # share (1/N of it), so that the last of a backlog is not started in one
-        # batch on one loop while the others run dry (a started task never moves).
-        inj = len(grid._injection)
+        # Of the injection queue, a turn on a grid of several workers takes one
+        # task. Go's globrunqget takes a fair share (1/N) into the local queue,
+        # where it stays stealable; here a task taken is started, and a started
+        # task never moves, so every task taken beyond the one about to run is
+        # bet on this loop staying free. A handler that then blocks the loop
+        # (a web request calling a slow driver) held every request started
+        # behind it for the whole block; left in the injection queue, they go
+        # to the next free worker. The cost is one dispatcher turn per injected
+        # task (a few microseconds); see bench/notes/web.md.
         budget = BATCH
-        if inj:
-            budget = min(BATCH, len(self._pinned) + len(self._local) + inj // grid._size + 1)
+        if grid._size > 1 and len(grid._injection):
+            budget = min(BATCH, len(self._pinned) + len(self._local) + 1)
         aging = grid._aging
         if aging is not None:
             take_aged(queues, time.monotonic() - aging, budget, batch)
