@@ -7,7 +7,8 @@ in time (``-d``), against 127.0.0.1 only. Three scenarios per server:
 
 * ``alone``: ``/ping`` only (requests/s, p50, p99);
 * ``block``: ``/ping`` while a second wrk keeps ``/block?ms=50`` busy (one
-  connection: one handler at a time holds its loop with a blocking call);
+  connection, opened after /ping's: one handler at a time holds its loop
+  with a blocking call);
 * ``cpu``: the same with ``/cpu?ms=20`` (pure-Python work that holds the GIL).
 
 Servers, rounds interleaved in rotating order, medians over rounds: uvicorn
@@ -127,19 +128,13 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def _wrk(url: str, seconds: float, connections: int) -> dict[str, float]:
-    cmd = [
-        "wrk",
-        "-t1",
-        f"-c{connections}",
-        f"-d{seconds:g}s",
-        "--latency",
-        "--timeout",
-        "10s",
-        url,
-    ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=seconds + 60)
-    text = out.stdout
+def _wrk_argv(url: str, seconds: float, connections: int) -> list[str]:
+    return [
+        "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "10s", url,
+    ]  # fmt: skip
+
+
+def _parse(text: str) -> dict[str, float]:
     rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
     p50 = re.search(r"^\s+50%\s+(\S+)", text, re.M)
     p99 = re.search(r"^\s+99%\s+(\S+)", text, re.M)
@@ -154,21 +149,38 @@ def _wrk(url: str, seconds: float, connections: int) -> dict[str, float]:
     }
 
 
+def _wrk(url: str, seconds: float, connections: int) -> dict[str, float]:
+    argv = _wrk_argv(url, seconds, connections)
+    out = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=seconds + 60)
+    return _parse(out.stdout)
+
+
 def _measure(url: str, scenario: str, seconds: float, connections: int) -> dict[str, float]:
     load_path = SCENARIOS[scenario]
     if load_path is None:
         return _wrk(url + "/ping", seconds, connections)
-    # The load starts first and ends after the measurement, one connection.
+    # /ping's connections open first, the load's one after them and it lasts
+    # past the end: each server has placed the /ping connections before a
+    # handler starts holding a loop (with the load's connection opened first,
+    # a server with one accept loop per event loop would accept every /ping
+    # connection on the loops the load leaves free).
+    ping = subprocess.Popen(
+        _wrk_argv(url + "/ping", seconds, connections), stdout=subprocess.PIPE, text=True
+    )
+    time.sleep(0.3)
     load = subprocess.Popen(
-        ["wrk", "-t1", "-c1", f"-d{seconds + 2:g}s", "--timeout", "10s", url + load_path],
+        ["wrk", "-t1", "-c1", f"-d{seconds + 1:g}s", "--timeout", "10s", url + load_path],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        time.sleep(0.5)
-        return _wrk(url + "/ping", seconds, connections)
+        out, _ = ping.communicate(timeout=seconds + 60)
+        if ping.returncode != 0:
+            raise RuntimeError(f"wrk exited with {ping.returncode}")
+        return _parse(out)
     finally:
-        load.wait(seconds + 60)
+        load.terminate()
+        load.wait(60)
 
 
 def _median(rows: list[dict[str, float]], key: str) -> float:
@@ -276,7 +288,8 @@ def _markdown(rep: dict[str, Any]) -> str:
         f"{rep['wrk']}",
         f"- {rep['rounds']} round(s) of {rep['seconds']:g} s per scenario, servers in rotating "
         f"order, each restarted per round; /ping with {rep['connections']} connections; the "
-        "load (/block?ms=50 or /cpu?ms=20) on 1 more connection. Medians over rounds; ratios "
+        "load (/block?ms=50 or /cpu?ms=20) on 1 more connection, opened 0.3 s after them. "
+        "Medians over rounds; ratios "
         f"against {rep['baseline']} in the same run (requests/s: higher is better; p99: lower).",
         "",
         "| server | scenario | /ping req/s | ratio | p50 ms | p99 ms | p99 ratio |",
