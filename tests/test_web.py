@@ -6,6 +6,7 @@ with the tests through events and barriers (tests/web_apps.py), never sleeps.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -337,3 +338,34 @@ def test_loopgrid_is_importable_without_the_web_extra() -> None:
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=WAIT)
     assert loopgrid.Grid is Grid
+
+
+def test_the_example_webapp_answers_on_every_route() -> None:
+    sys.path.insert(0, str(TESTS.parent))
+    try:
+        from examples.webapp.app import app
+    finally:
+        sys.path.remove(str(TESTS.parent))
+    with web.Server(app, loops=2, port=0, worker_header=True) as server:
+        status, headers, body = request(server, "/ping")
+        assert (status, body) == (200, b"pong")
+        assert headers["x-loopgrid-worker"] in ("0", "1")
+        digest = get_json(server, "/hash?kb=1")
+        assert digest["sha256"] == hashlib.sha256((bytes(range(256)) * 4)[:1024]).hexdigest()
+        assert get_json(server, "/block?ms=1")["blocked_ms"] == 1
+        assert get_json(server, "/cpu?ms=1")["iterations"] > 0
+        fan = get_json(server, "/spawn?n=3")
+        assert len(fan["jobs"]) == 3 and {j["worker"] for j in fan["jobs"]} <= {0, 1}
+
+
+def test_a_fastapi_app_from_the_readme_runs_on_the_grid() -> None:
+    fastapi = pytest.importorskip("fastapi", reason="FastAPI is in the dev extra only")
+    app = fastapi.FastAPI()
+
+    @app.get("/ping")
+    async def ping() -> dict[str, Any]:
+        return {"pong": True, "worker": loopgrid.current_worker().index}
+
+    with web.Server(app, loops=2, port=0) as server:
+        out = get_json(server, "/ping")
+    assert out["pong"] is True and out["worker"] in (0, 1)
