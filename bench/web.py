@@ -55,20 +55,23 @@ APP = "examples.webapp.app:app"
 PY = sys.executable
 
 
-def _servers(loops_flags: list[str]) -> dict[str, list[str]]:
-    lg = [PY, "-m", "loopgrid", "serve", APP, "--log-level", "warning"]
-    uv = [PY, "-m", "uvicorn", APP, "--no-access-log", "--log-level", "warning"]
-    return {
-        "uvicorn-1": uv,
-        "uvicorn-2": [*uv, "--workers", "2"],
-        "granian-1": [
-            PY, "-m", "granian", "--interface", "asgi", "--workers", "1",
-            "--log-level", "warning", "--no-ws", APP,
-        ],
-        "loopgrid-1": [*lg, "--loops", "1", *loops_flags],
-        "loopgrid-2": [*lg, "--loops", "2", *loops_flags],
-        "loopgrid-2-connection": [*lg, "--loops", "2", "--dispatch", "connection"],
-    }  # fmt: skip
+def _command(name: str, loopgrid_flags: list[str]) -> list[str] | None:
+    """A server's command line, by name: uvicorn-N, granian-N, or
+    loopgrid-N[-connection][-siMS] (-si: ``--switch-interval MS/1000``)."""
+    m = re.fullmatch(r"(uvicorn|granian|loopgrid)-(\d+)(-connection)?(?:-si([\d.]+))?", name)
+    if m is None or ((m.group(3) or m.group(4)) and m.group(1) != "loopgrid"):
+        return None
+    kind, n = m.group(1), m.group(2)
+    if kind == "uvicorn":
+        return [PY, "-m", "uvicorn", APP, "--no-access-log", "--log-level", "warning",
+                "--workers", n]  # fmt: skip
+    if kind == "granian":
+        return [PY, "-m", "granian", "--interface", "asgi", "--workers", n,
+                "--log-level", "warning", "--no-ws", APP]  # fmt: skip
+    dispatch = "connection" if m.group(3) else "request"
+    si = ["--switch-interval", str(float(m.group(4)) / 1000)] if m.group(4) else []
+    return [PY, "-m", "loopgrid", "serve", APP, "--log-level", "warning", "--loops", n,
+            "--dispatch", dispatch, *si, *loopgrid_flags]  # fmt: skip
 
 
 SCENARIOS = {"alone": None, "block": "/block?ms=50", "cpu": "/cpu?ms=20"}
@@ -81,14 +84,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _port_flag(name: str, port: int) -> list[str]:
-    return ["--port", str(port), "--host", "127.0.0.1"]
-
-
 @contextlib.contextmanager
 def _server(name: str, argv: list[str], log: Path) -> Iterator[str]:
     port = _free_port()
-    cmd = [*argv, *_port_flag(name, port)]
+    cmd = [*argv, "--port", str(port), "--host", "127.0.0.1"]
     with open(log, "ab") as out:
         out.write(f"\n$ {shlex.join(cmd)}\n".encode())
         out.flush()
@@ -193,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=32, help="wrk connections on /ping")
-    parser.add_argument("--servers", default=",".join(DEFAULT_SERVERS))
+    parser.add_argument(
+        "--servers",
+        default=",".join(DEFAULT_SERVERS),
+        help="comma-separated: uvicorn-N, granian-N, loopgrid-N[-connection][-siMS]",
+    )
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--loopgrid-flags", default="", help="extra flags for loopgrid serve")
     parser.add_argument("--out", default=None, help="folder for web.md and results-web.json")
@@ -202,12 +205,17 @@ def main(argv: list[str] | None = None) -> int:
         print("bench/web.py needs wrk (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
     rounds, seconds = (1, 1.0) if args.smoke else (args.rounds, args.seconds)
-    catalogue = _servers(shlex.split(args.loopgrid_flags))
+    flags = shlex.split(args.loopgrid_flags)
     names = args.servers.split(",")
     scenarios = args.scenarios.split(",")
+    catalogue: dict[str, list[str]] = {}
     for n in names:
-        if n not in catalogue:
-            parser.error(f"unknown server {n!r}; known: {', '.join(catalogue)}")
+        cmd = _command(n, flags)
+        if cmd is None:
+            parser.error(
+                f"unknown server {n!r}: uvicorn-N, granian-N, loopgrid-N[-connection][-siMS]"
+            )
+        catalogue[n] = cmd
     for s in scenarios:
         if s not in SCENARIOS:
             parser.error(f"unknown scenario {s!r}; known: {', '.join(SCENARIOS)}")
@@ -227,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                     row = _measure(url, s, seconds, args.connections)
                     raw[name][s].append(row)
                     print(f"round {r + 1} {name:24} {s:6} {row}", file=sys.stderr, flush=True)
-    report = _report(raw, names, scenarios, args, rounds, seconds)
+    report = _report(raw, catalogue, scenarios, args, rounds, seconds)
     (out_dir / "results-web.json").write_text(json.dumps(report, indent=1) + "\n")
     md = _markdown(report)
     notes = out_dir / ("web.md" if args.smoke or args.out else "notes/web.md")
@@ -240,12 +248,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(
     raw: dict[str, dict[str, list[dict[str, float]]]],
-    names: list[str],
+    catalogue: dict[str, list[str]],
     scenarios: list[str],
     args: argparse.Namespace,
     rounds: int,
     seconds: float,
 ) -> dict[str, Any]:
+    names = list(catalogue)
     base = "uvicorn-1" if "uvicorn-1" in names else names[0]
     table: dict[str, dict[str, dict[str, float]]] = {}
     for n in names:
@@ -270,7 +279,7 @@ def _report(
         "seconds": seconds,
         "connections": args.connections,
         "baseline": base,
-        "servers": {n: shlex.join(_servers([])[n][1:]) for n in names},
+        "servers": {n: shlex.join(catalogue[n][1:]) for n in names},
         "table": table,
         "raw": raw,
     }

@@ -106,10 +106,20 @@ def _parser() -> argparse.ArgumentParser:
         help="priority of requests under a path prefix, e.g. /ping=high (repeatable)",
     )
     serve.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the GIL switch interval while serving (default: the interpreter's, 0.005)",
+    )
+    serve.add_argument(
         "--worker-header", action="store_true", help="add x-loopgrid-worker to responses"
     )
     serve.add_argument(
-        "--log-level", default="info", help="uvicorn's log level (debug, info, warning...)"
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug", "trace"),
+        help="uvicorn's log level (default: info)",
     )
     serve.set_defaults(handler=_serve)
 
@@ -215,10 +225,7 @@ def _serve(args: argparse.Namespace) -> int:
     routes = _priorities(args.priority) or None
     if routes is not None and args.dispatch != "request":
         raise _Usage("--priority needs --dispatch request")
-    try:
-        from . import web
-    except ImportError as exc:
-        raise _Usage(str(exc)) from None
+    from . import web
     from .grid import _is_async_callable
 
     app = _load(args.target, "app")
@@ -226,21 +233,25 @@ def _serve(args: argparse.Namespace) -> int:
         raise _Usage(f"{args.target} is {app!r}, not an ASGI application (an async callable)")
     try:
         from uvicorn.config import LOGGING_CONFIG
-    except ImportError as exc:
+    except ImportError:
+        raise _Usage("serving needs uvicorn: pip install 'loopgrid[web]'") from None
+    try:
+        server = web.Server(
+            app,
+            loops=args.loops,
+            host=args.host,
+            port=args.port,
+            dispatch=args.dispatch,
+            lifespan=args.lifespan,
+            grace=args.grace,
+            worker_header=args.worker_header,
+            routes=routes,
+            log_config=LOGGING_CONFIG,
+            log_level=args.log_level,
+            switch_interval=args.switch_interval,
+        )
+    except (TypeError, ValueError) as exc:
         raise _Usage(str(exc)) from None
-    server = web.Server(
-        app,
-        loops=args.loops,
-        host=args.host,
-        port=args.port,
-        dispatch=args.dispatch,
-        lifespan=args.lifespan,
-        grace=args.grace,
-        worker_header=args.worker_header,
-        routes=routes,
-        log_config=LOGGING_CONFIG,
-        log_level=args.log_level,
-    )
 
     def started(server: web.Server) -> None:
         print(

@@ -240,6 +240,17 @@ def test_a_port_in_use_is_a_startup_error() -> None:
     assert grid_threads() == []
 
 
+@pytest.mark.skipif(
+    not getattr(sys, "_is_gil_enabled", lambda: True)(),
+    reason="the switch interval is the GIL's: it does nothing without one",
+)
+def test_switch_interval_holds_while_serving_and_is_restored() -> None:
+    before = sys.getswitchinterval()
+    with web.Server(web_apps.app, loops=1, port=0, switch_interval=0.002):
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+    assert sys.getswitchinterval() == before
+
+
 def test_serving_on_a_grid_of_ones_own_leaves_it_open() -> None:
     with Grid(2, name="mine") as grid:
         with web.Server(web_apps.app, grid=grid, port=0) as server:
@@ -263,6 +274,7 @@ def test_serving_on_a_grid_of_ones_own_leaves_it_open() -> None:
         ({"routes": {"/ping": 9}}, ValueError, "9"),
         ({"routes": 3}, TypeError, "routes must map"),
         ({"routes": {"/a": 1}, "dispatch": "connection"}, ValueError, "need dispatch='request'"),
+        ({"switch_interval": 0}, ValueError, "switch_interval must be"),
     ],
 )
 def test_bad_arguments_are_named(kwargs: dict[str, Any], error: type, match: str) -> None:
@@ -325,6 +337,10 @@ def test_the_command_names_a_bad_target_and_a_failing_startup() -> None:
     _, err = not_app.communicate(timeout=WAIT)
     assert not_app.returncode == 2
     assert "not an ASGI application" in err
+    bad_priority = _serve_process("web_apps:app", "--priority", "/ping=urgent")
+    _, err = bad_priority.communicate(timeout=WAIT)
+    assert bad_priority.returncode == 2
+    assert "LEVEL one of low, normal, high, critical, got '/ping=urgent'" in err
     failing = _serve_process("web_apps:app", "--loops", "2", env={"WEB_APPS_FAIL_ON": "0"})
     _, err = failing.communicate(timeout=WAIT)
     assert failing.returncode == 1

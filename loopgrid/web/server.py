@@ -40,6 +40,7 @@ import errno
 import functools
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from types import FrameType
@@ -59,6 +60,8 @@ __all__ = ["DISPATCH", "Server", "serve"]
 
 #: The values of ``dispatch=``.
 DISPATCH = ("request", "connection")
+
+_GIL = bool(getattr(sys, "_is_gil_enabled", lambda: True)())
 
 #: The response header ``worker_header=True`` adds, naming the worker's index.
 WORKER_HEADER = b"x-loopgrid-worker"
@@ -155,9 +158,14 @@ class Server:
     which the server then does not close; otherwise it makes one with
     ``loops`` workers. ``routes`` gives request tasks priorities (``{"/ping":
     Priority.HIGH}``, longest prefix first, or a function of the scope; only
-    with ``dispatch="request"``). ``uvicorn_options`` go to ``uvicorn.Config``
-    (``log_config`` defaults to None: a library does not configure logging;
-    the ``loopgrid serve`` command passes uvicorn's).
+    with ``dispatch="request"``). ``switch_interval`` (seconds) sets the
+    interpreter's GIL switch interval while the server runs (see the README:
+    with handlers that compute in Python, a request needs the GIL on the front
+    loop and on a worker, and each wait for it can last a whole interval,
+    5 ms by default); None leaves it alone, and it has no effect without a GIL.
+    ``uvicorn_options`` go to ``uvicorn.Config`` (``log_config`` defaults to
+    None: a library does not configure logging; ``loopgrid serve`` passes
+    uvicorn's).
     """
 
     def __init__(
@@ -174,6 +182,7 @@ class Server:
         routes: _Routes = None,
         grid: Grid | None = None,
         backlog: int = 2048,
+        switch_interval: float | None = None,
         **uvicorn_options: Any,
     ) -> None:
         if not _is_async_callable(app):
@@ -197,6 +206,14 @@ class Server:
             raise ValueError(f"loops={loops!r} disagrees with the {grid!r} given")
         if routes is not None and dispatch != "request":
             raise ValueError("routes (request priorities) need dispatch='request'")
+        if switch_interval is not None and (
+            isinstance(switch_interval, bool)
+            or not isinstance(switch_interval, (int, float))
+            or not switch_interval > 0
+        ):
+            raise ValueError(
+                f"switch_interval must be a number of seconds > 0 or None, got {switch_interval!r}"
+            )
         self._uvicorn = _import_uvicorn()
         self.app = app
         self.host = host
@@ -210,6 +227,8 @@ class Server:
         self._backlog = backlog
         self._header = worker_header
         self._priority_of = _priority_function(routes)
+        self._switch_interval = switch_interval
+        self._old_switch_interval: float | None = None
         self._options = {"log_config": None, "access_log": False, **uvicorn_options}
         self._sock: socket.socket | None = None
         self._port: int | None = None
@@ -218,6 +237,7 @@ class Server:
         self._serving: list[Handle[None]] = []
         self._front: threading.Thread | None = None
         self._state = "new"  # new -> started -> closed; controlling thread only
+        self._stopping = False  # any thread (stop); read by start
 
     # -- properties ---------------------------------------------------------------
 
@@ -260,6 +280,9 @@ class Server:
             raise
 
     def _start(self) -> None:
+        if self._switch_interval is not None and _GIL:
+            self._old_switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(self._switch_interval)
         if self._grid is None:
             self._grid = Grid(self._loops, name="web")
         grid = self._grid
@@ -313,6 +336,7 @@ class Server:
             **self._options,
         )
         server = _server_class()(config)
+        server.should_exit = self._stopping
         self._servers.append(server)
         return server
 
@@ -343,6 +367,7 @@ class Server:
     def stop(self, force: bool = False) -> None:
         """Stop serving: no new connections, in-flight requests get ``grace``
         seconds (none with ``force``). Any thread, a signal handler too."""
+        self._stopping = True  # servers made after this start stopped
         for server in self._servers:
             server.should_exit = True
             if force:
@@ -383,6 +408,9 @@ class Server:
                 self._grid.close(cancel=True)
             if self._sock is not None:
                 self._sock.close()
+            if self._old_switch_interval is not None:
+                sys.setswitchinterval(self._old_switch_interval)
+                self._old_switch_interval = None
 
     def __enter__(self) -> Server:
         self.start()
