@@ -324,7 +324,7 @@ def test_the_command_serves_and_sigterm_runs_lifespan_shutdown(tmp_path: Path) -
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+        proc.communicate(timeout=WAIT)  # and close the pipes
     assert record.read_text() == "shutdown on 0"
 
 
