@@ -135,7 +135,11 @@ def _app_call(app: Any, states: list[dict[str, Any]], header: bool) -> Any:
 
 def _bind(host: str, port: int, backlog: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP said outright: asyncio's loop turns Nagle off (TCP_NODELAY)
+    # on accepted connections only when the listener's proto says TCP, and
+    # with Nagle on, a response written in two parts waits for a delayed ACK
+    # (40 ms a request on loopback).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
