@@ -14,6 +14,7 @@ __all__ = [
     "LoopgridError",
     "NotOnGridError",
     "WouldBlockError",
+    "check_seconds",
 ]
 
 
@@ -51,3 +52,19 @@ class WouldBlockError(LoopgridError, asyncio.InvalidStateError):
     :class:`asyncio.InvalidStateError`, which is what ``Future.result()`` raises
     on a future that is not done.
     """
+
+
+def check_seconds(name: str, value: object, *, zero: bool = False) -> float:
+    """``value`` as a float number of seconds, > 0 (>= 0 with ``zero``).
+
+    Raises ValueError naming ``name`` and the value otherwise; bools are not
+    numbers here. Callers that accept None test for it first.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (value >= 0 if zero else value > 0)
+    ):
+        bound = ">= 0" if zero else "> 0"
+        raise ValueError(f"{name} must be a number of seconds {bound}, got {value!r}")
+    return float(value)

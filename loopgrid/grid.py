@@ -34,7 +34,7 @@ from typing import Any, TypeVar, overload
 
 from . import logs
 from .debug import DebugServer, debug_port_from_env
-from .errors import GridClosedError, NotOnGridError
+from .errors import GridClosedError, NotOnGridError, check_seconds
 from .handle import CLAIMS, PENDING, Handle
 from .monitor import Monitor
 from .priority import Priority, check_priority
@@ -181,18 +181,10 @@ class Grid:
             name = f"grid-{next(_grid_names)}"
         elif not isinstance(name, str):
             raise TypeError(f"name must be a str or None, got {name!r}")
-        if aging is not None and (
-            isinstance(aging, bool) or not isinstance(aging, (int, float)) or not aging > 0
-        ):
-            raise ValueError(f"aging must be a number of seconds > 0 or None, got {aging!r}")
-        if stall_threshold is not None and (
-            isinstance(stall_threshold, bool)
-            or not isinstance(stall_threshold, (int, float))
-            or not stall_threshold > 0
-        ):
-            raise ValueError(
-                f"stall_threshold must be a number of seconds > 0 or None, got {stall_threshold!r}"
-            )
+        if aging is not None:
+            aging = check_seconds("aging (or None)", aging)
+        if stall_threshold is not None:
+            stall_threshold = check_seconds("stall_threshold (or None)", stall_threshold)
         if not isinstance(task_timing, bool):
             raise TypeError(f"task_timing must be a bool, got {task_timing!r}")
         debug_port = _debug_port(debug_port)

@@ -47,6 +47,7 @@ from types import FrameType
 from typing import Any
 
 from .. import logs
+from ..errors import check_seconds
 from ..fairness import Fairness
 from ..fairness import needed as fairness_needed
 from ..grid import Grid, _is_async_callable, default_loop_factory
@@ -202,28 +203,21 @@ class Server:
             raise TypeError(f"host must be a str, got {host!r}")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be a port number (0 for any free port), got {port!r}")
-        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
-            raise ValueError(f"grace must be a number of seconds >= 0, got {grace!r}")
+        grace = check_seconds("grace", grace, zero=True)
         if grid is not None and not isinstance(grid, Grid):
             raise TypeError(f"grid must be a loopgrid.Grid or None, got {grid!r}")
         if grid is not None and loops is not None and loops != len(grid.workers):
             raise ValueError(f"loops={loops!r} disagrees with the {grid!r} given")
         if routes is not None and dispatch != "request":
             raise ValueError("routes (request priorities) need dispatch='request'")
-        if switch_interval is not None and (
-            isinstance(switch_interval, bool)
-            or not isinstance(switch_interval, (int, float))
-            or not switch_interval > 0
-        ):
-            raise ValueError(
-                f"switch_interval must be a number of seconds > 0 or None, got {switch_interval!r}"
-            )
+        if switch_interval is not None:
+            switch_interval = check_seconds("switch_interval (or None)", switch_interval)
         self._uvicorn = _import_uvicorn()
         self.app = app
         self.host = host
         self.dispatch = dispatch
         self.lifespan = lifespan
-        self.grace = float(grace)
+        self.grace = grace
         self._requested_port = port
         self._loops = loops
         self._own_grid = grid is None
