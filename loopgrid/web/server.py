@@ -35,6 +35,7 @@ filled before ``start`` returns and read-only after.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import functools
@@ -375,14 +376,19 @@ class Server:
         """Block until the servers stopped (after :meth:`stop`), then clean up."""
         if self._state != "started":
             return
-        if self._front is not None:
-            while self._front.is_alive():
-                self._front.join(0.5)  # in slices: Ctrl-C reaches the main thread
-        for h in self._serving:
-            while not h.done():
-                with contextlib.suppress(TimeoutError):
-                    h.result(timeout=0.5)
-        self._cleanup(cancel=False)
+        interrupted = True
+        try:
+            # In slices, so that Ctrl-C reaches a main thread waiting here.
+            if self._front is not None:
+                while self._front.is_alive():
+                    self._front.join(0.5)
+            for h in self._serving:
+                while not h.done():
+                    with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                        h.exception(timeout=0.5)
+            interrupted = False
+        finally:
+            self._cleanup(cancel=interrupted)
 
     def close(self, force: bool = False) -> None:
         """``stop`` and ``wait``; idempotent."""
