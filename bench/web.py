@@ -15,8 +15,10 @@ Servers, rounds interleaved in rotating order, medians over rounds: uvicorn
 with 1 worker (the baseline of every ratio), ``uvicorn --workers 2``, granian
 (1 worker), ``loopgrid serve --loops 2`` with ``--dispatch request`` and with
 ``--dispatch connection``. The figures (requests/s and p99 as ratios to single
-uvicorn, absolute values beside) go to ``bench/notes/web.md`` and
-``bench/results-web.json`` (``--out`` to change), with the command.
+uvicorn, absolute values beside) go to ``bench/results-web/RESULTS.md`` and
+``results.json`` there (``bench/results-web-free-threaded/`` on a free-threaded
+build; ``--out`` to change), with the command; ``bench/notes/web.md`` says
+what they decided.
 
 Usage, from the repository root (wrk must be installed: ``apt-get install wrk``)::
 
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--loopgrid-flags", default="", help="extra flags for loopgrid serve")
-    parser.add_argument("--out", default=None, help="folder for web.md and results-web.json")
+    parser.add_argument("--out", default=None, help="folder for RESULTS.md and results.json")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("bench/web.py needs wrk (Debian: apt-get install wrk)", file=sys.stderr)
@@ -219,9 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     for s in scenarios:
         if s not in SCENARIOS:
             parser.error(f"unknown scenario {s!r}; known: {', '.join(SCENARIOS)}")
-    out_dir = Path(args.out) if args.out else ROOT / ("bench/out" if args.smoke else "bench")
+    ft = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    default_out = (
+        "bench/out" if args.smoke else f"bench/results-web{'-free-threaded' if ft else ''}"
+    )
+    out_dir = Path(args.out) if args.out else ROOT / default_out
     out_dir.mkdir(parents=True, exist_ok=True)
-    log = out_dir / "web-servers.log"
+    log = out_dir / "servers.log"  # the servers' own output (not kept in git)
     log.write_bytes(b"")
     raw: dict[str, dict[str, list[dict[str, float]]]] = {
         n: {s: [] for s in scenarios} for n in names
@@ -236,13 +242,11 @@ def main(argv: list[str] | None = None) -> int:
                     raw[name][s].append(row)
                     print(f"round {r + 1} {name:24} {s:6} {row}", file=sys.stderr, flush=True)
     report = _report(raw, catalogue, scenarios, args, rounds, seconds)
-    (out_dir / "results-web.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out_dir / "results.json").write_text(json.dumps(report, indent=1) + "\n")
     md = _markdown(report)
-    notes = out_dir / ("web.md" if args.smoke or args.out else "notes/web.md")
-    notes.parent.mkdir(parents=True, exist_ok=True)
-    notes.write_text(md)
+    (out_dir / "RESULTS.md").write_text(md)
     print(md)
-    print(f"bench/web.py: wrote {notes} and {out_dir / 'results-web.json'}", file=sys.stderr)
+    print(f"bench/web.py: wrote {out_dir}/RESULTS.md and results.json", file=sys.stderr)
     return 0
 
 
