@@ -190,6 +190,21 @@ def test_graceful_stop_finishes_the_request_in_flight() -> None:
     assert grid_threads() == []
 
 
+@pytest.mark.parametrize("dispatch", web.DISPATCH)
+def test_a_forced_stop_cancels_the_request_in_flight(dispatch: str) -> None:
+    server = web.Server(web_apps.app, loops=2, port=0, grace=3600, dispatch=dispatch)
+    server.start()
+    waiting = InThread(request, server, "/forever")
+    assert web_apps.entered.wait(WAIT)
+    InThread(server.close, True).result()  # well within WAIT: no hour of grace
+    try:
+        status, _, _ = waiting.result()
+    except ConnectionError:
+        status = None  # the connection was closed without an answer
+    assert status in (500, None)
+    assert grid_threads() == []
+
+
 def test_lifespan_runs_once_per_process_by_default_and_shares_its_state() -> None:
     with web.Server(web_apps.app, loops=2, port=0) as server:
         assert web_apps.startups == [0]

@@ -80,6 +80,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         # Blocks this loop, as a slow synchronous call would.
         ok = release.wait(WAIT)
         await _reply(send, 200, {"worker": worker, "released": ok})
+    elif path == "/forever":
+        entered.set()
+        await asyncio.Event().wait()  # only a cancel ends it
     elif path == "/meet":
         try:
             meeting.wait(WAIT)  # blocks this loop until the other request arrives

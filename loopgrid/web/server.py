@@ -54,7 +54,7 @@ from ..fairness import needed as fairness_needed
 from ..grid import Grid, _is_async_callable, default_loop_factory
 from ..handle import Handle
 from ..priority import Priority, check_priority
-from ..worker import current_worker
+from ..worker import _shutdown_loop, current_worker
 from .bridge import RequestBridge
 from .lifespan import MODES, StartupError, _Lifespan, run_shutdown, run_startup
 
@@ -359,7 +359,9 @@ class Server:
             if fair is not None:
                 fair.stop()
             try:
-                loop.run_until_complete(loop.shutdown_asyncgens())
+                # After a forced stop, requests may still be in flight: cancel
+                # them and let them finish, as asyncio.run finishes its loop.
+                _shutdown_loop(loop)
             finally:
                 loop.close()
 
