@@ -9,7 +9,10 @@ in time (``-d``), against 127.0.0.1 only. Three scenarios per server:
 * ``block``: ``/ping`` while a second wrk keeps ``/block?ms=50`` busy (one
   connection, opened after /ping's: one handler at a time holds its loop
   with a blocking call);
-* ``cpu``: the same with ``/cpu?ms=20`` (pure-Python work that holds the GIL).
+* ``cpu``: the same with ``/cpu?ms=20`` (pure-Python work that holds the GIL);
+* ``hash`` (not in the default set): the same with ``/hash?kb=1024`` on 8
+  connections (sha256 of 1 MiB, which releases the GIL): a backlog of heavy
+  requests that /ping can overtake with a priority (``loopgrid-2-prio``).
 
 Servers, rounds interleaved in rotating order, medians over rounds: uvicorn
 with 1 worker (the baseline of every ratio), ``uvicorn --workers 2``, granian
@@ -59,9 +62,12 @@ PY = sys.executable
 
 def _command(name: str, loopgrid_flags: list[str]) -> list[str] | None:
     """A server's command line, by name: uvicorn-N, granian-N, or
-    loopgrid-N[-connection][-siMS] (-si: ``--switch-interval MS/1000``)."""
-    m = re.fullmatch(r"(uvicorn|granian|loopgrid)-(\d+)(-connection)?(?:-si([\d.]+))?", name)
-    if m is None or ((m.group(3) or m.group(4)) and m.group(1) != "loopgrid"):
+    loopgrid-N[-connection][-siMS][-prio] (-si: ``--switch-interval MS/1000``;
+    -prio: ``--priority /ping=high``)."""
+    m = re.fullmatch(
+        r"(uvicorn|granian|loopgrid)-(\d+)(-connection)?(?:-si([\d.]+))?(-prio)?", name
+    )
+    if m is None or ((m.group(3) or m.group(4) or m.group(5)) and m.group(1) != "loopgrid"):
         return None
     kind, n = m.group(1), m.group(2)
     if kind == "uvicorn":
@@ -72,11 +78,19 @@ def _command(name: str, loopgrid_flags: list[str]) -> list[str] | None:
                 "--log-level", "warning", "--no-ws", APP]  # fmt: skip
     dispatch = "connection" if m.group(3) else "request"
     si = ["--switch-interval", str(float(m.group(4)) / 1000)] if m.group(4) else []
+    prio = ["--priority", "/ping=high"] if m.group(5) else []
     return [PY, "-m", "loopgrid", "serve", APP, "--log-level", "warning", "--loops", n,
-            "--dispatch", dispatch, *si, *loopgrid_flags]  # fmt: skip
+            "--dispatch", dispatch, *si, *prio, *loopgrid_flags]  # fmt: skip
 
 
-SCENARIOS = {"alone": None, "block": "/block?ms=50", "cpu": "/cpu?ms=20"}
+#: scenario -> (the load's path, its connections), or None for /ping alone.
+SCENARIOS: dict[str, tuple[str, int] | None] = {
+    "alone": None,
+    "block": ("/block?ms=50", 1),
+    "cpu": ("/cpu?ms=20", 1),
+    "hash": ("/hash?kb=1024", 8),
+}
+DEFAULT_SCENARIOS = ["alone", "block", "cpu"]
 DEFAULT_SERVERS = ["uvicorn-1", "uvicorn-2", "granian-1", "loopgrid-2", "loopgrid-2-connection"]
 
 
@@ -157,8 +171,8 @@ def _wrk(url: str, seconds: float, connections: int) -> dict[str, float]:
 
 
 def _measure(url: str, scenario: str, seconds: float, connections: int) -> dict[str, float]:
-    load_path = SCENARIOS[scenario]
-    if load_path is None:
+    load = SCENARIOS[scenario]
+    if load is None:
         return _wrk(url + "/ping", seconds, connections)
     # /ping's connections open first, the load's one after them and it lasts
     # past the end: each server has placed the /ping connections before a
@@ -169,8 +183,10 @@ def _measure(url: str, scenario: str, seconds: float, connections: int) -> dict[
         _wrk_argv(url + "/ping", seconds, connections), stdout=subprocess.PIPE, text=True
     )
     time.sleep(0.3)
-    load = subprocess.Popen(
-        ["wrk", "-t1", "-c1", f"-d{seconds + 1:g}s", "--timeout", "10s", url + load_path],
+    load_path, load_connections = load
+    load_argv = ["wrk", "-t1", f"-c{load_connections}", f"-d{seconds + 1:g}s"]
+    loader = subprocess.Popen(
+        [*load_argv, "--timeout", "10s", url + load_path],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -180,8 +196,8 @@ def _measure(url: str, scenario: str, seconds: float, connections: int) -> dict[
             raise RuntimeError(f"wrk exited with {ping.returncode}")
         return _parse(out)
     finally:
-        load.terminate()
-        load.wait(60)
+        loader.terminate()
+        loader.wait(60)
 
 
 def _median(rows: list[dict[str, float]], key: str) -> float:
@@ -197,9 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--servers",
         default=",".join(DEFAULT_SERVERS),
-        help="comma-separated: uvicorn-N, granian-N, loopgrid-N[-connection][-siMS]",
+        help="comma-separated: uvicorn-N, granian-N, loopgrid-N[-connection][-siMS][-prio]",
     )
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument(
+        "--scenarios", default=",".join(DEFAULT_SCENARIOS), help=f"of {', '.join(SCENARIOS)}"
+    )
     parser.add_argument("--loopgrid-flags", default="", help="extra flags for loopgrid serve")
     parser.add_argument("--out", default=None, help="folder for RESULTS.md and results.json")
     args = parser.parse_args(argv)
@@ -301,7 +319,8 @@ def _markdown(rep: dict[str, Any]) -> str:
         f"{rep['wrk']}",
         f"- {rep['rounds']} round(s) of {rep['seconds']:g} s per scenario, servers in rotating "
         f"order, each restarted per round; /ping with {rep['connections']} connections; the "
-        "load (/block?ms=50 or /cpu?ms=20) on 1 more connection, opened 0.3 s after them. "
+        "load (/block?ms=50 or /cpu?ms=20 on 1 more connection, /hash?kb=1024 on 8) opened "
+        "0.3 s after them. "
         "Medians over rounds; ratios "
         f"against {rep['baseline']} in the same run (requests/s: higher is better; p99: lower).",
         "",
