@@ -8,7 +8,8 @@
 * ``loopgrid serve module:app --loops N --host H --port P`` serves an ASGI app
   from the N loops of one grid in one process (``loopgrid.web``; needs the
   ``web`` extra). Ctrl-C or SIGTERM stops it gracefully, a second one at once.
-  Exit status: 0 once stopped, 1 if it could not start, 2 for a bad ``module:app``.
+  Exit status: 0 once stopped, 1 if it could not start, 2 for a bad
+  ``module:app``, 130 for Ctrl-C before it served.
 * ``loopgrid ps --url URL`` lists the tasks of a running grid, read from its
   debug endpoint (``Grid(debug_port=...)`` or ``LOOPGRID_DEBUG_PORT``; see
   ``debug.py``): id, name, priority, state, worker, age, and where it waits.

@@ -362,6 +362,15 @@ def test_the_command_names_a_bad_target_and_a_failing_startup() -> None:
     assert "lifespan startup failed on worker 0: no database on 0" in err
 
 
+def test_ctrl_c_during_a_hanging_startup_undoes_everything() -> None:
+    proc = _serve_process("web_apps:hanging_startup", "--loops", "2")
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "in startup\n"
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=WAIT)
+    assert proc.returncode == 130
+
+
 def test_loopgrid_is_importable_without_the_web_extra() -> None:
     code = (
         "import sys, loopgrid, loopgrid.cli; "

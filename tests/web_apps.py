@@ -145,3 +145,12 @@ async def raising_startup(scope: dict[str, Any], receive: Any, send: Any) -> Non
         await receive()
         raise ConnectionError("cannot reach the cache")
     await _reply(send, 200, {})
+
+
+async def hanging_startup(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An app whose startup never ends; it says so on stdout first."""
+    if scope["type"] == "lifespan":
+        await receive()
+        print("in startup", flush=True)
+        await asyncio.Event().wait()
+    await _reply(send, 200, {})

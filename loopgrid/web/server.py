@@ -428,29 +428,34 @@ class Server:
     def run(self, on_started: Callable[[Server], object] | None = None) -> None:
         """:meth:`start`, then serve until SIGINT or SIGTERM, then clean up.
 
-        Signal handlers are installed only on the main thread (elsewhere, call
-        :meth:`stop` yourself); the first signal stops gracefully, the second
-        forces, as with uvicorn. The previous handlers are restored after.
+        Signal handlers are installed on the main thread only (elsewhere, call
+        :meth:`stop` yourself), once the server serves: the first signal stops
+        gracefully, the second forces, as with uvicorn; the previous handlers
+        are restored after. Ctrl-C during startup (a lifespan startup that
+        hangs, say) raises KeyboardInterrupt, once everything is undone.
         """
+        self.start()
         handlers: dict[signal.Signals, Any] = {}
-        if threading.current_thread() is threading.main_thread():
-            signals = [0]
-
-            def on_signal(signum: int, frame: FrameType | None) -> None:
-                signals[0] += 1
-                logs.info("web.stopping", signal=signal.Signals(signum).name, force=signals[0] > 1)
-                self.stop(force=signals[0] > 1)
-
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                handlers[sig] = signal.signal(sig, on_signal)
         try:
-            self.start()
+            if threading.current_thread() is threading.main_thread():
+                signals = [0]
+
+                def on_signal(signum: int, frame: FrameType | None) -> None:
+                    signals[0] += 1
+                    force = signals[0] > 1
+                    logs.info("web.stopping", signal=signal.Signals(signum).name, force=force)
+                    self.stop(force=force)
+
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    handlers[sig] = signal.signal(sig, on_signal)
             if on_started is not None:
                 on_started(self)
             self.wait()
         finally:
             for sig, old in handlers.items():
                 signal.signal(sig, old)
+            if self._state != "closed":  # interrupted before wait() began
+                self.close(force=True)
 
 
 @functools.cache
