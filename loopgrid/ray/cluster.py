@@ -24,6 +24,7 @@ one grid never kills another's actors. A Ray connection the user opened
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from types import ModuleType
 from typing import Any
@@ -64,6 +65,22 @@ def import_ray() -> ModuleType:
             "(Ray has wheels for CPython 3.10 to 3.13, not for free-threaded builds)"
         ) from exc
     return ray
+
+
+def _keep_to_loopback() -> None:
+    """Make an already imported Ray start its services on loopback only.
+
+    Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once, when it is imported,
+    into ``ray._private.ray_constants.ENABLE_RAY_CLUSTER``; with it on (Linux's
+    default), its services listen on every address even with
+    ``_node_ip_address="127.0.0.1"`` (seen with ``ss -ltnp``: raylet, GCS and
+    workers on ``*``, the runtime-env agent on the primary address). When the
+    user imported Ray before loopgrid.ray, the environment set above came too
+    late for that read: set the constant as the variable would have.
+    """
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None and getattr(constants, "ENABLE_RAY_CLUSTER", False):
+        constants.ENABLE_RAY_CLUSTER = False
 
 
 class Connection:
@@ -107,6 +124,7 @@ def connect(address: str | None) -> Connection:
             private = _owned
             where = "local (127.0.0.1)" if _owned else "existing connection"
         elif address is None:
+            _keep_to_loopback()
             ray.init(**LOCAL_INIT)
             _owned = private = True
             where = "local (127.0.0.1)"

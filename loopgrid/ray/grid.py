@@ -46,6 +46,7 @@ import contextlib
 import itertools
 import os
 import pickle
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -327,6 +328,13 @@ class RayGrid:
             # Our slots, plus room for info() and watch().
             "max_concurrency": self._concurrency + 2,
         }
+        if self._conn.private and "runtime_env" not in options:
+            # Same machine, same interpreter: let the workers import whatever
+            # the driver can (the user's modules, a test directory), so that
+            # functions pickled by reference load there. On a cluster the
+            # user's runtime_env says what the workers get.
+            path = os.pathsep.join(p or os.getcwd() for p in sys.path)
+            opts["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
         cls = _remote_actor_class(ray)
         actors = [cls.options(**opts).remote(self.name, i) for i in range(loops)]
         self._thread.start()
