@@ -249,7 +249,7 @@ def test_unpicklable_function_or_argument_is_named(grid: RayGrid) -> None:
     with pytest.raises(TypeError, match=r"the function <.*_AsyncCallableWithLock.*cannot be"):
         grid.spawn(_AsyncCallableWithLock())
     coro = double(1)
-    with pytest.raises(TypeError, match="coroutine object .* cannot be sent to another process"):
+    with pytest.raises(TypeError, match=r"coroutine object .* cannot be sent to another process"):
         grid.spawn(coro)  # type: ignore[call-overload]
     with pytest.raises(TypeError, match="synchronous callable"):
         grid.spawn(sync_function)  # type: ignore[arg-type]
@@ -271,16 +271,16 @@ def test_bad_grid_arguments(kwargs: dict[str, Any], match: str) -> None:
 
 
 def test_bad_spawn_arguments(grid: RayGrid) -> None:
-    with pytest.raises(ValueError, match="priority must be .* got 7"):
+    with pytest.raises(ValueError, match=r"priority must be .* got 7"):
         grid.spawn(where, priority=7)
-    with pytest.raises(ValueError, match="worker must be an int from 0 to 1 .* got 2"):
+    with pytest.raises(ValueError, match=r"worker must be an int from 0 to 1 .* got 2"):
         grid.spawn(where, worker=2)
     with pytest.raises(ValueError, match="retries must be an int >= 0, got 'x'"):
         grid.spawn(where, retries="x")  # type: ignore[arg-type]
 
 
 def test_bad_address() -> None:
-    with pytest.raises(TypeError, match="address must be a str .* got 6379"):
+    with pytest.raises(TypeError, match=r"address must be a str .* got 6379"):
         RayGrid(1, address=6379)  # type: ignore[arg-type]
 
 
@@ -334,7 +334,7 @@ def test_when_every_worker_dies_pending_tasks_fail(local_ray: None) -> None:
         ray.kill(g.workers[0].actor)
         with pytest.raises(WorkerDiedError, match="was running on worker 0"):
             _result(running)
-        with pytest.raises(WorkerDiedError, match="could not start: every worker .* has died"):
+        with pytest.raises(WorkerDiedError, match=r"could not start: every worker .* has died"):
             _result(pending)
 
 

@@ -45,8 +45,9 @@ def _portable(exc: BaseException) -> BaseException:
     """``exc`` if it survives pickling, else a RuntimeError describing it."""
     from ray import cloudpickle
 
+    dumps: Any = cloudpickle.dumps
     try:
-        cloudpickle.loads(cloudpickle.dumps(exc))
+        pickle.loads(dumps(exc))
     except Exception as why:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         return RuntimeError(

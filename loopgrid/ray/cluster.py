@@ -78,7 +78,7 @@ def _keep_to_loopback() -> None:
     user imported Ray before loopgrid.ray, the environment set above came too
     late for that read: set the constant as the variable would have.
     """
-    constants = sys.modules.get("ray._private.ray_constants")
+    constants: Any = sys.modules.get("ray._private.ray_constants")
     if constants is not None and getattr(constants, "ENABLE_RAY_CLUSTER", False):
         constants.ENABLE_RAY_CLUSTER = False
 

@@ -58,8 +58,8 @@ from ..grid import _describe_target, _is_coroutine
 from ..handle import _DONE, CLAIMS, COMPLETED, PENDING, RUNNING, Handle
 from ..priority import Priority, check_priority
 from ..runqueue import RunQueue, take_aged, take_in_order
-from ..stealing import steal_into
 from ..stats import _per_priority
+from ..stealing import steal_into
 from .actor import GridActor
 from .cluster import Connection, connect
 
@@ -92,13 +92,14 @@ def _pickled(fn: Any, args: tuple[Any, ...]) -> bytes:
     """
     from ray import cloudpickle
 
+    dumps: Any = cloudpickle.dumps
     try:
-        return bytes(cloudpickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL))
+        return bytes(dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL))
     except Exception as exc:
         what = f"the function {fn!r}"
         for i, arg in enumerate(args):
             try:
-                cloudpickle.dumps(arg)
+                dumps(arg)
             except Exception:
                 what = f"argument {i} ({arg!r})"
                 break
@@ -294,9 +295,7 @@ class RayGrid:
         self._ext_cancelled = 0
         self._lost_pending = 0
         self._kicked = False
-        self._done: collections.deque[tuple[RayHandle[Any], RayWorker, Any]] = (
-            collections.deque()
-        )
+        self._done: collections.deque[tuple[RayHandle[Any], RayWorker, Any]] = collections.deque()
         self._done_scheduled = False
         #: id -> handle of every task sent to a worker and not yet resolved (pump).
         self._inflight: dict[int, RayHandle[Any]] = {}
@@ -615,7 +614,8 @@ class RayGrid:
         if not self._accept:
             self._refuse(fn)
         if _is_coroutine(fn):
-            fn.close()
+            coro: Any = fn
+            coro.close()
             raise TypeError(
                 f"RayGrid.spawn() got the coroutine object {fn!r}: a coroutine cannot be "
                 "sent to another process; pass the async function and its arguments"
@@ -815,7 +815,7 @@ class RayGrid:
         were running there when it died and started again elsewhere).
         """
         workers = self._workers
-        per = []
+        per: list[dict[str, Any]] = []
         for w in workers:
             pending = _per_priority(w._local, w._pinned)
             per.append(
@@ -875,5 +875,3 @@ def _first_line(err: BaseException) -> str:
 def _check_retries(retries: object) -> None:
     if type(retries) is not int or retries < 0:
         raise ValueError(f"retries must be an int >= 0, got {retries!r}")
-
-
