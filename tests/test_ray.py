@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+import loopgrid
 from loopgrid import GridClosedError, Priority, TaskState
 
 HAVE_RAY = find_spec("ray") is not None
@@ -32,6 +33,7 @@ pytestmark = [
 if HAVE_RAY:
     import ray
 
+    import loopgrid.ray
     from loopgrid.ray import RayGrid, WorkerDiedError, worker_index
     from loopgrid.ray.cluster import connect
 
@@ -77,6 +79,30 @@ async def hang_on_worker_0(gate: Any) -> int | None:
         await gate.arrive.remote(0)
         await asyncio.Event().wait()
     return worker_index()
+
+
+async def parent(n: int) -> list[tuple[int, int | None]]:
+    """Spawns n children from a worker and awaits them all."""
+    children = [loopgrid.ray.spawn(double, i) for i in range(n)]
+    return list(await asyncio.gather(*children))
+
+
+async def parent_of_failing_child() -> str:
+    try:
+        await loopgrid.ray.spawn(fail, "child failed")
+    except ValueError as exc:
+        return f"caught {exc}"
+    return "not raised"
+
+
+async def fire_and_forget(gate: Any) -> str:
+    """Spawns a child and returns at once, without awaiting it."""
+    loopgrid.ray.spawn(arrive_then_return, gate)
+    return "parent done"
+
+
+async def arrive_then_return(gate: Any) -> None:
+    await gate.arrive.remote(worker_index())
 
 
 async def fail(msg: str) -> None:
@@ -237,6 +263,41 @@ def test_task_exception_reaches_the_handle_as_itself(grid: RayGrid) -> None:
     with pytest.raises(RuntimeError, match=r"_Unpicklable: holds a lock.*cannot be pickled"):
         _result(grid.spawn(fail_unpicklable))
     assert grid.stats()["totals"]["failed"] == 2
+
+
+def test_children_spawned_on_a_busy_worker_are_stolen(local_ray: None) -> None:
+    with RayGrid(2, concurrency=1, name="test-ray-steal") as g:
+        # The parent holds worker 0's only slot until its children are done, so
+        # worker 0 runs none of them: each one is stolen by worker 1.
+        h = g.spawn(parent, 20, worker=0)
+        results = _result(h)
+        stats = g.stats()
+    assert [r[0] for r in results] == [2 * i for i in range(20)]
+    assert {r[1] for r in results} == {1}
+    w0, w1 = stats["workers"]
+    assert w0["spawned"] == 20 and stats["totals"]["spawned"] == 21
+    assert w1["stolen_in"] == w0["stolen_out"] == 20
+    assert w1["completed"] == 20 and w0["completed"] == 1
+
+
+def test_a_child_exception_reaches_its_parent(grid: RayGrid) -> None:
+    assert _result(grid.spawn(parent_of_failing_child)) == "caught child failed"
+
+
+def test_close_waits_for_a_child_its_parent_did_not_await(local_ray: None) -> None:
+    g = RayGrid(1, name="test-ray-orphan")
+    gate = Gate.remote()  # type: ignore[attr-defined]
+    h = g.spawn(fire_and_forget, gate)
+    g.close()
+    assert h.result() == "parent done"
+    stats = g.stats()
+    assert stats["totals"]["spawned"] == stats["totals"]["completed"] == 2
+    assert ray.get(gate.wait_for.remote(1), timeout=60) == [0]
+
+
+def test_spawn_outside_a_worker_process_is_refused() -> None:
+    with pytest.raises(loopgrid.NotOnGridError, match="outside a RayGrid worker process"):
+        loopgrid.ray.spawn(double, 1)
 
 
 # -- bad input ------------------------------------------------------------------------

@@ -16,10 +16,10 @@ on 127.0.0.1, or joining a cluster).
 from __future__ import annotations
 
 from ..errors import WorkerDiedError
-from .actor import worker_index
+from .actor import spawn, worker_index
 from .cluster import import_ray as _import_ray
 from .grid import RayGrid, RayHandle, RayWorker
 
 _import_ray()  # a clear ImportError now if Ray is missing, with the env set before it
 
-__all__ = ["RayGrid", "RayHandle", "RayWorker", "WorkerDiedError", "worker_index"]
+__all__ = ["RayGrid", "RayHandle", "RayWorker", "WorkerDiedError", "spawn", "worker_index"]

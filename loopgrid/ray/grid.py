@@ -45,7 +45,6 @@ import collections
 import contextlib
 import itertools
 import os
-import pickle
 import sys
 import threading
 import time
@@ -55,13 +54,14 @@ from typing import Any, TypeVar
 from .. import logs
 from ..errors import GridClosedError, WorkerDiedError
 from ..grid import _describe_target, _is_coroutine
-from ..handle import _DONE, CLAIMS, COMPLETED, PENDING, RUNNING, Handle
+from ..handle import _DONE, CANCELLED, CLAIMS, COMPLETED, PENDING, RUNNING, Handle
 from ..priority import Priority, check_priority
 from ..runqueue import RunQueue, take_aged, take_in_order
 from ..stats import _per_priority
 from ..stealing import steal_into
-from .actor import GridActor
+from .actor import GridActor, Outcome, Request
 from .cluster import Connection, connect
+from .payload import pickled, portable
 
 __all__ = ["RayGrid", "RayWorker"]
 
@@ -80,34 +80,6 @@ def _remote_actor_class(ray: Any) -> Any:
     if _actor_class is None:
         _actor_class = ray.remote(GridActor)
     return _actor_class
-
-
-def _pickled(fn: Any, args: tuple[Any, ...]) -> bytes:
-    """``(fn, args)`` as cloudpickle bytes, or a TypeError naming what is not picklable.
-
-    Pickled at spawn time rather than when the task is sent: the error then
-    points at the ``spawn`` line that passed the bad value, the arguments are
-    the values they had at spawn (a process boundary cannot share later
-    mutations anyway), and a pending task costs the driver its bytes only.
-    """
-    from ray import cloudpickle
-
-    dumps: Any = cloudpickle.dumps
-    try:
-        return bytes(dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL))
-    except Exception as exc:
-        what = f"the function {fn!r}"
-        for i, arg in enumerate(args):
-            try:
-                dumps(arg)
-            except Exception:
-                what = f"argument {i} ({arg!r})"
-                break
-        raise TypeError(
-            f"RayGrid.spawn(): {what} cannot be pickled, so it cannot be sent to a worker "
-            f"process: {type(exc).__name__}: {exc}. Pass values that pickle (module-level "
-            "functions, plain data), or create the resource inside the task"
-        ) from exc
 
 
 class RayHandle(Handle[T]):
@@ -182,7 +154,18 @@ class RayWorker:
         self.retried = 0
         self.stolen_in = 0
         self.stolen_from = [0] * workers
+        self.spawned = 0
         self._watch: Any = None
+        #: Spawn requests received from this actor so far (its numbering).
+        self._seen = 0
+        #: Outcomes of tasks that finished here, held until ``_seen`` reaches
+        #: the request number they carry (see actor.py): (number, handle, ok, value).
+        self._deferred: list[tuple[int, RayHandle[Any], bool, Any]] = []
+        #: token -> handle of the children spawned from this actor, not finished.
+        self._children: dict[int, RayHandle[Any]] = {}
+        #: Outcomes of those children, to send back (any thread appends).
+        self._replies: collections.deque[Outcome] = collections.deque()
+        self._reply_scheduled = False
 
     def __repr__(self) -> str:
         state = "" if self.alive else " dead"
@@ -288,6 +271,7 @@ class RayGrid:
         self._closing = False
         self._closed = False
         self._stopping = False
+        self._cancel_all = False
         self._paused = False
         self._paused_tasks: dict[int, Handle[Any]] = {}
         self._shelf: dict[int, Handle[Any]] = {}
@@ -324,8 +308,9 @@ class RayGrid:
             "scheduling_strategy": "SPREAD",
             "max_restarts": 0,
             **options,
-            # Our slots, plus room for info() and watch().
-            "max_concurrency": self._concurrency + 2,
+            # Our slots, plus one each for watch() and outbox() (always
+            # pending), deliver() and info().
+            "max_concurrency": self._concurrency + 4,
         }
         if self._conn.private and "runtime_env" not in options:
             # Same machine, same interpreter: let the workers import whatever
@@ -351,6 +336,7 @@ class RayGrid:
             w._watch.future().add_done_callback(
                 lambda f, w=w: self._from_ray_thread(self._watch_ended, w, f)
             )
+            self._poll(w)
 
     def _abort_start(self) -> None:
         self._accept = False
@@ -480,7 +466,7 @@ class RayGrid:
         loop = self._loop
         exceptions = self._ray.exceptions
         try:
-            ok, value = fut.result()
+            ok, value, posted = fut.result()
         except exceptions.TaskCancelledError:
             w.cancelled += 1
             h._set_cancelled(h._aux, loop)
@@ -500,15 +486,100 @@ class RayGrid:
             w.failed += 1
             h._set_exception(err, loop)
         else:
-            if ok:
-                w.completed += 1
-                h._result = value
-                h._state = COMPLETED
-                h._release()
-                h._run_callbacks(loop)
+            if posted > w._seen:  # its last spawns are still on their way
+                w._deferred.append((posted, h, ok, value))
             else:
-                w.failed += 1
-                h._set_exception(value, loop)
+                self._finish(h, w, ok, value)
+
+    def _finish(self, h: RayHandle[Any], w: RayWorker, ok: bool, value: Any) -> None:
+        if ok:
+            w.completed += 1
+            h._result = value
+            h._state = COMPLETED
+            h._release()
+            h._run_callbacks(self._loop)
+        else:
+            w.failed += 1
+            h._set_exception(value, self._loop)
+
+    def _release_deferred(self, w: RayWorker, everything: bool = False) -> None:
+        if not w._deferred:
+            return
+        keep = []
+        for item in w._deferred:
+            if everything or item[0] <= w._seen:
+                _, h, ok, value = item
+                self._finish(h, w, ok, value)
+            else:
+                keep.append(item)
+        w._deferred = keep
+
+    # -- spawns from tasks on the workers -------------------------------------------------
+
+    def _poll(self, w: RayWorker) -> None:
+        """Keep one outbox() call pending on ``w`` (see actor.py)."""
+        ref = w.actor.outbox.remote()
+        ref.future().add_done_callback(lambda f: self._from_ray_thread(self._received, w, f))
+
+    def _received(self, w: RayWorker, fut: Any) -> None:
+        """Queue the children a worker's tasks spawned (pump thread)."""
+        if self._stopping or not w.alive:
+            return
+        try:
+            requests, posted = fut.result()
+        except BaseException:
+            return  # the actor is gone: watch() tells
+        for request in requests:
+            self._child(w, request)
+        w._seen = posted
+        self._release_deferred(w)
+        self._poll(w)
+        self._kick()
+        if self._closing:
+            self._check_quiescent()
+
+    def _child(self, w: RayWorker, request: Request) -> None:
+        token, payload, priority, name = request
+        if payload is None:  # its awaiter was cancelled
+            child = w._children.get(token)
+            if child is not None:
+                child.cancel()
+            return
+        if self._cancel_all:
+            exc = GridClosedError(f"{self!r} is closing and cancelling: it takes no new tasks")
+            w._replies.append((token, "error", exc))
+            self._reply_soon(w)
+            return
+        h = self._new_handle(payload, name or "child", check_priority(priority), None)
+        w.spawned += 1
+        w._children[token] = h
+        h._add_callback(None, lambda h: self._child_done(w, token, h), None)
+        w._local.push(h)
+
+    def _child_done(self, w: RayWorker, token: int, h: RayHandle[Any]) -> None:
+        # Any thread (a pending child may be cancelled from anywhere).
+        w._children.pop(token, None)
+        if h._state is COMPLETED:
+            w._replies.append((token, "ok", h._result))
+        elif h._state is CANCELLED:
+            w._replies.append((token, "cancelled", h._aux))
+        else:
+            h._mark_retrieved()  # its parent gets it
+            w._replies.append((token, "error", portable(h._result)))
+        self._reply_soon(w)
+
+    def _reply_soon(self, w: RayWorker) -> None:
+        if not w._reply_scheduled:
+            w._reply_scheduled = True
+            self._from_ray_thread(self._reply, w)
+
+    def _reply(self, w: RayWorker) -> None:
+        w._reply_scheduled = False
+        out = []
+        while w._replies:
+            out.append(w._replies.popleft())
+        if out and w.alive and not self._stopping:
+            w.actor.deliver.remote(out)
 
     def _retry(self, h: RayHandle[Any], w: RayWorker, err: BaseException) -> None:
         """Put a task whose worker died back in the injection queue, pending again."""
@@ -540,6 +611,8 @@ class RayGrid:
         w.error = _first_line(err)
         logs.warning("worker.died", grid=self.name, worker=w.index, running=w.inflight,
                      pending=w.pending, error=w.error)  # fmt: skip
+        # Outcomes held for spawns that will never arrive now.
+        self._release_deferred(w, everything=True)
         self._rehome(w)
 
     def _rehome(self, w: RayWorker) -> None:
@@ -630,35 +703,48 @@ class RayGrid:
             retries = self._retries
         else:
             _check_retries(retries)
-        payload = _pickled(fn, args)
-        task_id = next(_ids)
-        h: RayHandle[T] = _new_object(RayHandle)
-        h._grid = self  # type: ignore[assignment]
-        h._id = task_id
-        h._name = default_name if name is None else name
-        h._priority = priority
-        h._fn = payload
-        h._args = ()  # (not None: _fn holds bytes, not a coroutine to close)
-        h._ctx = None
-        h._pin = worker
-        h._enqueued = _monotonic()
-        h._state = PENDING
-        h._paused = False
-        h._result = h._aux = h._worker = h._task = None
-        h._callbacks = []
-        h._retries = retries
+        h: RayHandle[T] = self._new_handle(
+            pickled(fn, args), default_name if name is None else name, priority, worker, retries
+        )
         with self._ext_lock:
             if not self._accept:
+                CLAIMS[h._id & 63].discard(h._id)
                 self._refuse(fn)
             self._ext_spawned += 1
-            CLAIMS[task_id & 63].add(task_id)
         if worker is None:
             self._injection.push(h)
             self._kick()
         else:
             self._workers[worker]._push_pinned(h)
         if logs.DEBUG_EVENTS:
-            logs.debug("task.spawned", task_id=task_id, task=h._name, priority=priority.name)
+            logs.debug("task.spawned", task_id=h._id, task=h._name, priority=priority.name)
+        return h
+
+    def _new_handle(
+        self,
+        payload: bytes,
+        name: str,
+        priority: Priority,
+        pin: int | None,
+        retries: int | None = None,
+    ) -> RayHandle[Any]:
+        """The handle of a new pending task (as Grid._spawn builds one), claimable."""
+        h: RayHandle[Any] = _new_object(RayHandle)
+        h._grid = self  # type: ignore[assignment]
+        h._id = task_id = next(_ids)
+        h._name = name
+        h._priority = priority
+        h._fn = payload
+        h._args = ()  # (not None: _fn holds bytes, not a coroutine to close)
+        h._ctx = None
+        h._pin = pin
+        h._enqueued = _monotonic()
+        h._state = PENDING
+        h._paused = False
+        h._result = h._aux = h._worker = h._task = None
+        h._callbacks = []
+        h._retries = self._retries if retries is None else retries
+        CLAIMS[task_id & 63].add(task_id)
         return h
 
     def _refuse(self, fn: Any) -> None:
@@ -725,9 +811,11 @@ class RayGrid:
 
     def _live(self) -> int:
         finished = self._ext_cancelled + self._lost_pending
+        spawned = self._ext_spawned
         for w in self._workers:
             finished += w.completed + w.failed + w.cancelled
-        return self._ext_spawned - finished
+            spawned += w.spawned
+        return spawned - finished
 
     def _check_quiescent(self) -> None:
         if self._live() == 0:
@@ -764,6 +852,7 @@ class RayGrid:
         for h in list(self._paused_tasks.values()):
             h.resume()
         if cancel:
+            self._cancel_all = True
             for q in [self._injection, *(q for w in self._workers for q in (w._pinned, w._local))]:
                 for h in q.pop_all():
                     h.cancel()
@@ -830,6 +919,7 @@ class RayGrid:
                     "pinned": len(w._pinned),
                     "running": w.inflight,
                     "paused": w._paused or self._paused,
+                    "spawned": w.spawned,
                     "started": w.started,
                     "completed": w.completed,
                     "failed": w.failed,
@@ -842,7 +932,7 @@ class RayGrid:
         injection = _per_priority(self._injection)
         keys = ("started", "completed", "failed", "cancelled", "retried", "stolen_in")
         totals = {k: sum(w[k] for w in per) for k in keys}
-        totals["spawned"] = self._ext_spawned
+        totals["spawned"] = self._ext_spawned + sum(w["spawned"] for w in per)
         totals["cancelled"] += self._ext_cancelled
         totals["failed"] += self._lost_pending
         totals["pending"] = sum(w["pending_total"] for w in per) + sum(injection.values())
