@@ -64,7 +64,8 @@ def import_ray() -> ModuleType:
             "loopgrid.ray needs Ray, which is not installed: pip install 'loopgrid[ray]' "
             "(Ray has wheels for CPython 3.10 to 3.13, not for free-threaded builds)"
         ) from exc
-    return ray
+    module: ModuleType = ray  # (typed Any where mypy runs without Ray installed)
+    return module
 
 
 def _keep_to_loopback() -> None:
