@@ -54,6 +54,7 @@ from typing import Any, TypeVar
 from .. import logs
 from ..errors import GridClosedError, WorkerDiedError
 from ..grid import _describe_target, _is_coroutine
+from ..gridbase import GridBase
 from ..handle import _DONE, CANCELLED, CLAIMS, COMPLETED, PENDING, RUNNING, Handle
 from ..priority import Priority, check_priority
 from ..runqueue import RunQueue, take_aged, take_in_order
@@ -210,7 +211,7 @@ class RayWorker:
         self.grid._kick()
 
 
-class RayGrid:
+class RayGrid(GridBase):
     """A grid whose workers are Ray actor processes: the :class:`~loopgrid.Grid` API, scaled out.
 
     ``loops`` workers (default: the CPUs of the Ray instance), each a Ray
@@ -350,18 +351,9 @@ class RayGrid:
         self._loop.close()
         self._conn.release()
 
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "closing" if self._closing else "open"
-        return f"<RayGrid {self.name!r} loops={len(self._workers)} {state}>"
-
     @property
     def workers(self) -> tuple[RayWorker, ...]:
         return self._workers
-
-    @property
-    def closed(self) -> bool:
-        """True once ``close()`` has begun: the grid takes no more spawns."""
-        return self._closing
 
     @property
     def address(self) -> str:
@@ -747,18 +739,6 @@ class RayGrid:
         CLAIMS[task_id & 63].add(task_id)
         return h
 
-    def _refuse(self, fn: Any) -> None:
-        if _is_coroutine(fn):
-            fn.close()
-        raise GridClosedError(f"{self!r} is closed: it does not take new tasks (got {fn!r})")
-
-    def _check_worker_index(self, worker: object) -> None:
-        if type(worker) is not int or not 0 <= worker < len(self._workers):
-            raise ValueError(
-                f"worker must be an int from 0 to {len(self._workers) - 1} for {self!r}, "
-                f"got {worker!r}"
-            )
-
     def _requeue(self, h: Handle[Any]) -> None:
         """Put a resumed pending task back in a queue (any thread)."""
         if h._pin is not None:
@@ -782,10 +762,6 @@ class RayGrid:
 
     # -- pausing ----------------------------------------------------------------------
 
-    @property
-    def paused(self) -> bool:
-        return self._paused
-
     def pause(self) -> None:
         """Send no task to any worker until :meth:`resume`; spawns still queue.
 
@@ -802,10 +778,6 @@ class RayGrid:
             self._paused = False
         self._kick()
         logs.info("grid.resumed", grid=self.name)
-
-    def _check_pausable(self) -> None:
-        if self._closing:
-            raise GridClosedError(f"{self!r} is closing: it cannot be paused")
 
     # -- shutdown -----------------------------------------------------------------------
 
@@ -830,16 +802,7 @@ class RayGrid:
         confirms they are gone, a private Ray instance is shut down (when no
         other grid of the process uses it). Idempotent.
         """
-        with self._close_lock:
-            if self._closed:
-                return
-            try:
-                self._drain(cancel)
-            except BaseException:
-                self._drain(True)
-                raise
-            finally:
-                self._stop()
+        super().close(cancel=cancel)
 
     def _drain(self, cancel: bool) -> None:
         with self._ext_lock:
@@ -863,7 +826,7 @@ class RayGrid:
         self._check_quiescent()
         self._quiescent.wait()
 
-    def _stop(self) -> None:
+    def _stop_workers(self) -> None:
         self._stopping = True
         ray = self._ray
         watches = [w._watch for w in self._workers if w._watch is not None]
@@ -881,18 +844,6 @@ class RayGrid:
         self._closed = True
         logs.flush_unretrieved()
         logs.info("grid.closed", grid=self.name)
-
-    def __enter__(self) -> RayGrid:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.close(cancel=exc_type is not None)
-
-    async def __aenter__(self) -> RayGrid:
-        return self
-
-    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
-        await asyncio.to_thread(self.close, cancel=exc_type is not None)
 
     # -- introspection ------------------------------------------------------------------
 
