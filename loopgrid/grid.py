@@ -475,10 +475,6 @@ class Grid(GridBase):
             spawned += w.spawned
         return spawned - finished
 
-    def _check_quiescent(self) -> None:
-        if self._live() == 0:
-            self._quiescent.set()
-
     # -- shutdown -----------------------------------------------------------------
 
     def close(self, *, cancel: bool = False) -> None:

@@ -51,6 +51,15 @@ class GridBase:
         return self._paused
 
     _close_lock: threading.Lock
+    _quiescent: threading.Event
+
+    def _live(self) -> int:
+        """Tasks spawned and not yet finished (see each grid's counters)."""
+        raise NotImplementedError
+
+    def _check_quiescent(self) -> None:
+        if self._live() == 0:
+            self._quiescent.set()
 
     def close(self, *, cancel: bool = False) -> None:
         """Drain (or cancel) every task, then stop the workers; idempotent.

@@ -789,10 +789,6 @@ class RayGrid(GridBase):
             spawned += w.spawned
         return spawned - finished
 
-    def _check_quiescent(self) -> None:
-        if self._live() == 0:
-            self._quiescent.set()
-
     def close(self, *, cancel: bool = False) -> None:
         """Wait for (or cancel) every task, then stop the actors and the pump.
 
