@@ -31,12 +31,14 @@ from typing import Any
 import loopgrid
 from bench._harness import Target, compare, interleave, now
 
-#: (round-trip calls, rounds), (calls in flight, rounds), (tasks, ms each, rounds).
+#: (round-trip calls, rounds), (calls in flight, rounds), (ms of work per
+#: task..., rounds): for each length, as many tasks as make CPU_MS_TOTAL ms.
 SIZES: dict[str, dict[str, tuple[int, ...]]] = {
-    "full": {"rt": (300, 7), "thr": (2_000, 7), "cpu": (16, 20, 5)},
-    "quick": {"rt": (100, 3), "thr": (500, 3), "cpu": (8, 10, 3)},
-    "smoke": {"rt": (5, 1), "thr": (20, 1), "cpu": (2, 1, 1)},
+    "full": {"rt": (300, 7), "thr": (2_000, 7), "cpu": (1, 2, 5, 20, 5)},
+    "quick": {"rt": (100, 3), "thr": (500, 3), "cpu": (2, 10, 3)},
+    "smoke": {"rt": (5, 1), "thr": (20, 1), "cpu": (1, 1)},
 }
+CPU_MS_TOTAL = {"full": 320, "quick": 160, "smoke": 2}
 #: RayGrid's scheduling on top of a Ray call: at most this many times its cost.
 OVERHEAD_TARGET = Target("<=", 1.5)
 THROUGHPUT_TARGET = Target(">=", 0.5)
@@ -76,16 +78,16 @@ def _iterations_for(ms: float) -> int:
     return max(1, int(ms / 1e3 / per))
 
 
-def _measure(sizes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+def _measure(sizes: dict[str, tuple[int, ...]], total_ms: int) -> dict[str, Any]:
     import ray
 
     from loopgrid.ray import RayGrid
 
     n_rt, rt_rounds = sizes["rt"]
     n_thr, thr_rounds = sizes["thr"]
-    k, ms, cpu_rounds = sizes["cpu"]
-    iters = _iterations_for(ms)
-    out: dict[str, Any] = {"iterations": iters}
+    *lengths, cpu_rounds = sizes["cpu"]
+    per_ms = _iterations_for(1.0)
+    out: dict[str, Any] = {"iterations_per_ms": per_ms, "cpu": {}}
     t0 = now()
     with RayGrid(2, name="bench-ray") as rgrid, loopgrid.Grid(2, name="bench-ray-local") as grid:
         out["ray_start_s"] = now() - t0
@@ -136,39 +138,50 @@ def _measure(sizes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
             {"raygrid": thr_raygrid, "ray": thr_ray, "local": thr_local}, thr_rounds
         )
 
-        def cpu_raygrid() -> float:
-            t = now()
-            for h in [rgrid.spawn(burn, iters) for _ in range(k)]:
-                h.result()
-            return now() - t
-
-        def cpu_ray() -> float:
-            t = now()
-            ray.get([actors[i & 1].burn.remote(iters) for i in range(k)])
-            return now() - t
-
-        def cpu_local() -> float:
-            t = now()
-            for h in [grid.spawn(burn, iters) for _ in range(k)]:
-                h.result()
-            return now() - t
-
-        out["cpu"] = interleave(
-            {"raygrid": cpu_raygrid, "ray": cpu_ray, "local": cpu_local}, cpu_rounds
-        )
+        for ms in lengths:
+            out["cpu"][ms] = _cpu_cases(
+                rgrid, grid, actors, ms * per_ms, total_ms // ms, cpu_rounds
+            )
         out["stats"] = rgrid.stats()
         for a in actors:
             ray.kill(a)
     return out
 
 
+def _cpu_cases(
+    rgrid: Any, grid: loopgrid.Grid, actors: list[Any], iters: int, k: int, rounds: int
+) -> dict[str, list[float]]:
+    import ray
+
+    def cpu_raygrid() -> float:
+        t = now()
+        for h in [rgrid.spawn(burn, iters) for _ in range(k)]:
+            h.result()
+        return now() - t
+
+    def cpu_ray() -> float:
+        t = now()
+        ray.get([actors[i & 1].burn.remote(iters) for i in range(k)])
+        return now() - t
+
+    def cpu_local() -> float:
+        t = now()
+        for h in [grid.spawn(burn, iters) for _ in range(k)]:
+            h.result()
+        return now() - t
+
+    return interleave({"raygrid": cpu_raygrid, "ray": cpu_ray, "local": cpu_local}, rounds)
+
+
 def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
     """Measure; return the result dict described in ``bench/run.py``."""
-    sizes = SIZES["smoke" if smoke else "quick" if quick else "full"]
+    mode = "smoke" if smoke else "quick" if quick else "full"
+    sizes = SIZES[mode]
     n_rt, rt_rounds = sizes["rt"]
     n_thr, thr_rounds = sizes["thr"]
-    k, ms, cpu_rounds = sizes["cpu"]
-    m = _measure(sizes)
+    *lengths, cpu_rounds = sizes["cpu"]
+    total_ms = CPU_MS_TOTAL[mode]
+    m = _measure(sizes, total_ms)
     plain = "plain Ray async actor call (ray.get(actor.echo.remote(i)))"
     results = [
         compare(
@@ -215,29 +228,35 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
             candidate_name="RayGrid",
             unit="calls/s",
         ),
-        compare(
-            f"(c) {k} pure-Python tasks of about {ms} ms: RayGrid(2) vs in-process Grid(2)",
-            m["cpu"]["raygrid"],
-            m["cpu"]["local"],
-            baseline_name="loopgrid.Grid(2) (one GIL)",
-            per=k,
-            kind="rate",
-            target=None,
-            candidate_name="RayGrid",
-            unit="tasks/s",
-        ),
-        compare(
-            "(c) the same tasks: RayGrid(2) vs plain Ray actors (2)",
-            m["cpu"]["raygrid"],
-            m["cpu"]["ray"],
-            baseline_name="plain Ray actor calls over 2 actors",
-            per=k,
-            kind="rate",
-            target=None,
-            candidate_name="RayGrid",
-            unit="tasks/s",
-        ),
     ]
+    for ms in lengths:
+        k = total_ms // ms
+        results.append(
+            compare(
+                f"(c) {k} pure-Python tasks of {ms} ms: RayGrid(2) vs in-process Grid(2)",
+                m["cpu"][ms]["raygrid"],
+                m["cpu"][ms]["local"],
+                baseline_name="loopgrid.Grid(2) (one GIL)",
+                per=k,
+                kind="rate",
+                target=None,
+                candidate_name="RayGrid",
+                unit="tasks/s",
+            )
+        )
+        results.append(
+            compare(
+                f"(c) {k} tasks of {ms} ms: RayGrid(2) vs plain Ray actors (2)",
+                m["cpu"][ms]["raygrid"],
+                m["cpu"][ms]["ray"],
+                baseline_name="plain Ray actor calls over 2 actors",
+                per=k,
+                kind="rate",
+                target=None,
+                candidate_name="RayGrid",
+                unit="tasks/s",
+            )
+        )
     stats = m["stats"]
     return {
         "benchmark": "ray",
@@ -247,9 +266,9 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
             "round_trip_rounds": rt_rounds,
             "throughput_calls": n_thr,
             "throughput_rounds": thr_rounds,
-            "cpu_tasks": k,
-            "cpu_task_ms": ms,
-            "cpu_iterations": m["iterations"],
+            "cpu_task_ms": lengths,
+            "cpu_ms_per_case": total_ms,
+            "cpu_iterations_per_ms": m["iterations_per_ms"],
             "cpu_rounds": cpu_rounds,
             "warmup_rounds": 1,
             "workers": 2,
