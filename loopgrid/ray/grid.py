@@ -49,7 +49,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import logs
 from ..errors import GridClosedError, WorkerDiedError
@@ -94,7 +94,7 @@ class RayHandle(Handle[T]):
 
     __slots__ = ("_retries",)
 
-    if False:  # for type checkers only; the slot is set by RayGrid.spawn
+    if TYPE_CHECKING:  # the slot is set by RayGrid._new_handle
         _retries: int
 
     def pause(self) -> bool:
