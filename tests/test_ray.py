@@ -493,6 +493,32 @@ def test_a_private_instance_stops_with_its_grid() -> None:
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
 
 
+_JOIN = """
+import sys, ray, test_ray
+from loopgrid.ray import RayGrid
+# On a cluster the workers get what the runtime_env ships (here: this directory).
+code = {"runtime_env": {"env_vars": {"PYTHONPATH": sys.argv[2]}}}
+with RayGrid(1, address=sys.argv[1], name="joined", actor_options=code) as g:
+    assert g.address == sys.argv[1], g.address
+    assert g.spawn(test_ray.where).result(timeout=60) == 0
+assert not ray.is_initialized()  # disconnected; the cluster itself goes on
+print("ok")
+"""
+
+
+def test_address_joins_an_existing_cluster(grid: RayGrid) -> None:
+    address = ray.get_runtime_context().gcs_address
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "PYTHONPATH": tests}
+    proc = subprocess.run(
+        [sys.executable, "-c", _JOIN, address, tests], capture_output=True, text=True, env=env,
+        timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+    # The cluster the other process joined (this module's) is still there.
+    assert _result(grid.spawn(where)) in (0, 1)
+
+
 def test_importing_loopgrid_does_not_import_ray() -> None:
     code = "import sys, loopgrid; assert 'ray' not in sys.modules, 'ray imported'; print('ok')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
