@@ -231,6 +231,22 @@ def test_pause_resume_and_move_of_pending_tasks(local_ray: None) -> None:
         assert _result(held) == 0
 
 
+def test_a_paused_worker_is_sent_nothing(grid: RayGrid) -> None:
+    grid.workers[0].pause()
+    assert grid.workers[0].paused and grid.stats()["workers"][0]["paused"]
+    assert [_result(grid.spawn(where)) for _ in range(6)] == [1] * 6
+    grid.workers[0].resume()
+    assert _result(grid.spawn(where, worker=0)) == 0
+
+
+def test_async_with_and_await_on_the_callers_loop(local_ray: None) -> None:
+    async def main() -> list[Any]:
+        async with RayGrid(2, name="test-ray-async") as g:
+            return list(await asyncio.gather(*[g.spawn(double, i) for i in range(6)]))
+
+    assert [r[0] for r in asyncio.run(main())] == [0, 2, 4, 6, 8, 10]
+
+
 def test_a_running_task_cannot_pause(grid: RayGrid) -> None:
     gate = Gate.remote()  # type: ignore[attr-defined]
     h = grid.spawn(arrive_then_hang, gate)
