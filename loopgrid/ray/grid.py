@@ -22,12 +22,18 @@ event loops moved into Ray async actors and the scheduling kept in the driver:
 * **Handles resolve in the driver**, on the pump thread, through the same
   code as in-process completions: an ``await`` on any loop, ``result()`` from a
   plain thread, ``gather`` and done callbacks work unchanged.
+* **Spawns from tasks** (``loopgrid.ray.spawn`` on a worker) reach the pump
+  through each actor's outbox, which it long-polls, and go onto that worker's
+  local queue, where stealing finds them; their outcomes go back with one
+  ``deliver`` call per burst (see ``actor.py``).
 
 Thread ownership:
 
-* Pump thread only: every ``RayWorker``'s ``inflight``, ``alive``, ``error``
-  and counters, ``_done_scheduled`` reset, ``_lost_pending``, ``_inflight``, the running
-  handles' ``_task`` (their Ray ``ObjectRef``) and outcome.
+* Pump thread only: every ``RayWorker``'s ``inflight``, ``alive``, ``error``,
+  counters, ``_local`` pushes and steals, ``_seen`` and ``_deferred``,
+  ``_reply_scheduled`` reset; the grid's ``_done_scheduled`` reset,
+  ``_lost_pending``, ``_inflight``; the running handles' ``_task`` (their Ray
+  ``ObjectRef``) and outcome.
 * Any thread: ``spawn`` (pushes onto the injection or a pinned queue, counts
   under ``_ext_lock``), ``cancel``/``pause``/``resume``/``move`` of pending
   tasks (under ``_control``, the grid's control lock, which the pump also
@@ -36,6 +42,11 @@ Thread ownership:
   snapshots). ``_kicked`` is set by whoever wakes the pump and cleared by the
   pump before it looks at the queues, so a push is never stranded.
 * Ray's threads: append to ``_done`` and wake the pump; nothing else.
+* A worker's ``_children`` (token -> child handle) is filled by the pump and
+  emptied by whichever thread finishes the child (a pending child can be
+  cancelled from anywhere), which also appends its outcome to ``_replies``
+  (a deque) and wakes the pump to send it: dict and deque operations are
+  atomic.
 """
 
 from __future__ import annotations
