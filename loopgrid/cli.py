@@ -5,6 +5,10 @@
   loops without a line of set-up. The current directory is importable, as with
   ``python -m``. Exit status: 0, 1 if the function raised (its traceback is
   printed), 2 for a bad ``module:func``, 130 on Ctrl-C.
+* ``loopgrid serve module:app --loops N --host H --port P`` serves an ASGI app
+  from the N loops of one grid in one process (``loopgrid.web``; needs the
+  ``web`` extra). Ctrl-C or SIGTERM stops it gracefully, a second one at once.
+  Exit status: 0 once stopped, 1 if it could not start, 2 for a bad ``module:app``.
 * ``loopgrid ps --url URL`` lists the tasks of a running grid, read from its
   debug endpoint (``Grid(debug_port=...)`` or ``LOOPGRID_DEBUG_PORT``; see
   ``debug.py``): id, name, priority, state, worker, age, and where it waits.
@@ -73,6 +77,52 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
+    serve = sub.add_parser("serve", help="serve an ASGI app from every loop of a grid")
+    serve.add_argument("target", help="module:app (an ASGI application)")
+    serve.add_argument("--loops", type=int, default=None, help="event loops (default: CPUs)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to bind (0: any free port)")
+    serve.add_argument(
+        "--dispatch",
+        choices=("request", "connection"),
+        default="request",
+        help="request: each request is a grid task any free loop runs (default); "
+        "connection: one server per loop, a request runs where its connection landed",
+    )
+    serve.add_argument(
+        "--lifespan",
+        choices=("process", "loop", "off"),
+        default="process",
+        help="run the app's lifespan once per process (default), once per loop, or not",
+    )
+    serve.add_argument(
+        "--grace", type=float, default=10.0, help="seconds in-flight requests get on stop"
+    )
+    serve.add_argument(
+        "--priority",
+        action="append",
+        default=[],
+        metavar="PREFIX=LEVEL",
+        help="priority of requests under a path prefix, e.g. /ping=high (repeatable)",
+    )
+    serve.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the GIL switch interval while serving (default: the interpreter's, 0.005)",
+    )
+    serve.add_argument(
+        "--worker-header", action="store_true", help="add x-loopgrid-worker to responses"
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug", "trace"),
+        help="uvicorn's log level (default: info)",
+    )
+    serve.set_defaults(handler=_serve)
+
     ps = sub.add_parser("ps", help="list the tasks of a grid with a debug endpoint")
     ps.add_argument("--url", required=True, help="the grid's debug_url, http://127.0.0.1:PORT")
     ps.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -90,10 +140,11 @@ def _parser() -> argparse.ArgumentParser:
 # -- run ------------------------------------------------------------------------
 
 
-def _load(target: str) -> Any:
+def _load(target: str, what: str = "function") -> Any:
+    """The object ``module:attr`` names, importing the module (cwd importable)."""
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
-        raise _Usage(f"expected module:function, got {target!r}")
+        raise _Usage(f"expected module:{what}, got {target!r}")
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # as python -m does
     try:
@@ -107,8 +158,6 @@ def _load(target: str) -> Any:
             obj = getattr(obj, part)
         except AttributeError:
             raise _Usage(f"module {module_name!r} has no attribute {attr!r}") from None
-    if not inspect.iscoroutinefunction(obj):
-        raise _Usage(f"{target} is {obj!r}, not an async function")
     return obj
 
 
@@ -118,6 +167,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.loops is not None and args.loops < 1:
         raise _Usage(f"--loops must be at least 1, got {args.loops}")
     fn = _load(args.target)
+    if not inspect.iscoroutinefunction(fn):
+        raise _Usage(f"{args.target} is {fn!r}, not an async function")
     with _env("LOOPGRID_DEBUG_PORT", None if args.debug_port is None else str(args.debug_port)):
         runner = loopgrid.Runner(loops=args.loops)
         grid = runner.get_grid()
@@ -150,6 +201,72 @@ def _env(name: str, value: str | None) -> Iterator[None]:
             del os.environ[name]
         else:
             os.environ[name] = old
+
+
+# -- serve ----------------------------------------------------------------------
+
+
+def _priorities(items: list[str]) -> dict[str, int]:
+    from .priority import Priority
+
+    routes: dict[str, int] = {}
+    for item in items:
+        prefix, sep, level = item.partition("=")
+        if not sep or not prefix.startswith("/") or level.upper() not in Priority.__members__:
+            names = ", ".join(p.name.lower() for p in Priority)
+            raise _Usage(f"--priority wants PREFIX=LEVEL with LEVEL one of {names}, got {item!r}")
+        routes[prefix] = Priority[level.upper()]
+    return routes
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if args.loops is not None and args.loops < 1:
+        raise _Usage(f"--loops must be at least 1, got {args.loops}")
+    routes = _priorities(args.priority) or None
+    if routes is not None and args.dispatch != "request":
+        raise _Usage("--priority needs --dispatch request")
+    from . import web
+    from .grid import _is_async_callable
+
+    app = _load(args.target, "app")
+    if not _is_async_callable(app):
+        raise _Usage(f"{args.target} is {app!r}, not an ASGI application (an async callable)")
+    try:
+        from uvicorn.config import LOGGING_CONFIG
+    except ImportError:
+        raise _Usage("serving needs uvicorn: pip install 'loopgrid[web]'") from None
+    try:
+        server = web.Server(
+            app,
+            loops=args.loops,
+            host=args.host,
+            port=args.port,
+            dispatch=args.dispatch,
+            lifespan=args.lifespan,
+            grace=args.grace,
+            worker_header=args.worker_header,
+            routes=routes,
+            log_config=LOGGING_CONFIG,
+            log_level=args.log_level,
+            switch_interval=args.switch_interval,
+        )
+    except (TypeError, ValueError) as exc:
+        raise _Usage(str(exc)) from None
+
+    def started(server: web.Server) -> None:
+        print(
+            f"loopgrid serve: {args.target} on {server.url} ({len(server.grid.workers)} loops, "
+            f"dispatch={args.dispatch}; Ctrl-C to stop)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        server.run(on_started=started)
+    except web.StartupError as exc:
+        print(f"loopgrid serve: {exc}", file=sys.stderr)
+        return FAILED
+    return OK
 
 
 # -- ps and top -------------------------------------------------------------------

@@ -15,6 +15,7 @@ __all__ = [
     "NotOnGridError",
     "WorkerDiedError",
     "WouldBlockError",
+    "check_seconds",
 ]
 
 
@@ -63,3 +64,19 @@ class WorkerDiedError(LoopgridError, RuntimeError):
     names the worker, unless it was spawned with retries left (then it starts
     again elsewhere, from the beginning).
     """
+
+
+def check_seconds(name: str, value: object, *, zero: bool = False) -> float:
+    """``value`` as a float number of seconds, > 0 (>= 0 with ``zero``).
+
+    Raises ValueError naming ``name`` and the value otherwise; bools are not
+    numbers here. Callers that accept None test for it first.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (value >= 0 if zero else value > 0)
+    ):
+        bound = ">= 0" if zero else "> 0"
+        raise ValueError(f"{name} must be a number of seconds {bound}, got {value!r}")
+    return float(value)

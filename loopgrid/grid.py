@@ -34,7 +34,7 @@ from typing import Any, TypeVar, overload
 
 from . import logs
 from .debug import DebugServer, debug_port_from_env
-from .errors import GridClosedError, NotOnGridError
+from .errors import GridClosedError, NotOnGridError, check_seconds
 from .gridbase import GridBase
 from .handle import CLAIMS, PENDING, Handle
 from .monitor import Monitor
@@ -182,18 +182,10 @@ class Grid(GridBase):
             name = f"grid-{next(_grid_names)}"
         elif not isinstance(name, str):
             raise TypeError(f"name must be a str or None, got {name!r}")
-        if aging is not None and (
-            isinstance(aging, bool) or not isinstance(aging, (int, float)) or not aging > 0
-        ):
-            raise ValueError(f"aging must be a number of seconds > 0 or None, got {aging!r}")
-        if stall_threshold is not None and (
-            isinstance(stall_threshold, bool)
-            or not isinstance(stall_threshold, (int, float))
-            or not stall_threshold > 0
-        ):
-            raise ValueError(
-                f"stall_threshold must be a number of seconds > 0 or None, got {stall_threshold!r}"
-            )
+        if aging is not None:
+            aging = check_seconds("aging (or None)", aging)
+        if stall_threshold is not None:
+            stall_threshold = check_seconds("stall_threshold (or None)", stall_threshold)
         if not isinstance(task_timing, bool):
             raise TypeError(f"task_timing must be a bool, got {task_timing!r}")
         debug_port = _debug_port(debug_port)
@@ -228,7 +220,7 @@ class Grid(GridBase):
         self._ready_lock = threading.Lock()
         self._not_ready = loops
         self._all_ready = threading.Event()
-        self._size = loops  # workers, for the dispatchers' fair share of the injection queue
+        self._size = loops  # workers (with several, a dispatcher turn takes one injected task)
         self._workers = tuple(Worker(self, i, loops) for i in range(loops))
         for w in self._workers:
             w.thread.start()

@@ -61,7 +61,7 @@ from .stealing import has_victim, steal_into
 if TYPE_CHECKING:
     from .grid import Grid
 
-__all__ = ["BATCH", "LOCAL_CAPACITY", "Worker", "current_worker"]
+__all__ = ["BATCH", "CHAIN_TURN", "LOCAL_CAPACITY", "Worker", "current_worker"]
 
 #: Most tasks a dispatcher turn starts before it yields to the loop. Larger
 #: batches amortise the turn; smaller ones keep the backlog stealable and the
@@ -76,7 +76,13 @@ BATCH = 64
 #: priorities, oldest first) moves to the grid's injection queue.
 LOCAL_CAPACITY = 256
 
+#: Seconds a dispatcher turn may go on starting tasks one by one on 3.12+
+#: (see ``Worker._chain``): long enough to start dozens of short tasks per
+#: trip round the loop, short enough not to delay this loop's I/O.
+CHAIN_TURN = 0.0005
+
 _QUARTER = LOCAL_CAPACITY // 4
+_perf_counter = time.perf_counter
 _TASK_HAS_CONTEXT = sys.version_info >= (3, 11)
 #: Start tasks eagerly where asyncio supports it (3.12+, PEP-less gh-97696).
 _EAGER_START = sys.version_info >= (3, 12)
@@ -376,13 +382,19 @@ class Worker:
             return
         queues = (self._pinned, self._local, grid._injection)
         batch: list[Handle[Any]] = []
-        # Go's globrunqget: of the injection queue, a turn takes about its fair
-        # share (1/N of it), so that the last of a backlog is not started in one
-        # batch on one loop while the others run dry (a started task never moves).
-        inj = len(grid._injection)
+        # Of the injection queue, a turn on a grid of several workers takes one
+        # task. Go's globrunqget takes a fair share (1/N) into the local queue,
+        # where it stays stealable; here a task taken is started, and a started
+        # task never moves, so every task taken beyond the one about to run is
+        # bet on this loop staying free. A handler that then blocks the loop
+        # (a web request calling a slow driver) held every request started
+        # behind it for the whole block; left in the injection queue, they go
+        # to the next free worker. The cost is one dispatcher turn per injected
+        # task before 3.12; from 3.12 a turn goes on one task at a time while
+        # it is short (_chain). See bench/notes/web.md.
         budget = BATCH
-        if inj:
-            budget = min(BATCH, len(self._pinned) + len(self._local) + inj // grid._size + 1)
+        if grid._size > 1 and len(grid._injection):
+            budget = min(BATCH, len(self._pinned) + len(self._local) + 1)
         aging = grid._aging
         if aging is not None:
             take_aged(queues, time.monotonic() - aging, budget, batch)
@@ -406,6 +418,8 @@ class Worker:
             direct = self.loop.get_task_factory() is None
             for h in batch:
                 start(h, direct)
+            if _EAGER_START and direct and grid._size > 1 and len(grid._injection):
+                self._chain(queues, len(batch))
         if len(batch) == BATCH or len(self._pinned) or len(self._local) or len(grid._injection):
             self.loop.call_soon(self._dispatch)
             # Backlog remains that an idle worker may take (a lone local task
@@ -414,6 +428,30 @@ class Worker:
                 grid._wake_idle()
         else:
             self._park()
+
+    def _chain(self, queues: tuple[RunQueue, ...], started: int) -> None:
+        """Go on starting tasks one at a time while this turn is short (3.12+).
+
+        With eager starts a task's first step runs inside :meth:`_start`, so a
+        turn can look at the clock after each start: tasks that finish or
+        suspend at once (a web request that answers at once) are started back
+        to back, up to :data:`BATCH` or :data:`CHAIN_TURN` seconds, without a
+        trip round the loop each; a task that blocks holds up only itself,
+        since whatever this turn has not taken yet is still queued for the
+        other workers. (Before 3.12 the steps run after the dispatcher, where
+        it cannot time them: one injected task per turn there.)
+        """
+        grid = self.grid
+        deadline = _perf_counter() + CHAIN_TURN
+        one: list[Handle[Any]] = []
+        start = self._start
+        while started < BATCH and len(grid._injection) and not (self._hold or grid._cancel_all):
+            if not take_in_order(queues, 1, one):
+                return
+            start(one.pop(), True)
+            started += 1
+            if _perf_counter() > deadline:
+                return
 
     def _park(self, tried_stealing: bool = False) -> None:
         grid = self.grid

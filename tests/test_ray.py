@@ -339,7 +339,8 @@ def test_unpicklable_function_or_argument_is_named(grid: RayGrid) -> None:
         ({"loops": 0}, "loops must be an int >= 1 or None, got 0"),
         ({"concurrency": 0}, "concurrency must be an int >= 1, got 0"),
         ({"retries": -1}, "retries must be an int >= 0, got -1"),
-        ({"aging": 0}, "aging must be a number of seconds > 0 or None, got 0"),
+        ({"aging": 0}, r"aging \(or None\) must be a number of seconds > 0, got 0"),
+        ({"start_timeout": -1}, "start_timeout must be a number of seconds > 0, got -1"),
     ],
 )
 def test_bad_grid_arguments(kwargs: dict[str, Any], match: str) -> None:

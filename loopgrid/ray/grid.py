@@ -63,7 +63,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import logs
-from ..errors import GridClosedError, WorkerDiedError
+from ..errors import GridClosedError, WorkerDiedError, check_seconds
 from ..grid import _describe_target, _is_coroutine
 from ..gridbase import GridBase
 from ..handle import _DONE, CANCELLED, CLAIMS, COMPLETED, PENDING, RUNNING, Handle
@@ -258,18 +258,15 @@ class RayGrid(GridBase):
         if type(concurrency) is not int or concurrency < 1:
             raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
         _check_retries(retries)
-        if aging is not None and (
-            isinstance(aging, bool) or not isinstance(aging, (int, float)) or not aging > 0
-        ):
-            raise ValueError(f"aging must be a number of seconds > 0 or None, got {aging!r}")
+        if aging is not None:
+            aging = check_seconds("aging (or None)", aging)
         if name is None:
             name = f"raygrid-{next(_grid_names)}"
         elif not isinstance(name, str):
             raise TypeError(f"name must be a str or None, got {name!r}")
         if actor_options is not None and not isinstance(actor_options, dict):
             raise TypeError(f"actor_options must be a dict or None, got {actor_options!r}")
-        if isinstance(start_timeout, bool) or not isinstance(start_timeout, (int, float)):
-            raise TypeError(f"start_timeout must be a number of seconds, got {start_timeout!r}")
+        start_timeout = check_seconds("start_timeout", start_timeout)
         self.name = name
         self._concurrency = concurrency
         self._retries = retries

@@ -1,0 +1,323 @@
+#!/usr/bin/env python3
+"""Load test: ``loopgrid serve`` against uvicorn and granian, with wrk, on loopback.
+
+Each server runs ``examples/webapp/app.py`` in a process of its own; the load
+generator is wrk (Debian's ``wrk`` package), in processes of their own, bound
+in time (``-d``), against 127.0.0.1 only. Three scenarios per server:
+
+* ``alone``: ``/ping`` only (requests/s, p50, p99);
+* ``block``: ``/ping`` while a second wrk keeps ``/block?ms=50`` busy (one
+  connection, opened after /ping's: one handler at a time holds its loop
+  with a blocking call);
+* ``cpu``: the same with ``/cpu?ms=20`` (pure-Python work that holds the GIL).
+
+Servers, rounds interleaved in rotating order, medians over rounds: uvicorn
+with 1 worker (the baseline of every ratio), ``uvicorn --workers 2``, granian
+(1 worker), ``loopgrid serve --loops 2`` with ``--dispatch request`` and with
+``--dispatch connection``. The figures (requests/s and p99 as ratios to single
+uvicorn, absolute values beside) go to ``bench/results-web/RESULTS.md`` and
+``results.json`` there (``bench/results-web-free-threaded/`` on a free-threaded
+build; ``--out`` to change), with the command; ``bench/notes/web.md`` says
+what they decided.
+
+Usage, from the repository root (wrk must be installed: ``apt-get install wrk``)::
+
+    python3 scripts/dev.py python bench/web.py                 # full: 3 rounds of 5 s
+    python3 scripts/dev.py python bench/web.py --smoke         # seconds: checks that it runs
+    python3 scripts/dev.py python bench/web.py --servers loopgrid-1,loopgrid-2 --scenarios alone
+
+Targets (issue 7, GIL build): /ping alone at least 0.8x single uvicorn; /ping
+p99 under /block and /cpu load no worse than ``uvicorn --workers 2``, aiming
+for 0.1x single uvicorn. On a free-threaded build (issue 9): /ping on 2 loops
+at least 1.6x of 1 loop (``--servers loopgrid-1,loopgrid-2``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = "examples.webapp.app:app"
+PY = sys.executable
+
+
+def _command(name: str, loopgrid_flags: list[str]) -> list[str] | None:
+    """A server's command line, by name: uvicorn-N, granian-N, or
+    loopgrid-N[-connection][-siMS] (-si: ``--switch-interval MS/1000``)."""
+    m = re.fullmatch(r"(uvicorn|granian|loopgrid)-(\d+)(-connection)?(?:-si([\d.]+))?", name)
+    if m is None or ((m.group(3) or m.group(4)) and m.group(1) != "loopgrid"):
+        return None
+    kind, n = m.group(1), m.group(2)
+    if kind == "uvicorn":
+        return [PY, "-m", "uvicorn", APP, "--no-access-log", "--log-level", "warning",
+                "--workers", n]  # fmt: skip
+    if kind == "granian":
+        return [PY, "-m", "granian", "--interface", "asgi", "--workers", n,
+                "--log-level", "warning", "--no-ws", APP]  # fmt: skip
+    dispatch = "connection" if m.group(3) else "request"
+    si = ["--switch-interval", str(float(m.group(4)) / 1000)] if m.group(4) else []
+    return [PY, "-m", "loopgrid", "serve", APP, "--log-level", "warning", "--loops", n,
+            "--dispatch", dispatch, *si, *loopgrid_flags]  # fmt: skip
+
+
+SCENARIOS = {"alone": None, "block": "/block?ms=50", "cpu": "/cpu?ms=20"}
+DEFAULT_SERVERS = ["uvicorn-1", "uvicorn-2", "granian-1", "loopgrid-2", "loopgrid-2-connection"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _server(name: str, argv: list[str], log: Path) -> Iterator[str]:
+    port = _free_port()
+    cmd = [*argv, "--port", str(port), "--host", "127.0.0.1"]
+    with open(log, "ab") as out:
+        out.write(f"\n$ {shlex.join(cmd)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # a benchmark may poll; the tests never do
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}; see {log}")
+            try:
+                with urllib.request.urlopen(url + "/ping", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not answer on {url} within 60 s; see {log}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if m is None:
+        raise ValueError(f"wrk printed a latency I cannot read: {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _wrk_argv(url: str, seconds: float, connections: int) -> list[str]:
+    return [
+        "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "10s", url,
+    ]  # fmt: skip
+
+
+def _parse(text: str) -> dict[str, float]:
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    p50 = re.search(r"^\s+50%\s+(\S+)", text, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", text, re.M)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if not (rps and p50 and p99):
+        raise RuntimeError(f"cannot read wrk's output:\n{text}")
+    return {
+        "rps": float(rps.group(1)),
+        "p50_ms": _ms(p50.group(1)),
+        "p99_ms": _ms(p99.group(1)),
+        "errors": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+def _wrk(url: str, seconds: float, connections: int) -> dict[str, float]:
+    argv = _wrk_argv(url, seconds, connections)
+    out = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=seconds + 60)
+    return _parse(out.stdout)
+
+
+def _measure(url: str, scenario: str, seconds: float, connections: int) -> dict[str, float]:
+    load_path = SCENARIOS[scenario]
+    if load_path is None:
+        return _wrk(url + "/ping", seconds, connections)
+    # /ping's connections open first, the load's one after them and it lasts
+    # past the end: each server has placed the /ping connections before a
+    # handler starts holding a loop (with the load's connection opened first,
+    # a server with one accept loop per event loop would accept every /ping
+    # connection on the loops the load leaves free).
+    ping = subprocess.Popen(
+        _wrk_argv(url + "/ping", seconds, connections), stdout=subprocess.PIPE, text=True
+    )
+    time.sleep(0.3)
+    load = subprocess.Popen(
+        ["wrk", "-t1", "-c1", f"-d{seconds + 1:g}s", "--timeout", "10s", url + load_path],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        out, _ = ping.communicate(timeout=seconds + 60)
+        if ping.returncode != 0:
+            raise RuntimeError(f"wrk exited with {ping.returncode}")
+        return _parse(out)
+    finally:
+        load.terminate()
+        load.wait(60)
+
+
+def _median(rows: list[dict[str, float]], key: str) -> float:
+    return float(statistics.median(r[key] for r in rows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="1 round of 1 s: checks it runs")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections on /ping")
+    parser.add_argument(
+        "--servers",
+        default=",".join(DEFAULT_SERVERS),
+        help="comma-separated: uvicorn-N, granian-N, loopgrid-N[-connection][-siMS]",
+    )
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--loopgrid-flags", default="", help="extra flags for loopgrid serve")
+    parser.add_argument("--out", default=None, help="folder for RESULTS.md and results.json")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("bench/web.py needs wrk (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+    rounds, seconds = (1, 1.0) if args.smoke else (args.rounds, args.seconds)
+    flags = shlex.split(args.loopgrid_flags)
+    names = args.servers.split(",")
+    scenarios = args.scenarios.split(",")
+    catalogue: dict[str, list[str]] = {}
+    for n in names:
+        cmd = _command(n, flags)
+        if cmd is None:
+            parser.error(
+                f"unknown server {n!r}: uvicorn-N, granian-N, loopgrid-N[-connection][-siMS]"
+            )
+        catalogue[n] = cmd
+    for s in scenarios:
+        if s not in SCENARIOS:
+            parser.error(f"unknown scenario {s!r}; known: {', '.join(SCENARIOS)}")
+    ft = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    default_out = (
+        "bench/out" if args.smoke else f"bench/results-web{'-free-threaded' if ft else ''}"
+    )
+    out_dir = Path(args.out) if args.out else ROOT / default_out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = out_dir / "servers.log"  # the servers' own output (not kept in git)
+    log.write_bytes(b"")
+    raw: dict[str, dict[str, list[dict[str, float]]]] = {
+        n: {s: [] for s in scenarios} for n in names
+    }
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            with _server(name, catalogue[name], log) as url:
+                _wrk(url + "/ping", min(seconds, 1.0), args.connections)  # warm-up
+                for s in scenarios:
+                    row = _measure(url, s, seconds, args.connections)
+                    raw[name][s].append(row)
+                    print(f"round {r + 1} {name:24} {s:6} {row}", file=sys.stderr, flush=True)
+    report = _report(raw, catalogue, scenarios, args, rounds, seconds)
+    (out_dir / "results.json").write_text(json.dumps(report, indent=1) + "\n")
+    md = _markdown(report)
+    (out_dir / "RESULTS.md").write_text(md)
+    print(md)
+    print(f"bench/web.py: wrote {out_dir}/RESULTS.md and results.json", file=sys.stderr)
+    return 0
+
+
+def _report(
+    raw: dict[str, dict[str, list[dict[str, float]]]],
+    catalogue: dict[str, list[str]],
+    scenarios: list[str],
+    args: argparse.Namespace,
+    rounds: int,
+    seconds: float,
+) -> dict[str, Any]:
+    names = list(catalogue)
+    base = "uvicorn-1" if "uvicorn-1" in names else names[0]
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for n in names:
+        table[n] = {}
+        for s in scenarios:
+            rows = raw[n][s]
+            med = {k: _median(rows, k) for k in ("rps", "p50_ms", "p99_ms", "errors")}
+            b = raw[base][s]
+            med["rps_ratio"] = med["rps"] / _median(b, "rps")
+            med["p99_ratio"] = med["p99_ms"] / _median(b, "p99_ms")
+            table[n][s] = med
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    return {
+        "command": shlex.join([Path(PY).name, "bench/web.py", *(sys.argv[1:])]),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "python": sys.version.split()[0],
+        "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+        "gil_enabled": bool(getattr(sys, "_is_gil_enabled", lambda: True)()),
+        "cpus": os.cpu_count(),
+        "wrk": wrk_version.splitlines()[0] if wrk_version else "wrk",
+        "rounds": rounds,
+        "seconds": seconds,
+        "connections": args.connections,
+        "baseline": base,
+        "servers": {n: shlex.join(catalogue[n][1:]) for n in names},
+        "table": table,
+        "raw": raw,
+    }
+
+
+def _markdown(rep: dict[str, Any]) -> str:
+    gil = "GIL enabled" if rep["gil_enabled"] else "GIL disabled"
+    build = "free-threaded build" if rep["free_threaded"] else "GIL build"
+    out = [
+        "# Web: loopgrid serve vs uvicorn and granian (wrk on loopback)",
+        "",
+        f"Command: `{rep['command']}`, from the repository root. Written by bench/web.py.",
+        "",
+        f"- Date: {rep['date']}; Python {rep['python']} ({build}, {gil}); {rep['cpus']} CPUs; "
+        f"{rep['wrk']}",
+        f"- {rep['rounds']} round(s) of {rep['seconds']:g} s per scenario, servers in rotating "
+        f"order, each restarted per round; /ping with {rep['connections']} connections; the "
+        "load (/block?ms=50 or /cpu?ms=20) on 1 more connection, opened 0.3 s after them. "
+        "Medians over rounds; ratios "
+        f"against {rep['baseline']} in the same run (requests/s: higher is better; p99: lower).",
+        "",
+        "| server | scenario | /ping req/s | ratio | p50 ms | p99 ms | p99 ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, per in rep["table"].items():
+        for s, m in per.items():
+            out.append(
+                f"| {name} | {s} | {m['rps']:.0f} | {m['rps_ratio']:.2f}x | {m['p50_ms']:.2f} | "
+                f"{m['p99_ms']:.2f} | {m['p99_ratio']:.2f}x |"
+            )
+    out += ["", "Servers (after the interpreter):", ""]
+    out += [f"- {n}: `{cmd}`" for n, cmd in rep["servers"].items()]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,11 @@
+"""Serve an ASGI app from every loop of a grid: ``loopgrid serve`` and :func:`serve`.
+
+Needs the ``web`` extra (``pip install 'loopgrid[web]'``: uvicorn). See
+``server.py`` for the two ways requests reach the loops, ``bridge.py`` for
+requests run as grid tasks, and ``lifespan.py`` for the app's lifespan.
+"""
+
+from .lifespan import StartupError
+from .server import DISPATCH, WORKER_HEADER, Server, serve
+
+__all__ = ["DISPATCH", "WORKER_HEADER", "Server", "StartupError", "serve"]

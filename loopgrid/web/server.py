@@ -1,0 +1,485 @@
+"""One ASGI app served from every loop of a grid, in one process.
+
+``uvicorn --workers N`` isolates requests with N processes, at the price of N
+copies of the app's memory, caches and connection pools. A :class:`Server`
+serves the app from the N loops of one grid, with uvicorn's HTTP protocol
+underneath, in one of two ways (``dispatch=``):
+
+* ``"request"`` (the default): one front loop on a thread of its own owns the
+  listening socket and every connection, and runs no user code; each request
+  becomes a grid task that the first free worker runs (``bridge.py``). A
+  handler that blocks its loop holds up only the requests already started
+  there; the others go to the other loops. Routes can be given priorities.
+* ``"connection"``: one uvicorn server per worker loop, each with its own
+  duplicate of one listening socket; the kernel spreads connections over the
+  loops and a request runs on the loop that accepted its connection. No
+  crossing between threads per request, but every request on a connection
+  waits while its loop is held.
+
+``bench/web.py`` measures both (``bench/RESULTS.md``). Lifespan runs once per
+process or once per loop (``lifespan.py``); inside handlers
+``loopgrid.current_worker()`` and ``loopgrid.spawn()`` work as in any grid
+task, and ``worker_header=True`` adds ``x-loopgrid-worker`` to each response.
+
+Stopping (:meth:`Server.stop`, or SIGINT/SIGTERM in :meth:`Server.run`):
+the servers stop accepting, requests in flight get ``grace`` seconds to finish
+(then they are cancelled), lifespan shutdown runs, and the grid closes; a
+second signal (or ``stop(force=True)``) skips the waiting.
+
+Thread ownership: ``start``, ``wait`` and ``close`` are called by one
+controlling thread (not a worker); ``stop`` by any thread, including signal
+handlers: it only writes uvicorn's ``should_exit`` / ``force_exit`` flags,
+which each uvicorn server polls on its own loop every 0.1 s. ``_servers`` is
+filled before ``start`` returns and read-only after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import functools
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from types import FrameType
+from typing import Any
+
+from .. import logs
+from ..errors import check_seconds
+from ..fairness import Fairness
+from ..fairness import needed as fairness_needed
+from ..grid import Grid, _is_async_callable, default_loop_factory
+from ..handle import Handle
+from ..priority import Priority, check_priority
+from ..worker import current_worker
+from .bridge import RequestBridge
+from .lifespan import MODES, StartupError, _Lifespan, run_shutdown, run_startup
+
+__all__ = ["DISPATCH", "Server", "serve"]
+
+#: The values of ``dispatch=``.
+DISPATCH = ("request", "connection")
+
+_GIL = bool(getattr(sys, "_is_gil_enabled", lambda: True)())
+
+#: The response header ``worker_header=True`` adds, naming the worker's index.
+WORKER_HEADER = b"x-loopgrid-worker"
+
+_Scope = dict[str, Any]
+_Routes = Mapping[str, "Priority | int"] | Callable[[_Scope], "Priority | int"] | None
+
+
+def _import_uvicorn() -> Any:
+    try:
+        import uvicorn
+    except ImportError:
+        raise ImportError(
+            "loopgrid.web serves ASGI apps with uvicorn, which is not installed: "
+            "pip install 'loopgrid[web]'"
+        ) from None
+    return uvicorn
+
+
+def _priority_function(routes: _Routes) -> Callable[[_Scope], Priority]:
+    """``routes``: path prefix -> priority (longest prefix wins), or a function."""
+    if routes is None:
+        return lambda scope: Priority.NORMAL
+    if callable(routes):
+        fn = routes
+        return lambda scope: check_priority(fn(scope))
+    if not isinstance(routes, Mapping):
+        raise TypeError(
+            f"routes must map path prefixes to priorities, be a function of the scope, "
+            f"or be None; got {routes!r}"
+        )
+    table: list[tuple[str, Priority]] = []
+    for prefix, prio in routes.items():
+        if not isinstance(prefix, str) or not prefix.startswith("/"):
+            raise ValueError(f"a route prefix must be a str starting with '/', got {prefix!r}")
+        table.append((prefix, check_priority(prio)))
+    table.sort(key=lambda item: len(item[0]), reverse=True)
+
+    def priority_of(scope: _Scope) -> Priority:
+        path = scope.get("path", "")
+        for prefix, prio in table:
+            if path.startswith(prefix):
+                return prio
+        return Priority.NORMAL
+
+    return priority_of
+
+
+def _app_call(app: Any, states: list[dict[str, Any]], header: bool) -> Any:
+    """The app as each worker calls it: the worker's lifespan state, and the header."""
+
+    async def call(scope: _Scope, receive: Any, send: Any) -> None:
+        index = current_worker().index
+        if scope["type"] in ("http", "websocket"):
+            scope["state"] = states[index].copy()
+        if header and scope["type"] == "http":
+            value = str(index).encode()
+
+            async def send_with_header(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    headers = [*message.get("headers", ()), (WORKER_HEADER, value)]
+                    message = {**message, "headers": headers}
+                await send(message)
+
+            await app(scope, receive, send_with_header)
+        else:
+            await app(scope, receive, send)
+
+    return call
+
+
+def _bind(host: str, port: int, backlog: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP said outright: asyncio's loop turns Nagle off (TCP_NODELAY)
+    # on accepted connections only when the listener's proto says TCP, and
+    # with Nagle on, a response written in two parts waits for a delayed ACK
+    # (40 ms a request on loopback).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        hint = " (the port is in use)" if exc.errno == errno.EADDRINUSE else ""
+        raise StartupError(f"cannot listen on {host}:{port}{hint}: {exc}") from exc
+    return sock
+
+
+class Server:
+    """An ASGI app served from the loops of a grid. See the module docstring.
+
+    ``app`` is an ASGI 3 application (an async callable ``app(scope, receive,
+    send)``: Starlette, FastAPI, Litestar...). The server binds ``host``
+    (127.0.0.1 by default) and ``port`` (0: any free port; :attr:`port` tells
+    which) when :meth:`start` is called. ``grid`` serves on an existing grid,
+    which the server then does not close; otherwise it makes one with
+    ``loops`` workers. ``routes`` gives request tasks priorities (``{"/ping":
+    Priority.HIGH}``, longest prefix first, or a function of the scope; only
+    with ``dispatch="request"``). ``switch_interval`` (seconds) sets the
+    interpreter's GIL switch interval while the server runs (see the README:
+    with handlers that compute in Python, a request needs the GIL on the front
+    loop and on a worker, and each wait for it can last a whole interval,
+    5 ms by default); None leaves it alone, and it has no effect without a GIL.
+    ``uvicorn_options`` go to ``uvicorn.Config`` (``log_config`` defaults to
+    None: a library does not configure logging; ``loopgrid serve`` passes
+    uvicorn's).
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        loops: int | None = None,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        dispatch: str = "request",
+        lifespan: str = "process",
+        grace: float = 10.0,
+        worker_header: bool = False,
+        routes: _Routes = None,
+        grid: Grid | None = None,
+        backlog: int = 2048,
+        switch_interval: float | None = None,
+        **uvicorn_options: Any,
+    ) -> None:
+        if not _is_async_callable(app):
+            raise TypeError(
+                f"app must be an ASGI application (an async callable app(scope, receive, "
+                f"send)), got {app!r}"
+            )
+        if dispatch not in DISPATCH:
+            raise ValueError(f"dispatch must be one of {DISPATCH}, got {dispatch!r}")
+        if lifespan not in MODES:
+            raise ValueError(f"lifespan must be one of {MODES}, got {lifespan!r}")
+        if not isinstance(host, str):
+            raise TypeError(f"host must be a str, got {host!r}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be a port number (0 for any free port), got {port!r}")
+        grace = check_seconds("grace", grace, zero=True)
+        if grid is not None and not isinstance(grid, Grid):
+            raise TypeError(f"grid must be a loopgrid.Grid or None, got {grid!r}")
+        if grid is not None and loops is not None and loops != len(grid.workers):
+            raise ValueError(f"loops={loops!r} disagrees with the {grid!r} given")
+        if routes is not None and dispatch != "request":
+            raise ValueError("routes (request priorities) need dispatch='request'")
+        if switch_interval is not None:
+            switch_interval = check_seconds("switch_interval (or None)", switch_interval)
+        self._uvicorn = _import_uvicorn()
+        self.app = app
+        self.host = host
+        self.dispatch = dispatch
+        self.lifespan = lifespan
+        self.grace = grace
+        self._requested_port = port
+        self._loops = loops
+        self._own_grid = grid is None
+        self._grid = grid
+        self._backlog = backlog
+        self._header = worker_header
+        self._priority_of = _priority_function(routes)
+        self._switch_interval = switch_interval
+        self._old_switch_interval: float | None = None
+        self._options = {"log_config": None, "access_log": False, **uvicorn_options}
+        self._sock: socket.socket | None = None
+        self._port: int | None = None
+        self._lifespans: list[_Lifespan] = []
+        self._servers: list[Any] = []
+        self._serving: list[Handle[None]] = []
+        self._front: threading.Thread | None = None
+        self._state = "new"  # new -> started -> closed; controlling thread only
+        self._stopping = False  # any thread (stop); read by start
+
+    # -- properties ---------------------------------------------------------------
+
+    @property
+    def grid(self) -> Grid:
+        if self._grid is None:
+            raise RuntimeError(f"{self!r} has not started: it has no grid yet")
+        return self._grid
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one chosen by the system for ``port=0``)."""
+        if self._port is None:
+            raise RuntimeError(f"{self!r} has not started: it listens on no port yet")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"<loopgrid.web.Server {self.dispatch} {self.host}:{self._requested_port}>"
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind, run lifespan startup, and start serving; returns once all serve.
+
+        Raises :class:`StartupError` (having undone everything) if the address
+        cannot be bound, a lifespan startup fails, or a server cannot start.
+        """
+        if self._state != "new":
+            raise RuntimeError(f"{self!r} was already started")
+        self._state = "started"
+        try:
+            self._start()
+        except BaseException:
+            self._cleanup(cancel=True)
+            raise
+
+    def _start(self) -> None:
+        if self._switch_interval is not None and _GIL:
+            self._old_switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(self._switch_interval)
+        if self._grid is None:
+            self._grid = Grid(self._loops, name="web")
+        grid = self._grid
+        self._sock = _bind(self.host, self._requested_port, self._backlog)
+        self._port = int(self._sock.getsockname()[1])
+        process_state: dict[str, Any] = {}
+        self._lifespans, states = run_startup(self.app, grid, self.lifespan, process_state)
+        call = _app_call(self.app, states, self._header)
+        ready: list[threading.Event] = []
+        if self.dispatch == "request":
+            bridge = RequestBridge(grid, call, self._priority_of)
+            server = self._make_server(bridge)
+            ready.append(server.ready)
+            self._front = threading.Thread(
+                target=self._run_front,
+                args=(server, self._sock.dup()),
+                name=f"loopgrid-{grid.name}-http",
+                daemon=True,
+            )
+            self._front.start()
+        else:
+            for i in range(len(grid.workers)):
+                server = self._make_server(call)
+                ready.append(server.ready)
+                self._serving.append(
+                    grid.spawn(self._serve_on_worker, server, self._sock.dup(), worker=i)
+                )
+        for event in ready:
+            event.wait()
+        # Each server listens on a duplicate of its own, which it closes when it
+        # stops; with this one open too, the port would go on accepting into
+        # the backlog after every server had stopped.
+        self._sock.close()
+        failed = [s for s in self._servers if s.error is not None]
+        if failed:
+            raise StartupError(f"a server of {self!r} could not start") from failed[0].error
+        logs.info(
+            "web.serving",
+            url=self.url,
+            dispatch=self.dispatch,
+            loops=len(grid.workers),
+            lifespan=self.lifespan,
+        )
+
+    def _make_server(self, app: Any) -> Any:
+        uvicorn = self._uvicorn
+        config = uvicorn.Config(
+            app,
+            lifespan="off",
+            timeout_graceful_shutdown=self.grace,
+            **self._options,
+        )
+        server = _server_class()(config)
+        server.should_exit = self._stopping
+        self._servers.append(server)
+        return server
+
+    @staticmethod
+    async def _serve_on_worker(server: Any, sock: socket.socket) -> None:
+        await server.serve_marked([sock])
+
+    def _run_front(self, server: Any, sock: socket.socket) -> None:
+        loop = default_loop_factory()()
+        # The front loop runs short callbacks back to back, the pattern that
+        # keeps other threads off the GIL (fairness.py): it yields it too.
+        fair = Fairness(loop) if fairness_needed(2) else None
+        if fair is not None:
+            fair.start()
+        try:
+            loop.run_until_complete(server.serve_marked([sock]))
+        except BaseException as exc:
+            if server.ready.is_set() and server.error is None:  # else start() raises it
+                logs.error("web.front_failed", error=repr(exc))
+        finally:
+            if fair is not None:
+                fair.stop()
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+
+    def stop(self, force: bool = False) -> None:
+        """Stop serving: no new connections, in-flight requests get ``grace``
+        seconds (none with ``force``). Any thread, a signal handler too."""
+        self._stopping = True  # servers made after this start stopped
+        for server in self._servers:
+            server.should_exit = True
+            if force:
+                server.force_exit = True
+
+    def wait(self) -> None:
+        """Block until the servers stopped (after :meth:`stop`), then clean up."""
+        if self._state != "started":
+            return
+        interrupted = True
+        try:
+            # In slices, so that Ctrl-C reaches a main thread waiting here.
+            if self._front is not None:
+                while self._front.is_alive():
+                    self._front.join(0.5)
+            for h in self._serving:
+                while not h.done():
+                    with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                        h.exception(timeout=0.5)
+            interrupted = False
+        finally:
+            self._cleanup(cancel=interrupted)
+
+    def close(self, force: bool = False) -> None:
+        """``stop`` and ``wait``; idempotent."""
+        self.stop(force)
+        self.wait()
+
+    def _cleanup(self, cancel: bool) -> None:
+        # Controlling thread. Servers first (they hold connections), then the
+        # app's lifespan shutdown, then the grid: nothing outlives close().
+        self._state = "closed"
+        self.stop(force=cancel)
+        if self._front is not None:
+            self._front.join()
+        for h in self._serving:
+            with contextlib.suppress(BaseException):
+                h.result(timeout=self.grace + 5)
+        try:
+            run_shutdown(self._lifespans)
+        finally:
+            if self._own_grid and self._grid is not None:
+                self._grid.close(cancel=True)
+            if self._sock is not None:
+                self._sock.close()
+            if self._old_switch_interval is not None:
+                sys.setswitchinterval(self._old_switch_interval)
+                self._old_switch_interval = None
+
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, on_started: Callable[[Server], object] | None = None) -> None:
+        """:meth:`start`, then serve until SIGINT or SIGTERM, then clean up.
+
+        Signal handlers are installed only on the main thread (elsewhere, call
+        :meth:`stop` yourself); the first signal stops gracefully, the second
+        forces, as with uvicorn. The previous handlers are restored after.
+        """
+        handlers: dict[signal.Signals, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            signals = [0]
+
+            def on_signal(signum: int, frame: FrameType | None) -> None:
+                signals[0] += 1
+                logs.info("web.stopping", signal=signal.Signals(signum).name, force=signals[0] > 1)
+                self.stop(force=signals[0] > 1)
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handlers[sig] = signal.signal(sig, on_signal)
+        try:
+            self.start()
+            if on_started is not None:
+                on_started(self)
+            self.wait()
+        finally:
+            for sig, old in handlers.items():
+                signal.signal(sig, old)
+
+
+@functools.cache
+def _server_class() -> Any:
+    """uvicorn.Server, made to tell when it listens or why it could not (made
+    on first use: importing loopgrid.web does not import uvicorn)."""
+    uvicorn = _import_uvicorn()
+
+    class MarkedServer(uvicorn.Server):  # type: ignore[misc, name-defined]
+        def __init__(self, config: Any) -> None:
+            super().__init__(config)
+            self.ready = threading.Event()
+            self.error: BaseException | None = None
+
+        async def serve_marked(self, sockets: list[socket.socket]) -> None:
+            try:
+                await self.serve(sockets=sockets)
+            except BaseException as exc:
+                if not self.ready.is_set():
+                    self.error = exc
+                raise
+            finally:
+                self.ready.set()
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            self.ready.set()
+
+    return MarkedServer
+
+
+def serve(app: Any, **options: Any) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM: ``Server(app, **options).run()``."""
+    Server(app, **options).run()

@@ -1,0 +1,387 @@
+"""loopgrid.web and ``loopgrid serve``: an ASGI app served from every loop of a grid.
+
+Every server binds 127.0.0.1 on a port the system picks. Handlers coordinate
+with the tests through events and barriers (tests/web_apps.py), never sleeps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import web_apps
+from helpers import WAIT, grid_threads, wait_until
+
+import loopgrid
+from loopgrid import Grid, Priority
+
+pytest.importorskip("uvicorn", reason="loopgrid.web needs the web extra (uvicorn)")
+from loopgrid import web
+
+TESTS = Path(__file__).resolve().parent
+Response = tuple[int, dict[str, str], bytes]
+
+
+@pytest.fixture(autouse=True)
+def _reset_apps() -> Iterator[None]:
+    web_apps.reset()
+    yield
+    web_apps.release.set()  # never leave a handler holding its loop
+
+
+def request(
+    server: web.Server, path: str, method: str = "GET", body: bytes | None = None
+) -> Response:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT)
+    try:
+        conn.request(method, path, body=body)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def get_json(server: web.Server, path: str) -> Any:
+    status, _, body = request(server, path)
+    assert status == 200, body
+    return json.loads(body)
+
+
+class InThread:
+    """Run ``fn(*args)`` on a thread; ``result()`` joins it (bounded) and returns."""
+
+    def __init__(self, fn: Any, *args: Any) -> None:
+        self._out: list[Any] = []
+        self._err: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Any, args: tuple[Any, ...]) -> None:
+        try:
+            self._out.append(fn(*args))
+        except BaseException as exc:
+            self._err.append(exc)
+
+    def result(self) -> Any:
+        self._thread.join(WAIT)
+        assert not self._thread.is_alive(), "the call did not return"
+        if self._err:
+            raise self._err[0]
+        return self._out[0]
+
+
+@pytest.mark.parametrize("dispatch", web.DISPATCH)
+def test_serves_on_an_ephemeral_loopback_port_and_stops_cleanly(dispatch: str) -> None:
+    with web.Server(web_apps.app, loops=2, port=0, dispatch=dispatch) as server:
+        assert server.url == f"http://127.0.0.1:{server.port}"
+        assert server.port != 0
+        status, headers, body = request(server, "/ping")
+        assert status == 200
+        assert json.loads(body)["worker"] in (0, 1)
+        assert "x-loopgrid-worker" not in headers  # opt-in only
+        grid = server.grid
+    assert grid.closed
+    assert grid_threads() == []
+    with pytest.raises(ConnectionRefusedError):
+        request(server, "/ping")
+
+
+def test_a_request_runs_on_another_worker_while_one_is_held() -> None:
+    # /meet blocks its loop until a second /meet arrives: the pair can only
+    # meet if the second request runs on the other worker.
+    with web.Server(web_apps.app, loops=2, port=0) as server:
+        first = InThread(get_json, server, "/meet")
+        second = InThread(get_json, server, "/meet")
+        a, b = first.result(), second.result()
+    assert a["met"] and b["met"]
+    assert {a["worker"], b["worker"]} == {0, 1}
+
+
+def test_requests_keep_being_served_while_a_handler_holds_its_loop() -> None:
+    with web.Server(web_apps.app, loops=2, port=0, worker_header=True) as server:
+        held = InThread(get_json, server, "/hold")
+        assert web_apps.entered.wait(WAIT)
+        seen = set()
+        for _ in range(20):
+            status, headers, _ = request(server, "/ping")
+            assert status == 200
+            seen.add(int(headers["x-loopgrid-worker"]))
+        web_apps.release.set()
+        out = held.result()
+    assert out["released"]
+    # Every ping was answered while /hold held its loop: by the other one.
+    assert seen == {1 - out["worker"]}
+
+
+def test_worker_header_names_the_worker_that_served() -> None:
+    with web.Server(web_apps.app, loops=2, port=0, worker_header=True) as server:
+        status, headers, body = request(server, "/ping")
+    assert status == 200
+    assert headers["x-loopgrid-worker"] == str(json.loads(body)["worker"])
+
+
+@pytest.mark.parametrize("dispatch", web.DISPATCH)
+def test_handlers_can_spawn_onto_the_grid(dispatch: str) -> None:
+    with web.Server(web_apps.app, loops=2, port=0, dispatch=dispatch) as server:
+        out = get_json(server, "/spawn")
+    assert len(out["jobs"]) == 4
+    assert set(out["jobs"]) <= {0, 1}
+
+
+@pytest.mark.parametrize("dispatch", web.DISPATCH)
+def test_request_and_response_bodies_cross_intact(dispatch: str) -> None:
+    payload = os.urandom(300_000)  # several receive() messages
+    with web.Server(web_apps.app, loops=2, port=0, dispatch=dispatch) as server:
+        status, _, body = request(server, "/echo", "POST", payload)
+        s_status, _, streamed = request(server, "/stream")
+    assert status == 200 and body == payload
+    assert s_status == 200 and streamed == b"0;1;2;3;4;end"
+
+
+def test_routes_give_request_tasks_their_priority() -> None:
+    routes = {"/prio": Priority.LOW, "/priority": Priority.CRITICAL}
+    with web.Server(web_apps.app, loops=2, port=0, routes=routes) as server:
+        assert get_json(server, "/priority") == {"priority": "CRITICAL"}
+    with web.Server(web_apps.app, loops=1, port=0, routes=lambda scope: 2) as server:
+        assert get_json(server, "/priority") == {"priority": "HIGH"}
+
+
+def test_a_failing_handler_gets_a_500_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with web.Server(web_apps.app, loops=2, port=0) as server:
+        status, _, _ = request(server, "/boom")
+        after, _, _ = request(server, "/ping")
+    assert status == 500
+    assert after == 200
+    errors = [r for r in caplog.records if r.name == "uvicorn.error" and r.exc_info]
+    assert any("boom from a handler" in str(r.exc_info[1]) for r in errors if r.exc_info)
+
+
+def test_graceful_stop_finishes_the_request_in_flight() -> None:
+    server = web.Server(web_apps.app, loops=2, port=0, grace=WAIT)
+    server.start()
+    held = InThread(get_json, server, "/hold")
+    assert web_apps.entered.wait(WAIT)
+    closing = InThread(server.close)
+
+    def refusing() -> bool:
+        try:
+            request(server, "/ping")
+        except ConnectionError:
+            return True
+        return False
+
+    # The server stops accepting first; only then is the request let go.
+    assert wait_until(refusing), "the server kept accepting after close()"
+    web_apps.release.set()
+    assert held.result()["released"] is True
+    closing.result()
+    assert server.grid.closed
+    assert grid_threads() == []
+
+
+def test_lifespan_runs_once_per_process_by_default_and_shares_its_state() -> None:
+    with web.Server(web_apps.app, loops=2, port=0) as server:
+        assert web_apps.startups == [0]
+        out = get_json(server, "/state")
+    assert out["state"] == {"started_on": 0}
+
+
+def test_lifespan_per_loop_gives_each_worker_its_own_state() -> None:
+    with web.Server(web_apps.app, loops=2, port=0, lifespan="loop") as server:
+        assert sorted(web_apps.startups) == [0, 1]
+        held = InThread(get_json, server, "/hold")
+        assert web_apps.entered.wait(WAIT)
+        other = get_json(server, "/state")  # runs on the worker /hold does not hold
+        web_apps.release.set()
+        held.result()
+    assert other["state"] == {"started_on": other["worker"]}
+
+
+def test_lifespan_off_and_apps_that_do_not_speak_it() -> None:
+    with web.Server(web_apps.app, loops=1, port=0, lifespan="off") as server:
+        assert web_apps.startups == []
+        assert get_json(server, "/state")["state"] == {}
+    with web.Server(web_apps.http_only, loops=1, port=0) as server:
+        assert get_json(server, "/") == {"ok": True}
+
+
+@pytest.mark.parametrize("mode", ["process", "loop"])
+def test_a_failing_startup_stops_everything_with_a_clear_error(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing = "1" if mode == "loop" else "0"
+    monkeypatch.setenv("WEB_APPS_FAIL_ON", failing)
+    server = web.Server(web_apps.app, loops=2, port=0, lifespan=mode)
+    with pytest.raises(web.StartupError, match=f"worker {failing}: no database on {failing}"):
+        server.start()
+    assert grid_threads() == []
+    with pytest.raises(web.StartupError, match="ConnectionError"):
+        web.Server(web_apps.raising_startup, loops=1, port=0).start()
+    assert grid_threads() == []
+
+
+def test_a_port_in_use_is_a_startup_error() -> None:
+    with (
+        web.Server(web_apps.app, loops=1, port=0) as first,
+        pytest.raises(web.StartupError, match=f"cannot listen on 127.0.0.1:{first.port}"),
+    ):
+        web.Server(web_apps.app, loops=1, port=first.port).start()
+    assert grid_threads() == []
+
+
+@pytest.mark.skipif(
+    not getattr(sys, "_is_gil_enabled", lambda: True)(),
+    reason="the switch interval is the GIL's: it does nothing without one",
+)
+def test_switch_interval_holds_while_serving_and_is_restored() -> None:
+    before = sys.getswitchinterval()
+    with web.Server(web_apps.app, loops=1, port=0, switch_interval=0.002):
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+    assert sys.getswitchinterval() == before
+
+
+def test_serving_on_a_grid_of_ones_own_leaves_it_open() -> None:
+    with Grid(2, name="mine") as grid:
+        with web.Server(web_apps.app, grid=grid, port=0) as server:
+            assert get_json(server, "/ping")["worker"] in (0, 1)
+        assert not grid.closed
+        assert grid.spawn(web_apps._where).result(WAIT) in (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"app": print}, TypeError, "ASGI application"),
+        ({"dispatch": "thread"}, ValueError, "dispatch must be one of"),
+        ({"lifespan": "sometimes"}, ValueError, "lifespan must be one of"),
+        ({"port": 70000}, ValueError, "port must be a port number"),
+        ({"port": "80"}, ValueError, "port must be a port number"),
+        ({"grace": -1}, ValueError, "grace must be"),
+        ({"host": 127}, TypeError, "host must be a str"),
+        ({"grid": "grid"}, TypeError, "grid must be a loopgrid.Grid"),
+        ({"routes": {"ping": 1}}, ValueError, "route prefix must be a str starting with '/'"),
+        ({"routes": {"/ping": 9}}, ValueError, "9"),
+        ({"routes": 3}, TypeError, "routes must map"),
+        ({"routes": {"/a": 1}, "dispatch": "connection"}, ValueError, "need dispatch='request'"),
+        ({"switch_interval": 0}, ValueError, r"switch_interval \(or None\) must be a number"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs: dict[str, Any], error: type, match: str) -> None:
+    args = {"app": web_apps.app, **kwargs}
+    with pytest.raises(error, match=match):
+        web.Server(**args)
+    assert grid_threads() == []
+
+
+# -- the command ------------------------------------------------------------------
+
+
+def _serve_process(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "loopgrid", "serve", *args, "--port", "0", "--log-level", "error"],
+        cwd=TESTS,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _url_of(proc: subprocess.Popen[str]) -> str:
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the command prints its URL once it serves
+        m = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
+        if m:
+            return m.group(1)
+    raise AssertionError(f"loopgrid serve never said where it serves (exit {proc.wait()})")
+
+
+def test_the_command_serves_and_sigterm_runs_lifespan_shutdown(tmp_path: Path) -> None:
+    record = tmp_path / "shutdown.txt"
+    proc = _serve_process(
+        "web_apps:app", "--loops", "2", env={"WEB_APPS_SHUTDOWN_FILE": str(record)}
+    )
+    try:
+        url = _url_of(proc)
+        port = int(url.rpartition(":")[2])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+        conn.request("GET", "/ping")
+        assert conn.getresponse().status == 200
+        conn.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(WAIT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=WAIT)  # and close the pipes
+    assert record.read_text() == "shutdown on 0"
+
+
+def test_the_command_names_a_bad_target_and_a_failing_startup() -> None:
+    bad = _serve_process("web_apps:nothing_here")
+    _, err = bad.communicate(timeout=WAIT)
+    assert bad.returncode == 2
+    assert "module 'web_apps' has no attribute 'nothing_here'" in err
+    not_app = _serve_process("web_apps:reset")
+    _, err = not_app.communicate(timeout=WAIT)
+    assert not_app.returncode == 2
+    assert "not an ASGI application" in err
+    bad_priority = _serve_process("web_apps:app", "--priority", "/ping=urgent")
+    _, err = bad_priority.communicate(timeout=WAIT)
+    assert bad_priority.returncode == 2
+    assert "LEVEL one of low, normal, high, critical, got '/ping=urgent'" in err
+    failing = _serve_process("web_apps:app", "--loops", "2", env={"WEB_APPS_FAIL_ON": "0"})
+    _, err = failing.communicate(timeout=WAIT)
+    assert failing.returncode == 1
+    assert "lifespan startup failed on worker 0: no database on 0" in err
+
+
+def test_loopgrid_is_importable_without_the_web_extra() -> None:
+    code = (
+        "import sys, loopgrid, loopgrid.cli; "
+        "assert 'uvicorn' not in sys.modules, 'importing loopgrid imported uvicorn'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=WAIT)
+    assert loopgrid.Grid is Grid
+
+
+def test_the_example_webapp_answers_on_every_route() -> None:
+    sys.path.insert(0, str(TESTS.parent))
+    try:
+        from examples.webapp.app import app
+    finally:
+        sys.path.remove(str(TESTS.parent))
+    with web.Server(app, loops=2, port=0, worker_header=True) as server:
+        status, headers, body = request(server, "/ping")
+        assert (status, body) == (200, b"pong")
+        assert headers["x-loopgrid-worker"] in ("0", "1")
+        digest = get_json(server, "/hash?kb=1")
+        assert digest["sha256"] == hashlib.sha256((bytes(range(256)) * 4)[:1024]).hexdigest()
+        assert get_json(server, "/block?ms=1")["blocked_ms"] == 1
+        assert get_json(server, "/cpu?ms=1")["iterations"] > 0
+        fan = get_json(server, "/spawn?n=3")
+        assert len(fan["jobs"]) == 3 and {j["worker"] for j in fan["jobs"]} <= {0, 1}
+
+
+def test_a_fastapi_app_from_the_readme_runs_on_the_grid() -> None:
+    fastapi = pytest.importorskip("fastapi", reason="FastAPI is in the dev extra only")
+    app = fastapi.FastAPI()
+
+    @app.get("/ping")
+    async def ping() -> dict[str, Any]:
+        return {"pong": True, "worker": loopgrid.current_worker().index}
+
+    with web.Server(app, loops=2, port=0) as server:
+        out = get_json(server, "/ping")
+    assert out["pong"] is True and out["worker"] in (0, 1)

@@ -1,0 +1,144 @@
+"""ASGI apps for tests/test_web.py, also served by ``loopgrid serve`` in a subprocess.
+
+Handlers coordinate through module-level threading objects that the tests
+reset (``reset()``), never through sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import loopgrid
+from loopgrid import Priority
+from loopgrid.deadlock import handle_of
+
+WAIT = 30.0
+
+#: Set by ``/hold`` when its handler runs; ``release`` lets it answer.
+entered = threading.Event()
+release = threading.Event()
+#: Two handlers of ``/meet`` each hold their loop until both have arrived.
+meeting = threading.Barrier(2)
+startups: list[int] = []
+
+
+def reset() -> None:
+    global meeting
+    entered.clear()
+    release.clear()
+    meeting = threading.Barrier(2)
+    startups.clear()
+
+
+async def _reply(send: Any, status: int, body: dict[str, Any] | bytes) -> None:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+async def _read_body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _task_priority() -> str:
+    """The priority of the grid task running this request."""
+    task = asyncio.current_task()
+    h = None if task is None else handle_of(task)
+    return "not a grid task" if h is None else h.priority.name
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A bare ASGI app; it speaks lifespan, recording startups and shutdowns."""
+    if scope["type"] == "lifespan":
+        await _lifespan(scope, receive, send)
+        return
+    path = scope["path"]
+    worker = loopgrid.current_worker().index
+    state = scope.get("state", {})
+    if path == "/ping":
+        await _reply(send, 200, {"worker": worker})
+    elif path == "/state":
+        await _reply(send, 200, {"worker": worker, "state": {k: state[k] for k in sorted(state)}})
+    elif path == "/hold":
+        entered.set()
+        # Blocks this loop, as a slow synchronous call would.
+        ok = release.wait(WAIT)
+        await _reply(send, 200, {"worker": worker, "released": ok})
+    elif path == "/meet":
+        try:
+            meeting.wait(WAIT)  # blocks this loop until the other request arrives
+            met = True
+        except threading.BrokenBarrierError:
+            met = False
+        await _reply(send, 200, {"worker": worker, "met": met})
+    elif path == "/echo":
+        body = await _read_body(receive)
+        await _reply(send, 200, body)
+    elif path == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for i in range(5):
+            await send({"type": "http.response.body", "body": b"%d;" % i, "more_body": True})
+        await send({"type": "http.response.body", "body": b"end"})
+    elif path == "/spawn":
+        hs = [loopgrid.spawn(_where, priority=Priority.HIGH) for _ in range(4)]
+        ran_on = await asyncio.gather(*hs)
+        await _reply(send, 200, {"worker": worker, "jobs": ran_on})
+    elif path == "/priority":
+        await _reply(send, 200, {"priority": _task_priority()})
+    elif path == "/boom":
+        raise ValueError("boom from a handler")
+    else:
+        await _reply(send, 404, {"error": path})
+
+
+async def _where() -> int:
+    return loopgrid.current_worker().index
+
+
+async def _lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    message = await receive()
+    assert message["type"] == "lifespan.startup"
+    worker = loopgrid.current_worker().index
+    if os.environ.get("WEB_APPS_FAIL_ON") == str(worker):
+        await send({"type": "lifespan.startup.failed", "message": f"no database on {worker}"})
+        return
+    startups.append(worker)
+    scope["state"]["started_on"] = worker
+    await send({"type": "lifespan.startup.complete"})
+    message = await receive()
+    assert message["type"] == "lifespan.shutdown"
+    record = os.environ.get("WEB_APPS_SHUTDOWN_FILE")
+    if record:
+        Path(record).write_text(f"shutdown on {worker}")
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+async def http_only(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An app that does not speak lifespan: it refuses every other scope type."""
+    if scope["type"] != "http":
+        raise RuntimeError(f"only http, got {scope['type']}")
+    await _reply(send, 200, {"ok": True})
+
+
+async def raising_startup(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An app whose startup raises once it began."""
+    if scope["type"] == "lifespan":
+        await receive()
+        raise ConnectionError("cannot reach the cache")
+    await _reply(send, 200, {})
