@@ -29,6 +29,7 @@ import os
 import shlex
 import sys
 import traceback
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,12 @@ BENCHMARKS = {
     "isolation": "bench.bench_isolation",
     "scaling": "bench.bench_scaling",
     "parallel": "bench.bench_parallel",
+    "ray": "bench.bench_ray",
 }
+
+#: Benchmarks that need an optional package: left out of a default run when it
+#: is not installed (``--only`` runs them anyway, and fails clearly without it).
+REQUIRES = {"ray": "ray"}
 
 #: Seconds after which a hung benchmark dumps every thread's stack and exits 1.
 WATCHDOG = {"full": 900, "quick": 180, "smoke": 120}
@@ -217,7 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     # the stall detector reports with a stack each time; the figures are what
     # matters here, so loopgrid's log is cut to errors.
     logging.getLogger("loopgrid").setLevel(logging.ERROR)
-    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    if not names:
+        names = [n for n in BENCHMARKS if n not in REQUIRES or find_spec(REQUIRES[n])]
+        for n in BENCHMARKS:
+            if n not in names:
+                print(f"bench: {n} left out: {REQUIRES[n]} is not installed", file=sys.stderr)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")

@@ -13,6 +13,7 @@ __all__ = [
     "GridClosedError",
     "LoopgridError",
     "NotOnGridError",
+    "WorkerDiedError",
     "WouldBlockError",
     "check_seconds",
 ]
@@ -51,6 +52,17 @@ class WouldBlockError(LoopgridError, asyncio.InvalidStateError):
     needs it), so loopgrid refuses: ``await`` the handle instead. It subclasses
     :class:`asyncio.InvalidStateError`, which is what ``Future.result()`` raises
     on a future that is not done.
+    """
+
+
+class WorkerDiedError(LoopgridError, RuntimeError):
+    """A task was running on a worker process that died (``loopgrid.ray``).
+
+    Only pending tasks can be saved when a worker dies: they never left the
+    driver, so they go back to the queue. A task that was running there took
+    its state down with the process; it fails with this error, whose message
+    names the worker, unless it was spawned with retries left (then it starts
+    again elsewhere, from the beginning).
     """
 
 

@@ -35,6 +35,7 @@ from typing import Any, TypeVar, overload
 from . import logs
 from .debug import DebugServer, debug_port_from_env
 from .errors import GridClosedError, NotOnGridError, check_seconds
+from .gridbase import GridBase
 from .handle import CLAIMS, PENDING, Handle
 from .monitor import Monitor
 from .priority import Priority, check_priority
@@ -136,7 +137,7 @@ def _describe_target(fn: Any, args: tuple[Any, ...]) -> tuple[str, bool]:
     raise TypeError(f"spawn() needs an async function or a coroutine object, got {fn!r}")
 
 
-class Grid:
+class Grid(GridBase):
     """A set of event loops, one per thread, sharing work by stealing.
 
     ``loops`` (default ``os.cpu_count()``) workers start at construction. Use the
@@ -254,18 +255,9 @@ class Grid:
             if self._not_ready == 0:
                 self._all_ready.set()
 
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "closing" if self._closing else "open"
-        return f"<Grid {self.name!r} loops={len(self._workers)} {state}>"
-
     @property
     def workers(self) -> tuple[Worker, ...]:
         return self._workers
-
-    @property
-    def closed(self) -> bool:
-        """True once ``close()`` has begun: the grid takes no more outside spawns."""
-        return self._closing
 
     # -- spawning ---------------------------------------------------------------
 
@@ -384,18 +376,6 @@ class Grid:
             logs.debug("task.spawned", task_id=h._id, task=h._name, priority=h._priority.name)
         return h
 
-    def _refuse(self, fn: Any) -> None:
-        if asyncio.iscoroutine(fn):
-            fn.close()
-        raise GridClosedError(f"{self!r} is closed: it does not take new tasks (got {fn!r})")
-
-    def _check_worker_index(self, worker: object) -> None:
-        if type(worker) is not int or not 0 <= worker < len(self._workers):
-            raise ValueError(
-                f"worker must be an int from 0 to {len(self._workers) - 1} for {self!r}, "
-                f"got {worker!r}"
-            )
-
     def _wake_idle(self) -> None:
         """Wake one parked worker so it can take injected or stealable work."""
         # Clear the hint before scanning: a worker that parks concurrently sets
@@ -427,11 +407,6 @@ class Grid:
 
     # -- pausing -------------------------------------------------------------------
 
-    @property
-    def paused(self) -> bool:
-        """Whether :meth:`pause` holds the grid."""
-        return self._paused
-
     def pause(self) -> None:
         """Hold every worker (see :meth:`Worker.pause`); spawning still queues.
 
@@ -446,12 +421,6 @@ class Grid:
             for w in self._workers:
                 w._update_hold()
         logs.info("grid.paused", grid=self.name)
-
-    def _check_pausable(self) -> None:
-        # Under _control: close() lifts every pause under it once _closing is
-        # set, so a pause taken after that would make close() wait for ever.
-        if self._closing:
-            raise GridClosedError(f"{self!r} is closing: it cannot be paused")
 
     def resume(self) -> None:
         """Release what :meth:`pause` held; any thread."""
@@ -498,10 +467,6 @@ class Grid:
             spawned += w.spawned
         return spawned - finished
 
-    def _check_quiescent(self) -> None:
-        if self._live() == 0:
-            self._quiescent.set()
-
     # -- shutdown -----------------------------------------------------------------
 
     def close(self, *, cancel: bool = False) -> None:
@@ -523,16 +488,7 @@ class Grid:
                 f"{self!r}.close() was called from its own worker {cur.index}: it waits for "
                 "that worker's thread to exit, which would deadlock"
             )
-        with self._close_lock:
-            if self._closed:
-                return
-            try:
-                self._drain(cancel)
-            except BaseException:
-                self._drain(True)
-                raise
-            finally:
-                self._stop_workers()
+        super().close(cancel=cancel)
 
     def _drain(self, cancel: bool) -> None:
         with self._ext_lock:
@@ -581,18 +537,6 @@ class Grid:
         self._cancel_queued()
         logs.flush_unretrieved()
         logs.info("grid.closed", grid=self.name)
-
-    def __enter__(self) -> Grid:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.close(cancel=exc_type is not None)
-
-    async def __aenter__(self) -> Grid:
-        return self
-
-    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
-        await asyncio.to_thread(self.close, cancel=exc_type is not None)
 
     # -- introspection --------------------------------------------------------------
 

@@ -10,8 +10,9 @@ Usage (from the repository root, with any Python 3.10+ that has pip and venv):
 The first run creates ``.venv`` (``.venv-X.Y`` for another interpreter, chosen
 with ``--python``; ``.venv-X.Yt`` for a free-threaded one) and installs the
 project with its ``dev`` extra (``--extra test``: only what the tests need, for
-interpreters where the linters or matplotlib have no wheels); later runs reuse
-it, re-installing only when pyproject.toml or the extra changed.
+interpreters where the linters or matplotlib have no wheels; ``--extra dev,ray``
+adds Ray, in a venv of its own, ``.venv-dev-ray``); later runs reuse it,
+re-installing only when pyproject.toml or the extra changed.
 """
 
 from __future__ import annotations
@@ -36,7 +37,13 @@ def _venv(python: str, extra: str) -> Path:
         [python, "-c", _VERSION], check=True, capture_output=True, text=True
     ).stdout.strip()
     same = Path(python).resolve() == Path(sys.executable).resolve()
-    venv = ROOT / (".venv" if same else f".venv-{version}")
+    name = ".venv" if same else f".venv-{version}"
+    if extra not in ("dev", "test"):
+        # Other extras (``--extra dev,ray``) get a venv of their own, so that
+        # switching back to the default one neither reinstalls nor keeps
+        # their packages around (Ray's tests would run in every suite).
+        name += "-" + extra.replace(",", "-")
+    venv = ROOT / name
     bindir = venv / ("Scripts" if os.name == "nt" else "bin")
     py = bindir / "python"
     stamp = venv / ".installed"

@@ -1,0 +1,118 @@
+"""What every grid shares, whichever runs its workers: threads or Ray actors.
+
+:class:`~loopgrid.Grid` (worker threads in this process) and
+:class:`~loopgrid.ray.RayGrid` (worker processes on Ray) differ in how tasks
+reach a worker, not in how a grid is named, refuses work once closing,
+validates a worker index, or closes when a ``with`` block ends. Those live
+here once. The fields they read (``name``, ``workers``, ``_closing``,
+``_closed``, ``_paused``) are each grid's own; see its module for who writes
+them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from .errors import GridClosedError
+
+__all__ = ["GridBase"]
+
+_G = TypeVar("_G", bound="GridBase")
+
+
+class GridBase:
+    """The lifecycle and validation shared by the grids (not used on its own)."""
+
+    name: str
+    _closing: bool
+    _closed: bool
+    _paused: bool
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "closing" if self._closing else "open"
+        return f"<{type(self).__name__} {self.name!r} loops={len(self.workers)} {state}>"
+
+    @property
+    def workers(self) -> Sequence[Any]:
+        """The grid's workers, by index."""
+        raise NotImplementedError
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` has begun: the grid takes no more outside spawns."""
+        return self._closing
+
+    @property
+    def paused(self) -> bool:
+        """Whether :meth:`pause` holds the grid."""
+        return self._paused
+
+    _close_lock: threading.Lock
+    _quiescent: threading.Event
+
+    def _live(self) -> int:
+        """Tasks spawned and not yet finished (see each grid's counters)."""
+        raise NotImplementedError
+
+    def _check_quiescent(self) -> None:
+        if self._live() == 0:
+            self._quiescent.set()
+
+    def close(self, *, cancel: bool = False) -> None:
+        """Drain (or cancel) every task, then stop the workers; idempotent.
+
+        A failure or interrupt while draining switches to cancelling, then
+        propagates; the workers are stopped either way.
+        """
+        with self._close_lock:
+            if self._closed:
+                return
+            try:
+                self._drain(cancel)
+            except BaseException:
+                self._drain(True)
+                raise
+            finally:
+                self._stop_workers()
+
+    def _drain(self, cancel: bool) -> None:
+        """Refuse new work, then wait until no task is pending or running."""
+        raise NotImplementedError
+
+    def _stop_workers(self) -> None:
+        """Stop what runs the workers; sets ``_closed``."""
+        raise NotImplementedError
+
+    def _refuse(self, fn: Any) -> None:
+        if asyncio.iscoroutine(fn):
+            fn.close()
+        raise GridClosedError(f"{self!r} is closed: it does not take new tasks (got {fn!r})")
+
+    def _check_worker_index(self, worker: object) -> None:
+        if type(worker) is not int or not 0 <= worker < len(self.workers):
+            raise ValueError(
+                f"worker must be an int from 0 to {len(self.workers) - 1} for {self!r}, "
+                f"got {worker!r}"
+            )
+
+    def _check_pausable(self) -> None:
+        # Under the grid's control lock: close() lifts every pause under it once
+        # _closing is set, so a pause taken after that would make close() wait
+        # for ever.
+        if self._closing:
+            raise GridClosedError(f"{self!r} is closing: it cannot be paused")
+
+    def __enter__(self: _G) -> _G:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close(cancel=exc_type is not None)
+
+    async def __aenter__(self: _G) -> _G:
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        await asyncio.to_thread(self.close, cancel=exc_type is not None)
