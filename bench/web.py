@@ -200,6 +200,31 @@ def _measure(url: str, scenario: str, seconds: float, connections: int) -> dict[
         loader.wait(60)
 
 
+def _spin(n: int = 2_000_000) -> None:
+    total = 0
+    for i in range(n):
+        total += i
+    del total
+
+
+def _ceiling() -> float:
+    """How much two plain threads of this process get done against one, now:
+    the machine's share of parallelism left for the servers (pure Python,
+    so about 1x on a GIL build whatever the load; up to 2x free-threaded)."""
+    import threading
+
+    def elapsed(k: int) -> float:
+        ts = [threading.Thread(target=_spin) for _ in range(k)]
+        t0 = time.perf_counter()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        return time.perf_counter() - t0
+
+    return float(statistics.median(2 * elapsed(1) / elapsed(2) for _ in range(3)))
+
+
 def _median(rows: list[dict[str, float]], key: str) -> float:
     return float(statistics.median(r[key] for r in rows))
 
@@ -250,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     raw: dict[str, dict[str, list[dict[str, float]]]] = {
         n: {s: [] for s in scenarios} for n in names
     }
+    ceiling = _ceiling()
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
@@ -260,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                     raw[name][s].append(row)
                     print(f"round {r + 1} {name:24} {s:6} {row}", file=sys.stderr, flush=True)
     report = _report(raw, catalogue, scenarios, args, rounds, seconds)
+    report["ceiling_before"] = ceiling
     (out_dir / "results.json").write_text(json.dumps(report, indent=1) + "\n")
     md = _markdown(report)
     (out_dir / "RESULTS.md").write_text(md)
@@ -323,6 +350,9 @@ def _markdown(rep: dict[str, Any]) -> str:
         "0.3 s after them. "
         "Medians over rounds; ratios "
         f"against {rep['baseline']} in the same run (requests/s: higher is better; p99: lower).",
+        f"- Parallel ceiling when the run began: 2 plain threads of pure Python did "
+        f"{rep['ceiling_before']:.2f}x the work of 1 (free-threaded: 2x on an idle 2-core "
+        "machine, less when other processes hold the cores; a GIL build: about 1x).",
         "",
         "| server | scenario | /ping req/s | ratio | p50 ms | p99 ms | p99 ratio |",
         "|---|---|---|---|---|---|---|",
