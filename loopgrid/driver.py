@@ -25,13 +25,30 @@ shutdown: all through :func:`cancel_task`) pass a pause at once. Any other
 delivery, until the task resumes.
 
 Thread ownership: ``drive`` and a driver's ``send``/``throw``/``release`` run
-on the worker's thread (called by the Task or the loop). ``arm`` may be called
-from any thread: it writes the ``send`` slot, which is atomic, and the loop
-thread re-checks the pause flags after every disarm (see ``_checked_send``), so
-an arm and a disarm that race leave the driver armed if anything is paused.
-Holding and releasing both happen on the loop thread, so a resume (which asks
-the loop to call :meth:`Worker._release_held`) can never slip between a driver
-deciding to hold and it registering as held.
+on the worker's thread (called by the Task or the loop). A driver's two slots,
+``_target`` and ``send``, must name the same :class:`_Pause` (or both the inner
+coroutine): the gate a held task waits on is kept in the ``_Pause`` that
+``send`` belongs to, and opened through ``_target``. Each write of the pair, an
+arm (any thread: ``Handle.pause``, or the loop) or a disarm (the loop thread,
+in :meth:`_Pause.send`), is therefore made under the grid's ``_control`` lock,
+which ``Handle.pause`` also holds while it sets the task's pause flag: a disarm
+that re-checks the flags under the lock cannot miss a pause, and two writers
+never interleave their slot writes. (Without it, an arm preempted between its
+two writes while the loop disarmed and re-armed left ``_target`` and ``send``
+naming two different ``_Pause`` objects; the task was held through one and
+never released through the other. Free-threaded CPython hit it; the GIL only
+made it rare.) The Task reads ``send`` without the lock: between an arm's two
+writes it sees the inner coroutine's ``send`` and takes one unchecked step, as
+if the pause had come a moment later. Unarmed steps and the steps of a timed
+driver take no lock. Holding and releasing both happen on the loop thread, so
+a resume (which asks the loop to call :meth:`Worker._release_held`) can never
+slip between a driver deciding to hold and it registering as held.
+
+A task's end is published in this order (``drive`` and :func:`cancel_task`):
+its worker's counter first, then its final state and result, then its pause
+bookkeeping, then its callbacks (which wake whoever waits). So whoever sees a
+task finished, by its state or by being woken, also sees it counted in
+``grid.stats()`` and no longer paused.
 """
 
 from __future__ import annotations
@@ -97,40 +114,44 @@ async def drive(h: Handle[Any], w: Worker) -> None:
                 )
         result = await coro
     except asyncio.CancelledError as exc:
+        w.cancelled += 1  # counted before it is seen finished (module doc)
         h._set_cancelled(exc.args[0] if exc.args else None, loop)
-        w.cancelled += 1
         if logs.DEBUG_EVENTS:
             logs.debug("task.cancelled")
         raise
     except BaseException as exc:
-        # Drop this frame from the traceback: users see their own frames only,
-        # and the stored exception must not keep the handle alive through this
-        # frame's locals (the unretrieved-error log fires when the handle dies).
+        # Drop this frame from the traceback: users see their own frames only.
         tb = exc.__traceback__
         if tb is not None and tb.tb_frame is sys._getframe():
             exc.__traceback__ = tb.tb_next
         del tb
-        h._set_exception(exc, loop)
         w.failed += 1
+        h._set_exception(exc, loop)
         if logs.DEBUG_EVENTS:
             logs.debug("task.failed", error=repr(exc))
     else:
+        w.completed += 1
         # Handle._set_result, inlined on the hottest path.
         h._result = result
         h._state = _COMPLETED
         h._fn = h._ctx = h._task = None
         h._args = ()
+        if h._paused:
+            h._unpause_finished()
         if h._callbacks:
             h._run_callbacks(loop)
-        w.completed += 1
         if logs.DEBUG_EVENTS:
             logs.debug("task.completed")
     finally:
-        if h._paused:
-            h._unpaused()
         # Counted above in every branch; a closing grid waits for this count.
         if w.grid._closing:
             w.grid._check_quiescent()
+        # The stored exception must not keep the handle alive: on 3.12+ the
+        # traceback's first frame links back (f_back) to this frame, whose
+        # locals are kept once it ends; without ``h`` there, a forgotten failed
+        # handle is freed at once, not by a later cycle collection, and its
+        # unretrieved-error log comes when it dies (logs.UnretrievedGuard).
+        del h
 
 
 class _Pause:
@@ -171,15 +192,20 @@ class _Pause:
     def send(self, value: Any) -> Any:
         """The armed driver's step: hold the task, or disarm and step it."""
         drv = self.drv
-        if self.h._paused or self.w._hold:
+        h = self.h
+        w = self.w
+        if h._paused or w._hold:
             return drv._hold(self, None)
         if self.timed:
             return self.step(self.inner.send, value)
-        inner = drv._target = self.inner  # disarm: nothing holds the task
-        drv.send = inner.send
-        if self.h._paused or self.w._hold:  # a pause raced with the lines above
-            drv._target = self
-            drv.send = self.send
+        inner = self.inner
+        with h._grid._control:  # no arm() in between (module doc)
+            held = h._paused or w._hold  # a pause since the look above
+            if not held:  # disarm: nothing holds the task
+                drv._target = inner
+                drv.send = inner.send
+        if held:
+            return drv._hold(self, None)
         return inner.send(value)
 
     def step(self, fn: Any, arg: Any) -> Any:
@@ -227,13 +253,20 @@ class Driver:
 
         ``timed``: also time every step while the worker's ``_timing`` is on
         (per-task step timing, or a trace); from the worker's thread only.
+        Takes the grid's ``_control`` lock (see the module doc).
         """
+        with h._grid._control:
+            self._arm(h, w, timed)
+
+    def _arm(self, h: Handle[Any], w: Worker, timed: bool) -> _Pause:
+        """:meth:`arm` with ``_control`` held, or on a driver no other thread knows yet."""
         t = self._target
         if type(t) is not _Pause:
             self._target = t = _Pause(self, t, h, w)
             self.send = t.send
         if timed:
             t.timed = True
+        return t
 
     def timing(self) -> tuple[int, float] | None:
         """(steps, seconds in them) measured so far, or None if never timed."""
@@ -333,32 +366,43 @@ def _as_exception(
     return exc if tb is None else exc.with_traceback(tb)
 
 
-def cancel_task(task: asyncio.Task[Any], msg: Any | None) -> bool:
+def cancel_task(task: asyncio.Task[Any], msg: Any | None, h: Handle[Any] | None = None) -> bool:
     """Cancel ``task`` from its own loop's thread, as loopgrid itself asks to.
 
-    A grid task's cancellation passes its pause. And an asyncio.Task cancelled
-    before its first step throws CancelledError into a coroutine that has not
-    begun: ``drive``'s body never runs, so it could not resolve its handle;
-    such a handle is resolved here instead. (On 3.12+ grid tasks start eagerly
-    and are never in that state.)
+    A grid task's cancellation passes its pause. ``h``, the task's handle, is
+    given by ``Handle.cancel``: the driver is then armed (under ``_control``)
+    to let the cancellation through, so that a pause being armed on another
+    thread at this very moment cannot hold it either. Without ``h`` (a closing
+    grid, where no pause can begin), only an armed driver is told. An armed
+    driver stays armed until its loop (this thread) disarms it, so that look
+    needs no lock.
+
+    And an asyncio.Task cancelled before its first step throws CancelledError
+    into a coroutine that has not begun: ``drive``'s body never runs, so it
+    could not resolve its handle; such a handle is resolved here instead. (On
+    3.12+ grid tasks start eagerly and are never in that state.)
     """
     drv: Any = task.get_coro()
-    h: Handle[Any] | None = None
+    created: Handle[Any] | None = None
     if type(drv) is Driver:
-        t = drv._target
-        if type(t) is _Pause:
-            t.cancel_now = True
+        if h is not None:
+            w = h._worker
+            assert w is not None
+            with h._grid._control:
+                drv._arm(h, w, False).cancel_now = True
+        else:
+            t = drv._target
+            if type(t) is _Pause:
+                t.cancel_now = True
         inner = drv._inner()
         if inspect.getcoroutinestate(inner) == inspect.CORO_CREATED:
-            h = inner.cr_frame.f_locals["h"]
+            created = h if h is not None else inner.cr_frame.f_locals["h"]
     cancelled = task.cancel(msg)
-    if h is not None and h._state is RUNNING:
-        w = h._worker
-        assert w is not None
-        h._set_cancelled(msg, w.loop)
-        w.cancelled += 1
-        if h._paused:
-            h._unpaused()
-        if w.grid._closing:
-            w.grid._check_quiescent()
+    if created is not None and created._state is RUNNING:
+        cw = created._worker
+        assert cw is not None
+        cw.cancelled += 1  # counted before it is seen finished (module doc)
+        created._set_cancelled(msg, cw.loop)
+        if cw.grid._closing:
+            cw.grid._check_quiescent()
     return cancelled

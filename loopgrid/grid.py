@@ -398,11 +398,16 @@ class Grid(GridBase):
                 self._wake_idle()
 
     def _shelve(self, h: Handle[Any]) -> None:
-        """Keep a paused pending task off the queues until it is resumed."""
+        """Keep a paused pending task off the queues until it is resumed (dispatcher)."""
         self._shelf[h._id] = h
-        # A resume between the dispatcher's look at the flag and the line
-        # above found no shelf entry to requeue: requeue it here instead.
-        if not h._paused and self._shelf.pop(h._id, None) is not None:
+        # A resume or a cancel between the dispatcher's look at the flag and
+        # the line above found no shelf entry to act on: act here instead
+        # (each of them writes its flag or state, then pops the entry).
+        if (
+            (not h._paused or h._state is not _PENDING)
+            and self._shelf.pop(h._id, None) is not None
+            and h._state is _PENDING
+        ):
             self._requeue(h)
 
     # -- pausing -------------------------------------------------------------------
@@ -440,22 +445,25 @@ class Grid(GridBase):
             for w in self._workers:
                 w._paused = False
                 w._update_hold()
-        for h in list(self._paused_tasks.values()):
+            tasks = list(self._paused_tasks.values())
+        for h in tasks:
             h.resume()
         logs.info("grid.close.resumed", grid=self.name, paused=paused)
 
     # -- accounting for shutdown --------------------------------------------------
 
-    def _finished_before_start(self, h: Handle[Any]) -> None:
-        """Count a task that ended before starting (cancelled while pending)."""
+    def _count_dropped(self) -> None:
+        """Count a task that ends before starting (cancelled while pending).
+
+        The caller publishes its final state after this, and checks for
+        quiescence (if closing) once its callbacks have run.
+        """
         cur = _current.worker
         if cur is not None and cur.grid is self:
             cur.dropped += 1
         else:
             with self._ext_lock:
                 self._ext_cancelled += 1
-        if self._closing:
-            self._check_quiescent()
 
     def _live(self) -> int:
         workers = self._workers

@@ -22,10 +22,25 @@ Thread ownership:
   writer of ``_result``, ``_aux`` and ``_task`` from then on (``worker._drive``
   inlines the COMPLETED case). Results are stored before the state, so a
   thread that sees a final state sees the result.
+  The finisher counts the task on its worker *before* it publishes the final
+  state (and the pending-cancel path counts it before too), so a thread that
+  sees a task finished also sees it counted in ``grid.stats()``.
 * ``_callbacks`` is a list (atomic ``append`` / ``pop``) filled by any thread.
   The finisher sets the final state and then pops and runs every callback; an
   adder appends and then, if the state is final, pops and runs too. Every
   callback is popped, hence run, exactly once.
+* ``_paused`` and the grid's ``_paused_tasks`` entry are written under the
+  grid's ``_control`` lock only (pause, resume, and the finisher's clean-up,
+  which takes the lock only for a paused task). The finisher writes the final
+  state, then reads ``_paused``; ``pause`` writes ``_paused``, then reads the
+  state: of a pause and an end that race, at least one sees the other and
+  clears the flag. (Attribute writes on free-threaded CPython go through the
+  object's critical section, a locked instruction, so that pair is
+  sequentially consistent there as it is under the GIL.) The clean-up comes
+  before the callbacks: whoever is woken by the end sees the task unpaused.
+* The grid's ``_shelf`` (paused pending tasks off the queues): a ``dict``
+  (atomic item set and ``pop``) written by the dispatcher that shelves, and by
+  ``resume`` and ``cancel``; whoever pops an entry acts on it, once.
 """
 
 from __future__ import annotations
@@ -267,8 +282,11 @@ class Handle(Generic[T]):
                 except KeyError:
                     pass  # started or finished, or a dispatcher is looking at it
                 else:
+                    grid._count_dropped()  # counted before it is seen finished
                     self._aux = msg
                     self._state = CANCELLED
+                    if self._paused:
+                        self._unpaused()
                     break
             worker = self._worker
             if self._state in _DONE:
@@ -277,7 +295,7 @@ class Handle(Generic[T]):
                 if worker.is_current():
                     task = self._task
                     if task is not None:
-                        return worker._cancel_task(task, msg)
+                        return worker._cancel_task(task, msg, self)
                 worker.loop.call_soon_threadsafe(self._cancel_on_loop, msg)
                 return True
             # Pending, its claim taken, no worker yet: a dispatcher is between
@@ -285,18 +303,17 @@ class Handle(Generic[T]):
             # moved task's stale copy for an instant. Look again.
             time.sleep(0)
         self._release()
-        if self._paused:
-            self._unpaused()
-        grid._shelf.pop(self._id, None)
-        grid._finished_before_start(self)
+        grid._shelf.pop(self._id, None)  # (Grid._shelve re-checks the state)
         self._run_callbacks(running_loop())
+        if grid._closing:
+            grid._check_quiescent()
         return True
 
     def _cancel_on_loop(self, msg: Any | None) -> None:
         task = self._task
         if task is not None and self._state is RUNNING:
             assert self._worker is not None
-            self._worker._cancel_task(task, msg)
+            self._worker._cancel_task(task, msg, self)
         elif self._state is PENDING:
             self.cancel(msg)  # the worker only looked at it and let it go
 
@@ -318,13 +335,15 @@ class Handle(Generic[T]):
                 return False  # a closing grid lifts every pause: none may start
             self._paused = True
             grid._paused_tasks[self._id] = self
-        task = self._task  # None while pending, or starting (then Worker._start arms)
-        if task is not None:
-            assert self._worker is not None
-            drv: Any = task.get_coro()
-            drv.arm(self, self._worker)
+            # Armed under the same lock as the flag (see driver.py). None while
+            # pending, or starting (then Worker._start arms).
+            task = self._task
+            if task is not None:
+                assert self._worker is not None
+                drv: Any = task.get_coro()
+                drv._arm(self, self._worker, False)
         if self._state in _DONE:  # finished meanwhile: its finisher may not have seen the flag
-            self._unpaused()
+            self._unpause_finished()
             return False
         if logs.DEBUG_EVENTS:
             logs.debug("task.paused", task_id=self._id, task=self._name)
@@ -352,8 +371,14 @@ class Handle(Generic[T]):
         return live
 
     def _unpaused(self) -> None:
+        """Clear the pause flag and the grid's entry; ``_control`` held."""
         self._paused = False
         self._grid._paused_tasks.pop(self._id, None)
+
+    def _unpause_finished(self) -> None:
+        """Clear the pause of a task that has finished (its finisher, or a late pause)."""
+        with self._grid._control:
+            self._unpaused()
 
     def move(self, worker: int) -> None:
         """Re-home a task that has not started onto ``worker``, pinned there.
@@ -524,12 +549,16 @@ class Handle(Generic[T]):
         )
         self._state = FAILED
         self._release()
+        if self._paused:
+            self._unpause_finished()
         self._run_callbacks(loop)
 
     def _set_cancelled(self, msg: Any | None, loop: asyncio.AbstractEventLoop) -> None:
         self._aux = msg
         self._state = CANCELLED
         self._release()
+        if self._paused:
+            self._unpause_finished()
         self._run_callbacks(loop)
 
     def _mark_retrieved(self) -> None:

@@ -53,8 +53,9 @@ class Mailbox:
 
     def post(self, fn: Callable[[Any], object], arg: Any, ctx: contextvars.Context | None) -> None:
         """Run ``fn(arg)`` (in ``ctx``) on this mailbox's loop; callable from any thread."""
-        if _TRACING.tracer is not None:
-            fn = _TRACING.tracer.wake_up(fn)
+        tracer = _TRACING.tracer  # read once: a trace may stop on another thread
+        if tracer is not None:
+            fn = tracer.wake_up(fn)
         self._items.append((fn, arg, ctx))
         if not self._armed:
             self._armed = True

@@ -296,11 +296,12 @@ class Worker:
     def _arm_all(self, timed: bool = False) -> None:
         """Make every grid task on this loop check for a pause (and maybe time
         itself) before its next step; owner thread."""
-        for task in asyncio.all_tasks(self.loop):
-            h = handle_of(task)  # None for plain tasks and ended grid tasks
-            if h is not None:
-                drv: Any = task.get_coro()
-                drv.arm(h, self, timed)
+        with self.grid._control:  # what Driver.arm takes, once for all
+            for task in asyncio.all_tasks(self.loop):
+                h = handle_of(task)  # None for plain tasks and ended grid tasks
+                if h is not None:
+                    drv: Any = task.get_coro()
+                    drv._arm(h, self, timed)
 
     def _set_timing(self, on: bool) -> None:
         """Time every task step from now on (or stop); any thread.
@@ -378,6 +379,13 @@ class Worker:
     def _dispatch(self) -> None:
         grid = self.grid
         if self._hold:
+            # A spawn here that raced with the pause (it looked at _hold just
+            # before the pauser emptied this queue) left its task behind: it
+            # goes where the other workers take it, as the pause did for the rest.
+            if len(self._local):
+                requeue = grid._requeue
+                for h in self._local.pop_all():
+                    requeue(h)
             self._park(tried_stealing=True)
             return
         queues = (self._pinned, self._local, grid._injection)
@@ -420,7 +428,11 @@ class Worker:
                 start(h, direct)
             if _EAGER_START and direct and grid._size > 1 and len(grid._injection):
                 self._chain(queues, len(batch))
-        if len(batch) == BATCH or len(self._pinned) or len(self._local) or len(grid._injection):
+        # No handle stays in this frame: see the end of _start.
+        full = len(batch) == BATCH
+        batch.clear()
+        del h
+        if full or len(self._pinned) or len(self._local) or len(grid._injection):
             self.loop.call_soon(self._dispatch)
             # Backlog remains that an idle worker may take (a lone local task
             # stays here, as in _push_local).
@@ -508,7 +520,7 @@ class Worker:
         coro._target = inner = drive(h, self)
         coro.send = inner.send
         if self._timing:
-            coro.arm(h, self, True)
+            coro._arm(h, self, True)  # no lock: no other thread knows this driver yet
         ctx: Any = h._ctx
         if not direct:  # the loop has a task factory: go through it
             if _TASK_HAS_CONTEXT:
@@ -530,6 +542,11 @@ class Worker:
             h._task = task
             if h._paused:  # paused while starting: see Handle.pause
                 coro.arm(h, self)
+        # On 3.12+ a task that fails in its eager first step keeps this frame
+        # and the dispatcher's alive, through its traceback's f_back chain
+        # (see driver.drive): without the handle in them, a forgotten failed
+        # handle is freed at once rather than by a later cycle collection.
+        del h
 
     def _cancel_running(self) -> None:
         """Cancel every task on this loop (close(cancel=True)); owner thread.
@@ -540,9 +557,9 @@ class Worker:
         for task in asyncio.all_tasks(self.loop):
             cancel_task(task, None)
 
-    def _cancel_task(self, task: asyncio.Task[Any], msg: Any | None) -> bool:
-        """Cancel one of this worker's tasks, past any pause; owner thread."""
-        return cancel_task(task, msg)
+    def _cancel_task(self, task: asyncio.Task[Any], msg: Any | None, h: Handle[Any]) -> bool:
+        """Cancel the task of ``h``, one of this worker's, past any pause; owner thread."""
+        return cancel_task(task, msg, h)
 
 
 def _shutdown_loop(loop: asyncio.AbstractEventLoop) -> None:
