@@ -110,6 +110,7 @@ class _Watch:
         "_clock",
         "_cpu",
         "_lock",
+        "_started",
         "_wall",
         "answered",
         "busy",
@@ -133,7 +134,17 @@ class _Watch:
         #: Guards ``lags`` and ``busy``: the monitor appends, stats() copies them,
         #: and without a GIL a copy that meets an append raises.
         self._lock = threading.Lock()
+        #: The worker thread's CPU clock (free-threaded builds), taken while
+        #: the thread is certainly alive: the grid builds the monitor once
+        #: every worker has started, and joins the workers only when it closes.
+        #: ``pthread_getcpuclockid`` on a thread that has been joined is
+        #: undefined behaviour (it crashed here when a grid closed before the
+        #: monitor's first tick); ``clock_gettime`` on the clock of a thread
+        #: that has ended fails cleanly instead.
         self._clock: int | None = None
+        if _BY_CPU_TIME and w.thread.ident is not None and w.thread.is_alive():
+            self._clock = time.pthread_getcpuclockid(w.thread.ident)
+        self._started = False
         self._cpu = 0.0
         self._wall = 0.0
         self.stalls = 0
@@ -154,17 +165,14 @@ class _Watch:
         """Free-threaded builds: the share of the last tick this thread was on a
         CPU, or 1 if its loop was held all tick (a blocking call uses no CPU)."""
         if self._clock is None:
-            ident = self.w.thread.ident
-            if ident is None:
-                return
-            self._clock = time.pthread_getcpuclockid(ident)
-            self._cpu, self._wall = time.clock_gettime(self._clock), now
             return
         try:
             cpu = time.clock_gettime(self._clock)
         except OSError:  # the thread has ended
             return
-        if now > self._wall:
+        if not self._started:  # the first look: where the next one measures from
+            self._started = True
+        elif now > self._wall:
             self.add_busy(1.0 if held else min(1.0, (cpu - self._cpu) / (now - self._wall)))
         self._cpu, self._wall = cpu, now
 
