@@ -8,20 +8,8 @@ import sysconfig
 import threading
 from typing import Any
 
-import pytest
-
-#: A free-threaded build (3.13t): see the tests marked ``xfail_free_threaded``.
+#: A free-threaded build (3.13t and later).
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
-
-#: Tests that expose races found on free-threaded CPython and not fixed yet
-#: (issue 9 is open for them): they pass on every GIL build, and fail there
-#: now and then. Not strict: a pass there is not an error.
-xfail_free_threaded = pytest.mark.xfail(
-    FREE_THREADED,
-    reason="race on free-threaded CPython, not fixed yet (issue 9): pause/cancel of a "
-    "running task and unretrieved-error logging lose an event now and then without the GIL",
-    strict=False,
-)
 
 #: Upper bound for any blocking wait in the tests: a guard against hangs, never
 #: an assertion about speed. A test that reaches it has failed for another reason.

@@ -64,3 +64,44 @@ def test_many_threads_spawning_at_once_lose_and_duplicate_nothing() -> None:
     assert totals["completed"] == n
     assert totals["spawned"] == n
     assert totals["pending"] == totals["running"] == 0
+
+
+def test_pausing_running_tasks_from_many_threads_never_strands_one() -> None:
+    """Pause and resume tasks from two threads while their loops step them.
+
+    A pause arms the task's driver from the pausing thread while the loop may
+    be disarming it (its first step after a resume). Both write the driver's
+    two slots; if those writes interleave, the driver's ``send`` and
+    ``_target`` name different pause records, the task is held through one
+    and never released through the other, and its ``result`` never comes.
+    Without a GIL, before the fix, about one run in six ended that way.
+    """
+    tasks, rounds = 8, 3000
+    stop = threading.Event()
+    go = threading.Barrier(2)
+
+    async def spinner(i: int) -> int:
+        while not stop.is_set():
+            await asyncio.sleep(0)
+        return i
+
+    def hammer(hs: list[loopgrid.Handle[int]]) -> None:
+        go.wait()
+        for _ in range(rounds):
+            for h in hs:
+                h.pause()
+            for h in hs:
+                h.resume()
+
+    with Grid(2) as g:
+        hs = [g.spawn(spinner, i) for i in range(tasks)]
+        ts = [threading.Thread(target=hammer, args=(hs,)) for _ in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(WAIT)
+        stop.set()
+        for h in hs:
+            h.resume()  # a no-op unless a hammer's last pause outlived its resume
+        assert [h.result(WAIT) for h in hs] == list(range(tasks))
+        assert g.stats()["totals"]["paused"] == 0

@@ -15,7 +15,6 @@ from helpers import (
     forever,
     identity,
     wait_until,
-    xfail_free_threaded,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -154,7 +153,6 @@ def test_pause_from_inside_takes_effect_at_the_next_suspension(grid: Grid) -> No
     assert marks == ["still running this step", "after resume"]
 
 
-@xfail_free_threaded
 def test_cancelling_a_paused_running_task_ends_it_at_once(grid: Grid) -> None:
     s = Stepper()
     h = grid.spawn(s.run, worker=0)
@@ -397,7 +395,6 @@ control_op = st.tuples(
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@xfail_free_threaded
 @given(
     programs=st.lists(st.lists(control_op, max_size=15), min_size=1, max_size=3),
     pause_grid=st.booleans(),
