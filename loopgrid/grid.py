@@ -189,34 +189,56 @@ class Grid(GridBase):
         if not isinstance(task_timing, bool):
             raise TypeError(f"task_timing must be a bool, got {task_timing!r}")
         debug_port = _debug_port(debug_port)
+        # Who writes what (any thread may read; reads without a lock are snapshots):
+        # set here, read-only after.
         self.name = name
         self._loop_factory = loop_factory
         self._debug = debug
         self._aging: float | None = None if aging is None else float(aging)
         self._task_timing = task_timing
+        #: Pushed by any thread, popped by every dispatcher (atomic deque ops).
         self._injection = RunQueue()
+        #: A hint that some worker may be parked: set by a parking worker,
+        #: cleared by a waker; a stale hint costs a scan or one monitor tick.
         self._maybe_idle = True
+        #: What spawn accepts; written under _ext_lock (by close), read without
+        #: it by spawn, which re-checks under _ext_lock before counting.
         self._accept = _ACCEPT_ALL
+        #: Written once, under _ext_lock, by close(); read by any thread.
         self._closing = False
+        #: Written by the closing thread only.
         self._closed = False
+        #: Written once by close(cancel=True), before it cancels what is queued;
+        #: read by the dispatchers (a batch taken just before is cancelled by
+        #: the closer's sweep or the workers' _cancel_running).
         self._cancel_all = False
+        #: Guards _ext_spawned, _ext_cancelled, _accept and _closing's write.
         self._ext_lock = threading.Lock()
         # Pausing, moving and cancelling pending tasks are rare and take this
-        # lock; spawning, dispatching and completing never do. See handle.py.
+        # lock, and so do arming and disarming a task's driver (driver.py) and
+        # the end of a task that is paused; spawning, dispatching, completing
+        # an unpaused task and cross-loop wake-ups never do. See handle.py.
+        # Taken before _ext_lock when both are (never the other way round).
         self._control = threading.RLock()
+        #: Under _control.
         self._paused = False
-        #: id -> handle of every paused task that has not finished (any thread).
+        #: id -> handle of every paused task that has not finished; under _control.
         self._paused_tasks: dict[int, Handle[Any]] = {}
         #: id -> handle of paused pending tasks a dispatcher took off a queue;
-        #: whoever pops an entry (resume, or the dispatcher re-checking) requeues it.
+        #: a dict (atomic set and pop) written by the shelving dispatcher,
+        #: resume and cancel. Whoever pops an entry acts on it (see _shelve).
         self._shelf: dict[int, Handle[Any]] = {}
         # The last all-asleep standstill reported (deadlock.py), so that each
-        # is logged once.
+        # is logged once; the monitor thread only.
         self._asleep_reported: tuple[int, ...] | None = None
+        #: Spawns from threads that are not this grid's workers, and pending
+        #: tasks cancelled from them; under _ext_lock.
         self._ext_spawned = 0
         self._ext_cancelled = 0
         self._quiescent = threading.Event()
+        #: Serialises close() calls.
         self._close_lock = threading.Lock()
+        #: Guards _not_ready (each worker counts itself ready once).
         self._ready_lock = threading.Lock()
         self._not_ready = loops
         self._all_ready = threading.Event()
@@ -239,7 +261,8 @@ class Grid(GridBase):
         self._monitor.start()
         self._debug_server: DebugServer | None = None
         #: Called (any order, once) when the grid closes, after its workers
-        #: stopped: servers attached to the grid stop with it.
+        #: stopped: servers attached to the grid stop with it. Appended by any
+        #: thread (atomic), read by the closing thread.
         self._closers: list[Callable[[], object]] = []
         if debug_port is not None:
             try:

@@ -130,7 +130,13 @@ TASK_VAR = _structlog_var("task")
 
 # -- exceptions nobody retrieved ------------------------------------------------
 
+#: Errors waiting to be logged: appended by any thread (a finalizer), drained
+#: by flush_unretrieved on any thread (atomic deque ops).
 _unretrieved: deque[tuple[BaseException, int, str, str]] = deque()
+#: Set by the reporter that schedules a flush, cleared by the flush before it
+#: drains: a report that sees it set is drained by that flush. Two reporters
+#: may both schedule one (harmless). A flush scheduled on a loop that then
+#: closes without running it leaves it set until the closing grid's own flush.
 _flush_scheduled = threading.Event()
 
 

@@ -21,8 +21,12 @@ test per cross-loop wake-up (``mailbox.Mailbox.post``) and per steal. One
 trace is recorded at a time in a process (the wake-up hook is process-wide).
 
 Thread ownership: events are appended to one list by every thread (``append``
-is atomic) and read only by :meth:`Tracer.write`, after recording stopped.
-``ACTIVE.tracer`` is set and cleared under ``_lock``, read without it.
+is atomic) and read only by :meth:`Tracer.write`, after recording stopped
+(``sorted`` copies the list first, so a step that ends just after the stop
+cannot break the copy). ``_tracks`` is a dict written by every thread under
+its own key (atomic item set); two threads that add themselves at once may get
+the same sort index, which only orders tracks. ``ACTIVE.tracer`` is set and
+cleared under ``_lock``, read without it: readers read it once into a local.
 """
 
 from __future__ import annotations

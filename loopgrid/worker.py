@@ -14,7 +14,10 @@ Thread ownership (who writes what):
 
 * ``loop``, ``thread``: set once at start-up.
 * ``_local`` (stealable pending tasks): pushed by the owner thread only, popped
-  by the owner and by thieves (atomic deque ops).
+  by the owner, by thieves, by a pause (to the injection queue) and by the
+  monitor (a stalled worker's backlog), all atomic deque ops. A spawn that
+  looked at ``_hold`` just before a pause emptied the queue is moved by the
+  held dispatcher's next turn (``_dispatch``).
 * ``_pinned`` (tasks pinned here with ``worker=i``): pushed by any thread,
   popped by the owner only. Pinned tasks are never stolen.
 * ``_parked``: set True by the owner when the dispatcher stops; set False by
@@ -29,7 +32,8 @@ Thread ownership (who writes what):
   under the grid's ``_control`` lock by any thread; read by the owner without
   it. The owner re-reads ``_hold`` after parking, as for ``_parked`` above.
 * ``_held``: the drivers of this worker's tasks that are paused mid-run; owner
-  only (see ``driver.py``).
+  only (see ``driver.py``). A driver's own slots are armed and disarmed under
+  the grid's ``_control`` lock, from any thread (``driver.py``).
 * ``_timing`` (time every task step: ``Grid(task_timing=True)`` or a trace):
   written by any thread through :meth:`_set_timing`, read by the owner.
 * ``_fair``: the GIL fairness timer of this loop (``fairness.py``); owner only.
