@@ -25,8 +25,10 @@ def _get(url: str) -> tuple[int, Any]:
 
 def test_stats_and_tasks_are_served_on_loopback() -> None:
     gate = Gate()
+    started = threading.Event()
 
     async def waiter() -> None:
+        started.set()
         await gate.wait()
 
     with Grid(2, name="dbg", debug_port=0) as g:
@@ -37,6 +39,7 @@ def test_stats_and_tasks_are_served_on_loopback() -> None:
         _, release = block_worker(g, 0)
         try:
             w = g.spawn(waiter, worker=1, name="waiter")
+            assert started.wait(WAIT)  # worker 1 has started it (it was a race)
             queued = [g.spawn(identity, i, worker=0, priority=Priority.HIGH) for i in range(3)]
             status, stats = _get(url + "/stats")
             assert status == 200
