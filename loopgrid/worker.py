@@ -505,14 +505,21 @@ class Worker:
         try:
             claims.remove(h._id)
         except KeyError:
-            # Cancelled while queued (already counted), or a stale copy of a
-            # moved task that started elsewhere: none of ours to touch.
+            # Cancelled while queued (already counted), started elsewhere, or
+            # its claim is held for an instant by move() or by a dispatcher
+            # looking at a stale copy (below), which queues the task again:
+            # none of ours to touch.
             return
         pin = h._pin
         if pin is not None and pin != self.index:
             # A stale copy of a task moved to another worker: give the claim
-            # back and skip it.
+            # back, and queue the task on its worker once more. A dispatcher
+            # that tried the claim while we held it dropped its copy, which
+            # may have been the one that would have started it (found by the
+            # hypothesis test without a GIL: a task left in no queue with its
+            # claim in place). A copy too many is skipped there (no claim).
             claims.add(h._id)
+            self.grid._workers[pin]._push_pinned(h)
             return
         # Only the claim's winner writes _worker (Handle.cancel waits out the
         # instant between the claim and this line).
