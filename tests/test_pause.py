@@ -463,3 +463,27 @@ def test_control_from_many_threads_never_loses_a_task(
         assert totals["paused"] == 0
     finally:
         close_or_fail(g, cancel=True)
+
+
+def test_a_stale_copy_of_a_moved_task_queues_it_on_its_worker_again() -> None:
+    """A moved task leaves a copy in its old queue. The dispatcher that meets
+    that copy holds the task's claim for an instant, and a dispatcher trying
+    to start the task's real copy meanwhile drops it as taken; so the one
+    holding the stale copy queues the task on its worker again. Here the
+    dropped copy is simulated by emptying the target's pinned queue: only
+    that re-queue can start the task. (Without a GIL, the hypothesis test
+    above lost a task this way.)"""
+    g = Grid(2)
+    try:
+        g.pause()
+        h = g.spawn(identity, 7)  # queued for every worker (injection queue)
+        h.move(worker=1)  # pinned on worker 1; the old copy stays behind
+        assert list(g.workers[1]._pinned.pop_all()) == [h]  # "dropped by a racing dispatcher"
+        g.workers[1].pause()
+        g.resume()  # worker 0 meets the old copy, worker 1 is still held
+        assert wait_until(lambda: h in g.workers[1]._pinned.levels[h._priority])
+        assert h.state is TaskState.PENDING
+        g.workers[1].resume()
+        assert h.result(WAIT) == 7 and h.worker == 1
+    finally:
+        close_or_fail(g, cancel=True)
