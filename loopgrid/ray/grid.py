@@ -761,12 +761,11 @@ class RayGrid(GridBase):
             if not h._paused and self._shelf.pop(h._id, None) is not None:
                 self._requeue(h)
 
-    def _finished_before_start(self, h: Handle[Any]) -> None:
-        """Count a task cancelled while pending (any thread)."""
+    def _count_dropped(self) -> None:
+        """Count a task cancelled while pending (any thread; see Grid._count_dropped:
+        ``Handle.cancel`` counts first, publishes the state, then checks for quiescence)."""
         with self._ext_lock:
             self._ext_cancelled += 1
-        if self._closing:
-            self._check_quiescent()
 
     # -- pausing ----------------------------------------------------------------------
 
