@@ -370,9 +370,10 @@ class Server:
         seconds (none with ``force``). Any thread, a signal handler too."""
         self._stopping = True  # servers made after this start stopped
         for server in self._servers:
-            server.should_exit = True
             if force:
-                server.force_exit = True
+                server.force()
+            else:
+                server.should_exit = True
 
     def wait(self) -> None:
         """Block until the servers stopped (after :meth:`stop`), then clean up."""
@@ -465,12 +466,22 @@ def _server_class() -> Any:
     uvicorn = _import_uvicorn()
 
     class MarkedServer(uvicorn.Server):  # type: ignore[misc, name-defined]
+        """Also: ``force()`` from any thread cancels the requests in flight.
+
+        uvicorn's own force_exit only stops it waiting for them; from Python
+        3.12 asyncio's ``Server.wait_closed()`` (uvloop's does not) then waits
+        for their connections, so a request that never ends held a forced
+        stop for the whole grace period.
+        """
+
         def __init__(self, config: Any) -> None:
             super().__init__(config)
             self.ready = threading.Event()
             self.error: BaseException | None = None
+            self.loop: asyncio.AbstractEventLoop | None = None  # set on its loop
 
         async def serve_marked(self, sockets: list[socket.socket]) -> None:
+            self.loop = asyncio.get_running_loop()
             try:
                 await self.serve(sockets=sockets)
             except BaseException as exc:
@@ -483,6 +494,22 @@ def _server_class() -> Any:
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
             self.ready.set()
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            if self.force_exit:
+                self._cancel_requests()
+            await super().shutdown(sockets=sockets)
+
+        def force(self) -> None:
+            self.should_exit = self.force_exit = True
+            loop = self.loop
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):  # its loop has closed
+                    loop.call_soon_threadsafe(self._cancel_requests)
+
+        def _cancel_requests(self) -> None:
+            for task in list(self.server_state.tasks):
+                task.cancel("loopgrid.web: forced stop")
 
     return MarkedServer
 
