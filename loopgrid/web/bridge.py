@@ -155,10 +155,9 @@ class RequestBridge:
         except BaseException:
             h.cancel()
             raise
-        finally:
-            # Anything sent after the response ended goes to uvicorn too, which
-            # reports the app's mistake.
-            await self._forward(ex, send)
+        # Anything sent after the response ended goes to uvicorn too, which
+        # reports the app's mistake.
+        await self._forward(ex, send)
 
     @staticmethod
     async def _forward(ex: _Exchange, send: Any) -> bool:

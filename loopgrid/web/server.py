@@ -16,7 +16,8 @@ underneath, in one of two ways (``dispatch=``):
   crossing between threads per request, but every request on a connection
   waits while its loop is held.
 
-``bench/web.py`` measures both (``bench/RESULTS.md``). Lifespan runs once per
+``bench/web.py`` measures both (``bench/notes/web.md``: request dispatch
+isolates, one server per loop has the throughput). Lifespan runs once per
 process or once per loop (``lifespan.py``); inside handlers
 ``loopgrid.current_worker()`` and ``loopgrid.spawn()`` work as in any grid
 task, and ``worker_header=True`` adds ``x-loopgrid-worker`` to each response.
@@ -28,9 +29,11 @@ second signal (or ``stop(force=True)``) skips the waiting.
 
 Thread ownership: ``start``, ``wait`` and ``close`` are called by one
 controlling thread (not a worker); ``stop`` by any thread, including signal
-handlers: it only writes uvicorn's ``should_exit`` / ``force_exit`` flags,
-which each uvicorn server polls on its own loop every 0.1 s. ``_servers`` is
-filled before ``start`` returns and read-only after.
+handlers: it writes uvicorn's ``should_exit`` / ``force_exit`` flags, which
+each uvicorn server polls on its own loop every 0.1 s, and a forced stop posts
+the cancelling of the requests in flight to each server's loop
+(``call_soon_threadsafe``). ``_servers`` is appended to by ``start`` only;
+``_stopping`` tells servers made after a stop to stop at once.
 """
 
 from __future__ import annotations
