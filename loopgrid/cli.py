@@ -162,11 +162,15 @@ def _load(target: str, what: str = "function") -> Any:
     return obj
 
 
+def _check_loops(loops: int | None) -> None:
+    if loops is not None and loops < 1:
+        raise _Usage(f"--loops must be at least 1, got {loops}")
+
+
 def _run(args: argparse.Namespace) -> int:
     import loopgrid
 
-    if args.loops is not None and args.loops < 1:
-        raise _Usage(f"--loops must be at least 1, got {args.loops}")
+    _check_loops(args.loops)
     fn = _load(args.target)
     if not inspect.iscoroutinefunction(fn):
         raise _Usage(f"{args.target} is {fn!r}, not an async function")
@@ -221,8 +225,7 @@ def _priorities(items: list[str]) -> dict[str, int]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    if args.loops is not None and args.loops < 1:
-        raise _Usage(f"--loops must be at least 1, got {args.loops}")
+    _check_loops(args.loops)
     routes = _priorities(args.priority) or None
     if routes is not None and args.dispatch != "request":
         raise _Usage("--priority needs --dispatch request")

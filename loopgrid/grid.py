@@ -194,7 +194,7 @@ class Grid(GridBase):
         self.name = name
         self._loop_factory = loop_factory
         self._debug = debug
-        self._aging: float | None = None if aging is None else float(aging)
+        self._aging: float | None = aging
         self._task_timing = task_timing
         #: Pushed by any thread, popped by every dispatcher (atomic deque ops).
         self._injection = RunQueue()

@@ -269,15 +269,19 @@ class Worker:
             return
         self._hold = hold
         if hold:
-            requeue = self.grid._requeue
-            for h in self._local.pop_all():
-                requeue(h)
+            self._requeue_local()
             self._call_soon(self._arm_all)
             logs.info("worker.paused", grid=self.grid.name, worker=self.index)
         else:
             self._release_soon()
             self._wake()
             logs.info("worker.resumed", grid=self.grid.name, worker=self.index)
+
+    def _requeue_local(self) -> None:
+        """Hand this worker's stealable backlog to the others (it is held)."""
+        requeue = self.grid._requeue
+        for h in self._local.pop_all():
+            requeue(h)
 
     def _call_soon(self, fn: Callable[[], object]) -> None:
         """Schedule ``fn`` on this loop from any thread (dropped once it closed)."""
@@ -387,9 +391,7 @@ class Worker:
             # before the pauser emptied this queue) left its task behind: it
             # goes where the other workers take it, as the pause did for the rest.
             if len(self._local):
-                requeue = grid._requeue
-                for h in self._local.pop_all():
-                    requeue(h)
+                self._requeue_local()
             self._park(tried_stealing=True)
             return
         queues = (self._pinned, self._local, grid._injection)

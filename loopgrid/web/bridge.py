@@ -71,7 +71,7 @@ def _fail(pair: tuple[asyncio.Future[None], BaseException]) -> None:
 class _Exchange:
     """The app's side of one request: proxies of uvicorn's receive and send."""
 
-    __slots__ = ("_front", "_mb", "_receive", "ended", "final", "first", "out", "waiter")
+    __slots__ = ("_mb", "_receive", "ended", "final", "first", "out", "waiter")
 
     def __init__(self, first: _Message | None, receive: Any, mb: Mailbox) -> None:
         self.first = first
@@ -81,14 +81,13 @@ class _Exchange:
         self.final = False  # the last body message is in out (worker writes, once)
         self._receive = receive
         self._mb = mb
-        self._front = mb.loop
 
     async def receive(self) -> _Message:
         first = self.first
         if first is not None:
             self.first = None
             return first
-        cf = asyncio.run_coroutine_threadsafe(self._receive(), self._front)
+        cf = asyncio.run_coroutine_threadsafe(self._receive(), self._mb.loop)
         message: _Message = await asyncio.wrap_future(cf)
         return message
 

@@ -42,7 +42,6 @@ from ..sync import Queue
 
 if TYPE_CHECKING:
     from ..grid import Grid
-    from ..handle import Handle
 
 __all__ = ["MODES", "StartupError", "run_shutdown", "run_startup"]
 
@@ -68,13 +67,12 @@ class _Lifespan:
         self.app = app
         self.worker = worker
         self.state = state
-        self.supported = True
         self.started = False
         self._received_startup = False
         self._to_app: Queue[dict[str, Any]] = Queue()
         self._from_app: Queue[dict[str, Any]] = Queue()
         self._to_app.put_nowait({"type": "lifespan.startup"})
-        self.handle: Handle[None] = grid.spawn(self._main, worker=worker, name=f"lifespan-{worker}")
+        grid.spawn(self._main, worker=worker, name=f"lifespan-{worker}")
 
     async def _main(self) -> None:
         scope = {
@@ -113,7 +111,6 @@ class _Lifespan:
                 f"{reply.get('message') or '(no message)'}"
             )
         if kind == _ENDED and not self._received_startup:
-            self.supported = False
             logs.info("web.lifespan_unsupported", worker=self.worker, app=repr(self.app))
             return
         exc = reply.get("exception")
