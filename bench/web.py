@@ -64,12 +64,13 @@ PY = sys.executable
 
 def _command(name: str, loopgrid_flags: list[str]) -> list[str] | None:
     """A server's command line, by name: uvicorn-N, granian-N, or
-    loopgrid-N[-connection][-siMS][-prio] (-si: ``--switch-interval MS/1000``;
-    -prio: ``--priority /ping=high``)."""
+    loopgrid-N[-connection][-siMS][-prio][-noinline] (-si: ``--switch-interval
+    MS/1000``; -prio: ``--priority /ping=high``; -noinline: ``--no-inline``)."""
     m = re.fullmatch(
-        r"(uvicorn|granian|loopgrid)-(\d+)(-connection)?(?:-si([\d.]+))?(-prio)?", name
+        r"(uvicorn|granian|loopgrid)-(\d+)(-connection)?(?:-si([\d.]+))?(-prio)?(-noinline)?",
+        name,
     )
-    if m is None or ((m.group(3) or m.group(4) or m.group(5)) and m.group(1) != "loopgrid"):
+    if m is None or (any(m.group(3, 4, 5, 6)) and m.group(1) != "loopgrid"):
         return None
     kind, n = m.group(1), m.group(2)
     if kind == "uvicorn":
@@ -81,6 +82,7 @@ def _command(name: str, loopgrid_flags: list[str]) -> list[str] | None:
     dispatch = "connection" if m.group(3) else "request"
     si = ["--switch-interval", str(float(m.group(4)) / 1000)] if m.group(4) else []
     prio = ["--priority", "/ping=high"] if m.group(5) else []
+    prio += ["--no-inline"] if m.group(6) else []
     return [PY, "-m", "loopgrid", "serve", APP, "--log-level", "warning", "--loops", n,
             "--dispatch", dispatch, *si, *prio, *loopgrid_flags]  # fmt: skip
 
@@ -247,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--servers",
         default=",".join(DEFAULT_SERVERS),
-        help="comma-separated: uvicorn-N, granian-N, loopgrid-N[-connection][-siMS][-prio]",
+        help="comma-separated: uvicorn-N, granian-N, "
+        "loopgrid-N[-connection][-siMS][-prio][-noinline]",
     )
     parser.add_argument(
         "--scenarios", default=",".join(DEFAULT_SCENARIOS), help=f"of {', '.join(SCENARIOS)}"
@@ -267,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = _command(n, flags)
         if cmd is None:
             parser.error(
-                f"unknown server {n!r}: uvicorn-N, granian-N, loopgrid-N[-connection][-siMS]"
+                f"unknown server {n!r}: uvicorn-N, granian-N, "
+                "loopgrid-N[-connection][-siMS][-prio][-noinline]"
             )
         catalogue[n] = cmd
     for s in scenarios:

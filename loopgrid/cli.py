@@ -114,6 +114,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the GIL switch interval while serving (default: the interpreter's, 0.005)",
     )
     serve.add_argument(
+        "--no-inline",
+        dest="inline",
+        action="store_false",
+        help="dispatch every request to the grid, even routes learned to be short "
+        "(by default those run on the front loop: see loopgrid.web.inline)",
+    )
+    serve.add_argument(
         "--worker-header", action="store_true", help="add x-loopgrid-worker to responses"
     )
     serve.add_argument(
@@ -253,6 +260,7 @@ def _serve(args: argparse.Namespace) -> int:
             log_config=LOGGING_CONFIG,
             log_level=args.log_level,
             switch_interval=args.switch_interval,
+            inline=args.inline,
         )
     except (TypeError, ValueError) as exc:
         raise _Usage(str(exc)) from None

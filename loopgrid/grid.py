@@ -611,6 +611,8 @@ def current_grid() -> Grid:
     """The grid whose worker runs the calling code (NotOnGridError elsewhere)."""
     w = _current.worker
     if w is None:
+        if _current.grid is not None:
+            return _current.grid
         raise NotOnGridError(
             "current_grid() was called outside a loopgrid worker: "
             f"thread {threading.current_thread().name!r} runs no grid loop; "
@@ -630,6 +632,8 @@ def spawn(
     """Spawn on the current grid: ``current_grid().spawn(...)``."""
     w = _current.worker
     if w is None:
+        if _current.grid is not None:
+            return _current.grid.spawn(fn, *args, priority=priority, name=name, worker=worker)
         if asyncio.iscoroutine(fn):
             fn.close()
         raise NotOnGridError(

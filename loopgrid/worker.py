@@ -96,6 +96,12 @@ _new_object = object.__new__
 
 class _Current(threading.local):
     worker: Worker | None = None
+    #: A thread that serves a grid without being one of its workers (the HTTP
+    #: front loop of ``loopgrid.web``): ``spawn()`` and ``current_grid()`` work there.
+    grid: Grid | None = None
+    #: Calls of current_worker() on this thread, ever: ``web/inline.py`` reads
+    #: it before and after a request to tell whether the handler asked.
+    asked = 0
 
 
 _current = _Current()
@@ -107,11 +113,18 @@ def current_worker() -> Worker:
     Raises :class:`~loopgrid.NotOnGridError` when called outside a grid worker
     thread (for example from the main thread, or from a thread pool).
     """
-    w = _current.worker
+    cur = _current
+    cur.asked += 1
+    w = cur.worker
     if w is None:
+        where = (
+            f"the front loop of {cur.grid!r} (a request run inline: see loopgrid.web.inline)"
+            if cur.grid is not None
+            else "no grid loop"
+        )
         raise NotOnGridError(
             "current_worker() was called outside a loopgrid worker: "
-            f"thread {threading.current_thread().name!r} runs no grid loop"
+            f"thread {threading.current_thread().name!r} runs {where}"
         )
     return w
 

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..mailbox import Mailbox, mailbox_for_running_loop
 from ..priority import Priority
+from .inline import Measure, Routes
 
 if TYPE_CHECKING:
     from ..grid import Grid
@@ -71,7 +72,7 @@ def _fail(pair: tuple[asyncio.Future[None], BaseException]) -> None:
 class _Exchange:
     """The app's side of one request: proxies of uvicorn's receive and send."""
 
-    __slots__ = ("_mb", "_receive", "ended", "final", "first", "out", "waiter")
+    __slots__ = ("_mb", "_receive", "ended", "final", "first", "out", "took", "waiter")
 
     def __init__(self, first: _Message | None, receive: Any, mb: Mailbox) -> None:
         self.first = first
@@ -79,6 +80,7 @@ class _Exchange:
         self.waiter: asyncio.Future[None] | None = None
         self.ended = False  # the app returned or raised (worker writes, once)
         self.final = False  # the last body message is in out (worker writes, once)
+        self.took: Measure | None = None  # the worker writes it before ended
         self._receive = receive
         self._mb = mb
 
@@ -112,9 +114,12 @@ class _Exchange:
 
 
 async def _run_app(call: _AppCall, scope: dict[str, Any], ex: _Exchange) -> None:
+    m = Measure()
     try:
         await call(scope, ex.receive, ex.send)
     finally:
+        m.end()
+        ex.took = m
         # After the app's last send. With a complete response queued, the
         # front already knows it is done; it waits for this task itself.
         ex.ended = True
@@ -126,13 +131,29 @@ class RequestBridge:
     """The ASGI app the front loop's uvicorn serves: it spawns the real one."""
 
     def __init__(
-        self, grid: Grid, call: _AppCall, priority_of: Callable[[dict[str, Any]], Priority]
+        self,
+        grid: Grid,
+        call: _AppCall,
+        priority_of: Callable[[dict[str, Any]], Priority],
+        front_call: _AppCall,
+        routes: Routes | None,
     ) -> None:
         self._grid = grid
         self._call = call
         self._priority_of = priority_of
+        self._front_call = front_call
+        self._routes = routes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        route = self._routes.route(scope) if self._routes is not None else None
+        if route is not None and route.inline:
+            m = Measure()
+            try:
+                await self._front_call(scope, receive, send)
+            finally:
+                m.end()
+                route.ran_inline(m)
+            return
         first = await receive() if scope["type"] == "http" else None
         mb = mailbox_for_running_loop()
         assert mb is not None  # uvicorn calls us on the front loop
@@ -154,6 +175,8 @@ class RequestBridge:
         except BaseException:
             h.cancel()
             raise
+        if route is not None and ex.took is not None:
+            route.dispatched(ex.took)
         # Anything sent after the response ended goes to uvicorn too, which
         # reports the app's mistake.
         await self._forward(ex, send)

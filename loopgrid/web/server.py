@@ -57,8 +57,9 @@ from ..fairness import needed as fairness_needed
 from ..grid import Grid, _is_async_callable, default_loop_factory
 from ..handle import Handle
 from ..priority import Priority, check_priority
-from ..worker import _shutdown_loop, current_worker
+from ..worker import _current, _shutdown_loop
 from .bridge import RequestBridge
+from .inline import Routes
 from .lifespan import MODES, StartupError, _Lifespan, run_shutdown, run_startup
 
 __all__ = ["DISPATCH", "Server", "serve"]
@@ -115,27 +116,33 @@ def _priority_function(routes: _Routes) -> Callable[[_Scope], Priority]:
     return priority_of
 
 
-def _app_call(app: Any, states: list[dict[str, Any]], header: bool) -> Any:
-    """The app as each worker calls it: the worker's lifespan state, and the header."""
+def _app_calls(app: Any, states: list[dict[str, Any]], header: bool) -> tuple[Any, Any]:
+    """The app as each worker calls it (the worker's lifespan state, and the
+    header) and as the front loop calls it inline (the process's state)."""
 
-    async def call(scope: _Scope, receive: Any, send: Any) -> None:
-        index = current_worker().index
+    def with_state(scope: _Scope, receive: Any, send: Any, state: Any, label: bytes) -> Any:
         if scope["type"] in ("http", "websocket"):
-            scope["state"] = states[index].copy()
+            scope["state"] = state.copy()
         if header and scope["type"] == "http":
-            value = str(index).encode()
 
             async def send_with_header(message: dict[str, Any]) -> None:
                 if message["type"] == "http.response.start":
-                    headers = [*message.get("headers", ()), (WORKER_HEADER, value)]
+                    headers = [*message.get("headers", ()), (WORKER_HEADER, label)]
                     message = {**message, "headers": headers}
                 await send(message)
 
-            await app(scope, receive, send_with_header)
-        else:
-            await app(scope, receive, send)
+            return app(scope, receive, send_with_header)
+        return app(scope, receive, send)
 
-    return call
+    async def call(scope: _Scope, receive: Any, send: Any) -> None:
+        w = _current.worker  # not current_worker(): that counts as the app asking
+        assert w is not None
+        await with_state(scope, receive, send, states[w.index], str(w.index).encode())
+
+    async def front_call(scope: _Scope, receive: Any, send: Any) -> None:
+        await with_state(scope, receive, send, states[0], b"front")
+
+    return call, front_call
 
 
 def _bind(host: str, port: int, backlog: int) -> socket.socket:
@@ -192,6 +199,7 @@ class Server:
         grid: Grid | None = None,
         backlog: int = 2048,
         switch_interval: float | None = None,
+        inline: bool = True,
         **uvicorn_options: Any,
     ) -> None:
         if not _is_async_callable(app):
@@ -214,6 +222,8 @@ class Server:
             raise ValueError(f"loops={loops!r} disagrees with the {grid!r} given")
         if routes is not None and dispatch != "request":
             raise ValueError("routes (request priorities) need dispatch='request'")
+        if not isinstance(inline, bool):
+            raise TypeError(f"inline must be True or False, got {inline!r}")
         if switch_interval is not None:
             switch_interval = check_seconds("switch_interval (or None)", switch_interval)
         self._uvicorn = _import_uvicorn()
@@ -222,6 +232,7 @@ class Server:
         self.dispatch = dispatch
         self.lifespan = lifespan
         self.grace = grace
+        self.inline = inline
         self._requested_port = port
         self._loops = loops
         self._own_grid = grid is None
@@ -292,10 +303,11 @@ class Server:
         self._port = int(self._sock.getsockname()[1])
         process_state: dict[str, Any] = {}
         self._lifespans, states = run_startup(self.app, grid, self.lifespan, process_state)
-        call = _app_call(self.app, states, self._header)
+        call, front_call = _app_calls(self.app, states, self._header)
         ready: list[threading.Event] = []
         if self.dispatch == "request":
-            bridge = RequestBridge(grid, call, self._priority_of)
+            routes = Routes() if self.inline and self.lifespan != "loop" else None
+            bridge = RequestBridge(grid, call, self._priority_of, front_call, routes)
             server = self._make_server(bridge)
             ready.append(server.ready)
             self._front = threading.Thread(
@@ -347,6 +359,7 @@ class Server:
         await server.serve_marked([sock])
 
     def _run_front(self, server: Any, sock: socket.socket) -> None:
+        _current.grid = self._grid  # spawn() works in requests run inline
         loop = default_loop_factory()()
         # The front loop runs short callbacks back to back, the pattern that
         # keeps other threads off the GIL (fairness.py): it yields it too.

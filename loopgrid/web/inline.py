@@ -1,0 +1,153 @@
+"""Which routes run inline on the front loop: learned from how they ran.
+
+Why: with ``dispatch="request"`` every request crosses from the front loop to
+a worker and back. For a handler of a few microseconds (a health check, a
+cached lookup) that crossing is most of its cost, and on a GIL build the
+threads that hand the GIL to each other for it are the rest: such requests
+ran at 0.4x the requests/s of a single uvicorn worker. Running them on the
+front loop itself, as uvicorn would, costs nothing extra; running there a
+handler that blocks would stall every connection, which is what request
+dispatch is for. So the front learns, route by route (method and path), the
+way Go's scheduler learns nothing but its sysmon reacts: a route starts out
+dispatched; after :data:`PROMOTE` dispatched runs in a row that were all
+*short* it runs inline; an inline run that was not short sends it back to the
+grid, and it must then prove itself four times as long (a route that keeps
+failing ends up dispatched for good).
+
+*Short* means: less than :data:`CPU_LIMIT` of the thread's CPU time and less
+than :data:`WALL_LIMIT` from start to end. CPU time, because the wall time of
+a short handler on a GIL build includes the waits for the GIL, several
+milliseconds while another thread computes; the wall limit, because a
+blocking call that sleeps (``time.sleep``, a synchronous driver) uses no CPU.
+An inline run over the CPU limit goes back at once; one over only the wall
+limit counts a strike, and :data:`STRIKES` in a row send it back (one GIL wait
+too many is not a blocked loop). A route whose runs await anything slow never
+looks short, so it stays dispatched, which is also where it belongs.
+
+What changes for a handler that runs inline: it runs on the front loop's
+thread, not on a worker, so ``loopgrid.current_worker()`` raises
+:class:`~loopgrid.NotOnGridError` there (``loopgrid.spawn()`` and
+``loopgrid.current_grid()`` work: the front thread belongs to the grid); a
+route that called ``current_worker()`` on a worker is never promoted. It is
+not a grid task: grid stats and traces do not see it. It sees the process's
+lifespan state; with ``lifespan="loop"`` nothing runs inline (each worker's
+state may hold objects bound to that worker's loop).
+
+Thread ownership: a :class:`Routes` and its :class:`_Route` entries belong to
+the front loop's thread, which alone reads and updates them; a dispatched
+run's measurements are written by its worker before the task ends and read by
+the front after it awaited the task's handle.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .. import logs
+from ..worker import _current
+
+__all__ = ["CPU_LIMIT", "MAX_ROUTES", "PROMOTE", "STRIKES", "WALL_LIMIT", "Routes"]
+
+#: Dispatched runs in a row, each short, after which a route runs inline.
+PROMOTE = 16
+#: Thread CPU seconds under which a run counts as short.
+CPU_LIMIT = 0.001
+#: Seconds from start to end under which a run counts as short.
+WALL_LIMIT = 0.010
+#: Inline runs in a row over the wall limit (only) that send a route back.
+STRIKES = 3
+#: Routes tracked; requests of others are dispatched, untracked.
+MAX_ROUTES = 4096
+#: A route sent back this many times stays dispatched.
+_MAX_DEMOTIONS = 4
+
+_thread_time = time.thread_time
+_perf_counter = time.perf_counter
+
+
+class _Route:
+    """One route's record; see the module docstring."""
+
+    __slots__ = ("demotions", "inline", "key", "need", "run", "strikes")
+
+    def __init__(self, key: tuple[str, str]) -> None:
+        self.key = key
+        self.inline = False
+        self.need = PROMOTE  # short dispatched runs in a row it needs
+        self.run = 0  # short dispatched runs in a row so far
+        self.strikes = 0  # inline runs in a row over the wall limit
+        self.demotions = 0
+
+    def dispatched(self, m: Measure) -> None:
+        """A run on a worker ended, having taken ``m``."""
+        if m.asked:
+            self.demotions = _MAX_DEMOTIONS  # it needs a worker: never inline
+        elif m.cpu < CPU_LIMIT and m.wall < WALL_LIMIT:
+            self.run += 1
+            if self.run >= self.need and self.demotions < _MAX_DEMOTIONS:
+                self.inline = True
+                self.strikes = 0
+                logs.debug("web.inline", method=self.key[0], path=self.key[1])
+        else:
+            self.run = 0
+
+    def ran_inline(self, m: Measure) -> None:
+        """A run on the front loop ended, having taken ``m``."""
+        if m.cpu >= CPU_LIMIT or m.asked:
+            self._demote(m)
+        elif m.wall >= WALL_LIMIT:
+            self.strikes += 1
+            if self.strikes >= STRIKES:
+                self._demote(m)
+        else:
+            self.strikes = 0
+
+    def _demote(self, m: Measure) -> None:
+        self.inline = False
+        self.run = 0
+        self.demotions = _MAX_DEMOTIONS if m.asked else self.demotions + 1
+        self.need *= 4
+        logs.info(
+            "web.dispatch",
+            method=self.key[0],
+            path=self.key[1],
+            cpu_ms=round(m.cpu * 1000, 3),
+            wall_ms=round(m.wall * 1000, 3),
+            again_after=self.need if self.demotions < _MAX_DEMOTIONS else None,
+        )
+
+
+class Measure:
+    """Start and end of one run, on the thread that runs it."""
+
+    __slots__ = ("_calls", "asked", "cpu", "wall")
+
+    def __init__(self) -> None:
+        self._calls = _current.asked
+        self.asked = False  # the run called current_worker()
+        self.cpu = _thread_time()
+        self.wall = _perf_counter()
+
+    def end(self) -> None:
+        """Turn the start readings into what the run took."""
+        self.cpu = _thread_time() - self.cpu
+        self.wall = _perf_counter() - self.wall
+        self.asked = _current.asked != self._calls
+
+
+class Routes:
+    """The front loop's table of routes; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._table: dict[tuple[str, str], _Route] = {}
+
+    def route(self, scope: dict[str, Any]) -> _Route | None:
+        """The entry of this request's route (None: dispatch it, untracked)."""
+        if scope["type"] != "http":
+            return None
+        key = (scope["method"], scope["path"])
+        r = self._table.get(key)
+        if r is None and len(self._table) < MAX_ROUTES:
+            r = self._table[key] = _Route(key)
+        return r
