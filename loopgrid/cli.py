@@ -111,7 +111,8 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="the GIL switch interval while serving (default: the interpreter's, 0.005)",
+        help="the GIL switch interval while serving (default: 0.0005 with --dispatch "
+        "request, else the interpreter's; 0: the interpreter's, 0.005 unless set)",
     )
     serve.add_argument(
         "--no-inline",
@@ -237,6 +238,12 @@ def _serve(args: argparse.Namespace) -> int:
     if routes is not None and args.dispatch != "request":
         raise _Usage("--priority needs --dispatch request")
     from . import web
+
+    switch_interval = args.switch_interval
+    if switch_interval is None:
+        switch_interval = "auto"
+    elif switch_interval == 0:
+        switch_interval = None
     from .grid import _is_async_callable
 
     app = _load(args.target, "app")
@@ -259,7 +266,7 @@ def _serve(args: argparse.Namespace) -> int:
             routes=routes,
             log_config=LOGGING_CONFIG,
             log_level=args.log_level,
-            switch_interval=args.switch_interval,
+            switch_interval=switch_interval,
             inline=args.inline,
         )
     except (TypeError, ValueError) as exc:

@@ -28,6 +28,7 @@ from loopgrid import Grid, Priority
 
 pytest.importorskip("uvicorn", reason="loopgrid.web needs the web extra (uvicorn)")
 from loopgrid import web
+from loopgrid.web.inline import PROMOTE
 
 TESTS = Path(__file__).resolve().parent
 Response = tuple[int, dict[str, str], bytes]
@@ -259,10 +260,21 @@ def test_a_port_in_use_is_a_startup_error() -> None:
     not getattr(sys, "_is_gil_enabled", lambda: True)(),
     reason="the switch interval is the GIL's: it does nothing without one",
 )
-def test_switch_interval_holds_while_serving_and_is_restored() -> None:
+@pytest.mark.parametrize(
+    ("options", "during"),
+    [
+        ({"switch_interval": 0.002}, 0.002),
+        ({}, web.SERVE_SWITCH_INTERVAL),  # "auto", with request dispatch
+        ({"dispatch": "connection"}, None),  # "auto" leaves it alone there
+        ({"switch_interval": None}, None),
+    ],
+)
+def test_switch_interval_holds_while_serving_and_is_restored(
+    options: dict[str, Any], during: float | None
+) -> None:
     before = sys.getswitchinterval()
-    with web.Server(web_apps.app, loops=1, port=0, switch_interval=0.002):
-        assert sys.getswitchinterval() == pytest.approx(0.002)
+    with web.Server(web_apps.app, loops=1, port=0, **options):
+        assert sys.getswitchinterval() == pytest.approx(before if during is None else during)
     assert sys.getswitchinterval() == before
 
 
@@ -289,7 +301,11 @@ def test_serving_on_a_grid_of_ones_own_leaves_it_open() -> None:
         ({"routes": {"/ping": 9}}, ValueError, "9"),
         ({"routes": 3}, TypeError, "routes must map"),
         ({"routes": {"/a": 1}, "dispatch": "connection"}, ValueError, "need dispatch='request'"),
-        ({"switch_interval": 0}, ValueError, r"switch_interval \(or None\) must be a number"),
+        (
+            {"switch_interval": 0},
+            ValueError,
+            r"switch_interval \(or 'auto' or None\) must be a number",
+        ),
     ],
 )
 def test_bad_arguments_are_named(kwargs: dict[str, Any], error: type, match: str) -> None:
@@ -362,6 +378,30 @@ def test_the_command_names_a_bad_target_and_a_failing_startup() -> None:
     assert "lifespan startup failed on worker 0: no database on 0" in err
 
 
+@pytest.mark.parametrize("flags", [[], ["--no-inline"]])
+def test_the_command_runs_short_routes_inline_unless_told_not_to(flags: list[str]) -> None:
+    proc = _serve_process("web_apps:short_app", "--loops", "2", "--worker-header", *flags)
+    try:
+        port = int(_url_of(proc).rpartition(":")[2])
+        seen = []
+        for _ in range(3 * PROMOTE):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+            conn.request("GET", "/quick")
+            seen.append(conn.getresponse().getheader("x-loopgrid-worker"))
+            conn.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(WAIT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=WAIT)
+    assert set(seen[:PROMOTE]) <= {"0", "1"}
+    if flags:
+        assert set(seen) <= {"0", "1"}
+    else:
+        assert "front" in seen
+
+
 def test_ctrl_c_during_a_hanging_startup_undoes_everything() -> None:
     proc = _serve_process("web_apps:hanging_startup", "--loops", "2")
     assert proc.stdout is not None
@@ -409,3 +449,74 @@ def test_a_fastapi_app_from_the_readme_runs_on_the_grid() -> None:
     with web.Server(app, loops=2, port=0) as server:
         out = get_json(server, "/ping")
     assert out["pong"] is True and out["worker"] in (0, 1)
+
+
+# -- routes run inline on the front loop (web/inline.py) ---------------------------
+
+
+def served_by(server: web.Server, path: str) -> str:
+    status, headers, body = request(server, path)
+    assert status == 200, body
+    return headers["x-loopgrid-worker"]
+
+
+def promote(server: web.Server, path: str) -> None:
+    """Request ``path`` until the front serves it; the first PROMOTE go to workers."""
+    for _ in range(PROMOTE):
+        assert served_by(server, path) in ("0", "1")
+    for _ in range(50 * PROMOTE):  # a run that was not short starts the count again
+        if served_by(server, path) == "front":
+            return
+    raise AssertionError(f"{path} never ran inline")
+
+
+def test_a_route_learned_to_be_short_runs_on_the_front_loop() -> None:
+    with web.Server(web_apps.short_app, loops=2, port=0, worker_header=True) as server:
+        promote(server, "/quick")
+        assert served_by(server, "/quick") == "front"
+        # Learning is by route: another path starts out on the workers.
+        assert served_by(server, "/changes") in ("0", "1")
+
+
+@pytest.mark.parametrize("change", ["compute", "ask"])
+def test_an_inline_route_that_stops_being_short_goes_back_to_the_workers(change: str) -> None:
+    with web.Server(web_apps.short_app, loops=2, port=0, worker_header=True) as server:
+        promote(server, "/changes")
+        web_apps.behaviour[0] = change
+        _, headers, body = request(server, "/changes")
+        assert headers["x-loopgrid-worker"] == "front"  # this run showed it
+        if change == "ask":
+            assert "front loop" in json.loads(body)["error"]
+        # Back on the workers, for four times as many runs as the first time
+        # (and for good after asking for its worker).
+        web_apps.behaviour[0] = "short"
+        assert {served_by(server, "/changes") for _ in range(4 * PROMOTE)} <= {"0", "1"}
+
+
+def test_a_route_that_asks_for_its_worker_never_runs_inline() -> None:
+    with web.Server(web_apps.short_app, loops=2, port=0, worker_header=True) as server:
+        seen = {served_by(server, "/asks") for _ in range(3 * PROMOTE)}
+    assert seen <= {"0", "1"}
+
+
+def test_spawn_works_in_a_request_run_inline() -> None:
+    with web.Server(web_apps.short_app, loops=2, port=0, worker_header=True) as server:
+        promote(server, "/fan")
+        status, headers, body = request(server, "/fan")
+    assert status == 200
+    assert headers["x-loopgrid-worker"] == "front"
+    assert json.loads(body)["job_ran_on"] in ("loopgrid-web-0", "loopgrid-web-1")
+
+
+@pytest.mark.parametrize("options", [{"inline": False}, {"lifespan": "loop"}])
+def test_nothing_runs_inline_when_told_not_to_or_with_a_lifespan_per_loop(
+    options: dict[str, Any],
+) -> None:
+    with web.Server(web_apps.short_app, loops=2, port=0, worker_header=True, **options) as server:
+        seen = {served_by(server, "/quick") for _ in range(3 * PROMOTE)}
+    assert seen <= {"0", "1"}
+
+
+def test_inline_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="inline must be True or False, got 'yes'"):
+        web.Server(web_apps.short_app, inline="yes")  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ def reset() -> None:
     release.clear()
     meeting = threading.Barrier(2)
     startups.clear()
+    behaviour[0] = "short"
 
 
 async def _reply(send: Any, status: int, body: dict[str, Any] | bytes) -> None:
@@ -154,3 +156,51 @@ async def hanging_startup(scope: dict[str, Any], receive: Any, send: Any) -> Non
         print("in startup", flush=True)
         await asyncio.Event().wait()
     await _reply(send, 200, {})
+
+
+#: What ``/changes`` does from now on: "short", "compute" (2 ms of CPU) or
+#: "ask" (call current_worker()).
+behaviour = ["short"]
+
+
+def _spin_cpu(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+async def _thread_name() -> str:
+    return threading.current_thread().name
+
+
+async def short_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Handlers that never call current_worker(), so their routes can run inline."""
+    if scope["type"] == "lifespan":
+        await _lifespan(scope, receive, send)
+        return
+    path = scope["path"]
+    if path == "/quick":
+        await _reply(send, 200, {"ok": True})
+    elif path == "/asks":
+        await _reply(send, 200, {"worker": loopgrid.current_worker().index})
+    elif path == "/fan":
+        # The job must not call current_worker() either: a call on the
+        # request's thread while it runs counts as the request's.
+        job = await loopgrid.spawn(_thread_name)
+        await _reply(send, 200, {"job_ran_on": job})
+    elif path == "/changes":
+        now = behaviour[0]
+        if now == "compute":
+            _spin_cpu(0.002)
+            await _reply(send, 200, {"did": now})
+        elif now == "ask":
+            try:
+                loopgrid.current_worker()
+                error = ""
+            except loopgrid.NotOnGridError as exc:
+                error = str(exc)
+            await _reply(send, 200, {"did": now, "error": error})
+        else:
+            await _reply(send, 200, {"did": now})
+    else:
+        await _reply(send, 404, {"error": path})

@@ -6,6 +6,6 @@ requests run as grid tasks, and ``lifespan.py`` for the app's lifespan.
 """
 
 from .lifespan import StartupError
-from .server import DISPATCH, WORKER_HEADER, Server, serve
+from .server import DISPATCH, SERVE_SWITCH_INTERVAL, WORKER_HEADER, Server, serve
 
-__all__ = ["DISPATCH", "WORKER_HEADER", "Server", "StartupError", "serve"]
+__all__ = ["DISPATCH", "SERVE_SWITCH_INTERVAL", "WORKER_HEADER", "Server", "StartupError", "serve"]

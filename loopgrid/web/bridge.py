@@ -1,7 +1,8 @@
 """Requests as grid tasks: the HTTP loop parses, any worker runs the app.
 
-With ``dispatch="request"`` one *front* loop, on a thread of its own that runs
-no user code, owns every connection: uvicorn accepts, reads and parses there
+With ``dispatch="request"`` one *front* loop, on a thread of its own, owns
+every connection (and runs the requests of routes learned to be short itself:
+``inline.py``): uvicorn accepts, reads and parses there
 and writes the responses. Each request's call of the app becomes a grid task,
 queued in the grid's injection queue, with the route's priority: the first
 worker free to take it runs it, so a request never waits behind a loop that a

@@ -6,8 +6,9 @@ serves the app from the N loops of one grid, with uvicorn's HTTP protocol
 underneath, in one of two ways (``dispatch=``):
 
 * ``"request"`` (the default): one front loop on a thread of its own owns the
-  listening socket and every connection, and runs no user code; each request
-  becomes a grid task that the first free worker runs (``bridge.py``). A
+  listening socket and every connection; each request becomes a grid task
+  that the first free worker runs (``bridge.py``), except those of routes
+  learned to be short, which the front runs itself (``inline.py``). A
   handler that blocks its loop holds up only the requests already started
   there; the others go to the other loops. Routes can be given priorities.
 * ``"connection"``: one uvicorn server per worker loop, each with its own
@@ -17,7 +18,8 @@ underneath, in one of two ways (``dispatch=``):
   waits while its loop is held.
 
 ``bench/web.py`` measures both (``bench/notes/web.md``: request dispatch
-isolates, one server per loop has the throughput). Lifespan runs once per
+isolates, and with short routes inline has the throughput of one uvicorn
+worker; one server per loop scales on free-threaded builds). Lifespan runs once per
 process or once per loop (``lifespan.py``); inside handlers
 ``loopgrid.current_worker()`` and ``loopgrid.spawn()`` work as in any grid
 task, and ``worker_header=True`` adds ``x-loopgrid-worker`` to each response.
@@ -48,7 +50,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
 from .. import logs
 from ..errors import check_seconds
@@ -62,12 +64,21 @@ from .bridge import RequestBridge
 from .inline import Routes
 from .lifespan import MODES, StartupError, _Lifespan, run_shutdown, run_startup
 
-__all__ = ["DISPATCH", "Server", "serve"]
+__all__ = ["DISPATCH", "SERVE_SWITCH_INTERVAL", "Server", "serve"]
 
 #: The values of ``dispatch=``.
 DISPATCH = ("request", "connection")
 
 _GIL = bool(getattr(sys, "_is_gil_enabled", lambda: True)())
+
+#: The GIL switch interval a server sets with request dispatch
+#: (``switch_interval="auto"``). The front loop (uvloop) takes the GIL anew for
+#: each of its callbacks, and while a handler on a worker computes in Python,
+#: each of those waits can last a whole interval: with 5 ms (the interpreter's default), /ping's p99
+#: beside a 20 ms pure-Python handler was 24 ms, with 0.5 ms 12 ms, with the
+#: same /ping throughput alone (``bench/notes/web.md``). It has no effect
+#: without a GIL, and costs nothing while only one thread wants the GIL.
+SERVE_SWITCH_INTERVAL = 0.0005
 
 #: The response header ``worker_header=True`` adds, naming the worker's index.
 WORKER_HEADER = b"x-loopgrid-worker"
@@ -174,11 +185,14 @@ class Server:
     which the server then does not close; otherwise it makes one with
     ``loops`` workers. ``routes`` gives request tasks priorities (``{"/ping":
     Priority.HIGH}``, longest prefix first, or a function of the scope; only
-    with ``dispatch="request"``). ``switch_interval`` (seconds) sets the
-    interpreter's GIL switch interval while the server runs (see the README:
-    with handlers that compute in Python, a request needs the GIL on the front
-    loop and on a worker, and each wait for it can last a whole interval,
-    5 ms by default); None leaves it alone, and it has no effect without a GIL.
+    with ``dispatch="request"``). ``inline`` (request dispatch): routes learned
+    to be short run on the front loop itself, with no crossing to a worker
+    (``inline.py`` says how they are learned and what changes for them);
+    False dispatches every request. ``switch_interval`` (seconds) sets the
+    interpreter's GIL switch interval while the server runs: ``"auto"`` is
+    :data:`SERVE_SWITCH_INTERVAL` with request dispatch and the interpreter's
+    with connection dispatch, None leaves it alone; it has no effect without a
+    GIL.
     ``uvicorn_options`` go to ``uvicorn.Config`` (``log_config`` defaults to
     None: a library does not configure logging; ``loopgrid serve`` passes
     uvicorn's).
@@ -198,7 +212,7 @@ class Server:
         routes: _Routes = None,
         grid: Grid | None = None,
         backlog: int = 2048,
-        switch_interval: float | None = None,
+        switch_interval: float | Literal["auto"] | None = "auto",
         inline: bool = True,
         **uvicorn_options: Any,
     ) -> None:
@@ -224,8 +238,10 @@ class Server:
             raise ValueError("routes (request priorities) need dispatch='request'")
         if not isinstance(inline, bool):
             raise TypeError(f"inline must be True or False, got {inline!r}")
+        if switch_interval == "auto":
+            switch_interval = SERVE_SWITCH_INTERVAL if dispatch == "request" else None
         if switch_interval is not None:
-            switch_interval = check_seconds("switch_interval (or None)", switch_interval)
+            switch_interval = check_seconds("switch_interval (or 'auto' or None)", switch_interval)
         self._uvicorn = _import_uvicorn()
         self.app = app
         self.host = host
