@@ -125,6 +125,14 @@ def test_requests_keep_being_served_while_a_handler_holds_its_loop() -> None:
     assert seen == {1 - out["worker"]}
 
 
+def test_connection_dispatch_spreads_connections_over_the_loops() -> None:
+    # One listening socket per loop: the kernel hashes each new connection to
+    # one of them (64 all on one loop: a chance of 2**-63).
+    with web.Server(web_apps.app, loops=2, port=0, dispatch="connection") as server:
+        seen = {get_json(server, "/ping")["worker"] for _ in range(64)}
+    assert seen == {0, 1}
+
+
 def test_worker_header_names_the_worker_that_served() -> None:
     with web.Server(web_apps.app, loops=2, port=0, worker_header=True) as server:
         status, headers, body = request(server, "/ping")
