@@ -95,7 +95,14 @@ SCENARIOS: dict[str, tuple[str, int] | None] = {
     "hash": ("/hash?kb=1024", 8),
 }
 DEFAULT_SCENARIOS = ["alone", "block", "cpu"]
-DEFAULT_SERVERS = ["uvicorn-1", "uvicorn-2", "granian-1", "loopgrid-2", "loopgrid-2-connection"]
+DEFAULT_SERVERS = [
+    "uvicorn-1",
+    "uvicorn-2",
+    "granian-1",
+    "loopgrid-2",
+    "loopgrid-2-noinline",
+    "loopgrid-2-connection",
+]
 
 
 def _free_port() -> int:
