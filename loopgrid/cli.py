@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="the GIL switch interval while serving (default: 0.0005 with --dispatch "
+        help="the GIL switch interval while serving (default: 0.0002 with --dispatch "
         "request, else the interpreter's; 0: the interpreter's, 0.005 unless set)",
     )
     serve.add_argument(

@@ -72,13 +72,15 @@ DISPATCH = ("request", "connection")
 _GIL = bool(getattr(sys, "_is_gil_enabled", lambda: True)())
 
 #: The GIL switch interval a server sets with request dispatch
-#: (``switch_interval="auto"``). The front loop (uvloop) takes the GIL anew for
-#: each of its callbacks, and while a handler on a worker computes in Python,
-#: each of those waits can last a whole interval: with 5 ms (the interpreter's default), /ping's p99
-#: beside a 20 ms pure-Python handler was 24 ms, with 0.5 ms 12 ms, with the
-#: same /ping throughput alone (``bench/notes/web.md``). It has no effect
-#: without a GIL, and costs nothing while only one thread wants the GIL.
-SERVE_SWITCH_INTERVAL = 0.0005
+#: (``switch_interval="auto"``). While a handler on a worker computes in
+#: Python, the front loop gets the GIL back only when it has waited a whole
+#: interval, and it gives it up again at its next callback (uvloop takes the
+#: GIL anew for each): /ping's p99 beside a 20 ms pure-Python handler was
+#: 24 ms with the interpreter's 5 ms, 10.4 ms with 0.5 ms, 7.7 ms with 0.2 ms
+#: and 7.1 ms with 0.1 ms, which began to cost /ping alone (0.87x; 0.99x with
+#: 0.2 ms): ``bench/notes/web.md``. No effect without a GIL, and little while
+#: only one thread wants it.
+SERVE_SWITCH_INTERVAL = 0.0002
 
 #: The response header ``worker_header=True`` adds, naming the worker's index.
 WORKER_HEADER = b"x-loopgrid-worker"
