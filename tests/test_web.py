@@ -6,6 +6,7 @@ with the tests through events and barriers (tests/web_apps.py), never sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -346,24 +347,37 @@ def _url_of(proc: subprocess.Popen[str]) -> str:
     raise AssertionError(f"loopgrid serve never said where it serves (exit {proc.wait()})")
 
 
-def test_the_command_serves_and_sigterm_runs_lifespan_shutdown(tmp_path: Path) -> None:
-    record = tmp_path / "shutdown.txt"
-    proc = _serve_process(
-        "web_apps:app", "--loops", "2", env={"WEB_APPS_SHUTDOWN_FILE": str(record)}
-    )
+@contextlib.contextmanager
+def _serving(*args: str, env: dict[str, str] | None = None) -> Iterator[int]:
+    """``loopgrid serve *args`` in a subprocess: yields its port, then SIGTERM
+    must stop it with exit status 0."""
+    proc = _serve_process(*args, env=env)
     try:
-        url = _url_of(proc)
-        port = int(url.rpartition(":")[2])
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
-        conn.request("GET", "/ping")
-        assert conn.getresponse().status == 200
-        conn.close()
+        yield int(_url_of(proc).rpartition(":")[2])
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(WAIT) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=WAIT)  # and close the pipes
+
+
+def _get(port: int, path: str) -> http.client.HTTPResponse:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        resp.read()
+        return resp
+    finally:
+        conn.close()
+
+
+def test_the_command_serves_and_sigterm_runs_lifespan_shutdown(tmp_path: Path) -> None:
+    record = tmp_path / "shutdown.txt"
+    env = {"WEB_APPS_SHUTDOWN_FILE": str(record)}
+    with _serving("web_apps:app", "--loops", "2", env=env) as port:
+        assert _get(port, "/ping").status == 200
     assert record.read_text() == "shutdown on 0"
 
 
@@ -388,21 +402,8 @@ def test_the_command_names_a_bad_target_and_a_failing_startup() -> None:
 
 @pytest.mark.parametrize("flags", [[], ["--no-inline"]])
 def test_the_command_runs_short_routes_inline_unless_told_not_to(flags: list[str]) -> None:
-    proc = _serve_process("web_apps:short_app", "--loops", "2", "--worker-header", *flags)
-    try:
-        port = int(_url_of(proc).rpartition(":")[2])
-        seen = []
-        for _ in range(3 * PROMOTE):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
-            conn.request("GET", "/quick")
-            seen.append(conn.getresponse().getheader("x-loopgrid-worker"))
-            conn.close()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(WAIT) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=WAIT)
+    with _serving("web_apps:short_app", "--loops", "2", "--worker-header", *flags) as port:
+        seen = [_get(port, "/quick").getheader("x-loopgrid-worker") for _ in range(3 * PROMOTE)]
     assert set(seen[:PROMOTE]) <= {"0", "1"}
     if flags:
         assert set(seen) <= {"0", "1"}
