@@ -502,6 +502,21 @@ def test_an_inline_route_that_stops_being_short_goes_back_to_the_workers(change:
         assert {served_by(server, "/changes") for _ in range(4 * PROMOTE)} <= {"0", "1"}
 
 
+@pytest.mark.parametrize(("change", "front_runs"), [("block", 3), ("sometimes", 5)])
+def test_an_inline_route_that_blocks_goes_back_after_three_strikes(
+    change: str, front_runs: int
+) -> None:
+    # A blocking call uses no CPU: each run over the wall limit is a strike,
+    # and short runs in between do not wipe them out.
+    with web.Server(web_apps.short_app, loops=2, port=0, worker_header=True) as server:
+        promote(server, "/changes")
+        web_apps.behaviour[0] = change
+        web_apps._calls[0] = 0  # "sometimes" blocks on the 1st, 3rd, 5th call
+        served = [served_by(server, "/changes") for _ in range(front_runs + 1)]
+    assert served == ["front"] * front_runs + [served[-1]]
+    assert served[-1] in ("0", "1")
+
+
 def test_a_route_that_asks_for_its_worker_never_runs_inline() -> None:
     with web.Server(web_apps.short_app, loops=2, port=0, worker_header=True) as server:
         seen = {served_by(server, "/asks") for _ in range(3 * PROMOTE)}

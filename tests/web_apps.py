@@ -158,9 +158,11 @@ async def hanging_startup(scope: dict[str, Any], receive: Any, send: Any) -> Non
     await _reply(send, 200, {})
 
 
-#: What ``/changes`` does from now on: "short", "compute" (2 ms of CPU) or
-#: "ask" (call current_worker()).
+#: What ``/changes`` does from now on: "short", "compute" (2 ms of CPU),
+#: "ask" (call current_worker()), "block" (sleep 15 ms) or "sometimes" (block
+#: on every other call).
 behaviour = ["short"]
+_calls = [0]
 
 
 def _spin_cpu(seconds: float) -> None:
@@ -190,7 +192,11 @@ async def short_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await _reply(send, 200, {"job_ran_on": job})
     elif path == "/changes":
         now = behaviour[0]
-        if now == "compute":
+        _calls[0] += 1
+        if now == "block" or (now == "sometimes" and _calls[0] % 2):
+            time.sleep(0.015)  # more than inline.WALL_LIMIT, with no CPU
+            await _reply(send, 200, {"did": now})
+        elif now == "compute":
             _spin_cpu(0.002)
             await _reply(send, 200, {"did": now})
         elif now == "ask":

@@ -19,9 +19,12 @@ than :data:`WALL_LIMIT` from start to end. CPU time, because the wall time of
 a short handler on a GIL build includes the waits for the GIL, several
 milliseconds while another thread computes; the wall limit, because a
 blocking call that sleeps (``time.sleep``, a synchronous driver) uses no CPU.
-An inline run over the CPU limit goes back at once; one over only the wall
-limit counts a strike, and :data:`STRIKES` in a row send it back (one GIL wait
-too many is not a blocked loop). A route whose runs await anything slow never
+An inline run over the CPU limit sends its route back at once; one over only
+the wall limit counts a strike, and :data:`STRIKES` strikes send it back (a
+GIL wait too many now and then is not a blocked loop), each :data:`PROMOTE`
+short runs forgiving one: a route that blocks more often than once in
+:data:`PROMOTE` runs goes back, one that blocks more rarely stays, and holds
+the front each time it does. A route whose runs await anything slow never
 looks short, so it stays dispatched, which is also where it belongs.
 
 What changes for a handler that runs inline: it runs on the front loop's
@@ -55,7 +58,8 @@ PROMOTE = 16
 CPU_LIMIT = 0.001
 #: Seconds from start to end under which a run counts as short.
 WALL_LIMIT = 0.010
-#: Inline runs in a row over the wall limit (only) that send a route back.
+#: Inline runs over the wall limit (only) that send a route back; each
+#: :data:`PROMOTE` short runs forgive one.
 STRIKES = 3
 #: Routes tracked; requests of others are dispatched, untracked.
 MAX_ROUTES = 4096
@@ -69,14 +73,15 @@ _perf_counter = time.perf_counter
 class _Route:
     """One route's record; see the module docstring."""
 
-    __slots__ = ("demotions", "inline", "key", "need", "run", "strikes")
+    __slots__ = ("demotions", "inline", "key", "need", "run", "shorts", "strikes")
 
     def __init__(self, key: tuple[str, str]) -> None:
         self.key = key
         self.inline = False
         self.need = PROMOTE  # short dispatched runs in a row it needs
         self.run = 0  # short dispatched runs in a row so far
-        self.strikes = 0  # inline runs in a row over the wall limit
+        self.strikes = 0  # inline runs over the wall limit, less one per PROMOTE short
+        self.shorts = 0  # short inline runs since the last strike was forgiven
         self.demotions = 0
 
     def dispatched(self, m: Measure) -> None:
@@ -87,7 +92,7 @@ class _Route:
             self.run += 1
             if self.run >= self.need and self.demotions < _MAX_DEMOTIONS:
                 self.inline = True
-                self.strikes = 0
+                self.strikes = self.shorts = 0
                 logs.debug("web.inline", method=self.key[0], path=self.key[1])
         else:
             self.run = 0
@@ -100,8 +105,11 @@ class _Route:
             self.strikes += 1
             if self.strikes >= STRIKES:
                 self._demote(m)
-        else:
-            self.strikes = 0
+        elif self.strikes:
+            self.shorts += 1
+            if self.shorts >= PROMOTE:
+                self.shorts = 0
+                self.strikes -= 1
 
     def _demote(self, m: Measure) -> None:
         self.inline = False
