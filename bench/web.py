@@ -64,13 +64,15 @@ PY = sys.executable
 
 def _command(name: str, loopgrid_flags: list[str]) -> list[str] | None:
     """A server's command line, by name: uvicorn-N, granian-N, or
-    loopgrid-N[-connection][-siMS][-prio][-noinline] (-si: ``--switch-interval
-    MS/1000``; -prio: ``--priority /ping=high``; -noinline: ``--no-inline``)."""
+    loopgrid-N[-connection][-siMS][-prio][-noinline][-fK] (-si:
+    ``--switch-interval MS/1000``; -prio: ``--priority /ping=high``; -noinline:
+    ``--no-inline``; -fK: ``--fronts K``)."""
     m = re.fullmatch(
-        r"(uvicorn|granian|loopgrid)-(\d+)(-connection)?(?:-si([\d.]+))?(-prio)?(-noinline)?",
+        r"(uvicorn|granian|loopgrid)-(\d+)(-connection)?(?:-si([\d.]+))?(-prio)?(-noinline)?"
+        r"(?:-f(\d+))?",
         name,
     )
-    if m is None or (any(m.group(3, 4, 5, 6)) and m.group(1) != "loopgrid"):
+    if m is None or (any(m.group(3, 4, 5, 6, 7)) and m.group(1) != "loopgrid"):
         return None
     kind, n = m.group(1), m.group(2)
     if kind == "uvicorn":
@@ -83,6 +85,7 @@ def _command(name: str, loopgrid_flags: list[str]) -> list[str] | None:
     si = ["--switch-interval", str(float(m.group(4)) / 1000)] if m.group(4) else []
     prio = ["--priority", "/ping=high"] if m.group(5) else []
     prio += ["--no-inline"] if m.group(6) else []
+    prio += ["--fronts", m.group(7)] if m.group(7) else []
     return [PY, "-m", "loopgrid", "serve", APP, "--log-level", "warning", "--loops", n,
             "--dispatch", dispatch, *si, *prio, *loopgrid_flags]  # fmt: skip
 
@@ -257,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         "--servers",
         default=",".join(DEFAULT_SERVERS),
         help="comma-separated: uvicorn-N, granian-N, "
-        "loopgrid-N[-connection][-siMS][-prio][-noinline]",
+        "loopgrid-N[-connection][-siMS][-prio][-noinline][-fK]",
     )
     parser.add_argument(
         "--scenarios", default=",".join(DEFAULT_SCENARIOS), help=f"of {', '.join(SCENARIOS)}"
@@ -278,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         if cmd is None:
             parser.error(
                 f"unknown server {n!r}: uvicorn-N, granian-N, "
-                "loopgrid-N[-connection][-siMS][-prio][-noinline]"
+                "loopgrid-N[-connection][-siMS][-prio][-noinline][-fK]"
             )
         catalogue[n] = cmd
     for s in scenarios:

@@ -115,6 +115,14 @@ def _parser() -> argparse.ArgumentParser:
         "request, else the interpreter's; 0: the interpreter's, 0.005 unless set)",
     )
     serve.add_argument(
+        "--fronts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="front loops that share the connections with --dispatch request (default: 1 "
+        "with the GIL, one per loop without)",
+    )
+    serve.add_argument(
         "--no-inline",
         dest="inline",
         action="store_false",
@@ -268,6 +276,7 @@ def _serve(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             switch_interval=switch_interval,
             inline=args.inline,
+            fronts=args.fronts,
         )
     except (TypeError, ValueError) as exc:
         raise _Usage(str(exc)) from None

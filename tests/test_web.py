@@ -309,6 +309,8 @@ def test_serving_on_a_grid_of_ones_own_leaves_it_open() -> None:
         ({"routes": {"ping": 1}}, ValueError, "route prefix must be a str starting with '/'"),
         ({"routes": {"/ping": 9}}, ValueError, "9"),
         ({"routes": 3}, TypeError, "routes must map"),
+        ({"fronts": 0}, ValueError, "fronts must be a positive int or None, got 0"),
+        ({"fronts": 2, "dispatch": "connection"}, ValueError, "need dispatch='request'"),
         ({"routes": {"/a": 1}, "dispatch": "connection"}, ValueError, "need dispatch='request'"),
         (
             {"switch_interval": 0},
@@ -402,7 +404,8 @@ def test_the_command_names_a_bad_target_and_a_failing_startup() -> None:
 
 @pytest.mark.parametrize("flags", [[], ["--no-inline"]])
 def test_the_command_runs_short_routes_inline_unless_told_not_to(flags: list[str]) -> None:
-    with _serving("web_apps:short_app", "--loops", "2", "--worker-header", *flags) as port:
+    args = ("web_apps:short_app", "--loops", "2", "--fronts", "1", "--worker-header", *flags)
+    with _serving(*args) as port:
         seen = [_get(port, "/quick").getheader("x-loopgrid-worker") for _ in range(3 * PROMOTE)]
     assert set(seen[:PROMOTE]) <= {"0", "1"}
     if flags:
@@ -463,6 +466,11 @@ def test_a_fastapi_app_from_the_readme_runs_on_the_grid() -> None:
 # -- routes run inline on the front loop (web/inline.py) ---------------------------
 
 
+def inline_server(**options: Any) -> web.Server:
+    """A server with one front loop (each front learns its routes alone)."""
+    return web.Server(web_apps.short_app, loops=2, port=0, worker_header=True, fronts=1, **options)
+
+
 def served_by(server: web.Server, path: str) -> str:
     status, headers, body = request(server, path)
     assert status == 200, body
@@ -480,7 +488,7 @@ def promote(server: web.Server, path: str) -> None:
 
 
 def test_a_route_learned_to_be_short_runs_on_the_front_loop() -> None:
-    with web.Server(web_apps.short_app, loops=2, port=0, worker_header=True) as server:
+    with inline_server() as server:
         promote(server, "/quick")
         assert served_by(server, "/quick") == "front"
         # Learning is by route: another path starts out on the workers.
@@ -489,7 +497,7 @@ def test_a_route_learned_to_be_short_runs_on_the_front_loop() -> None:
 
 @pytest.mark.parametrize("change", ["compute", "ask"])
 def test_an_inline_route_that_stops_being_short_goes_back_to_the_workers(change: str) -> None:
-    with web.Server(web_apps.short_app, loops=2, port=0, worker_header=True) as server:
+    with inline_server() as server:
         promote(server, "/changes")
         web_apps.behaviour[0] = change
         _, headers, body = request(server, "/changes")
@@ -508,7 +516,7 @@ def test_an_inline_route_that_blocks_goes_back_after_three_strikes(
 ) -> None:
     # A blocking call uses no CPU: each run over the wall limit is a strike,
     # and short runs in between do not wipe them out.
-    with web.Server(web_apps.short_app, loops=2, port=0, worker_header=True) as server:
+    with inline_server() as server:
         promote(server, "/changes")
         web_apps.behaviour[0] = change
         web_apps._calls[0] = 0  # "sometimes" blocks on the 1st, 3rd, 5th call
@@ -517,14 +525,33 @@ def test_an_inline_route_that_blocks_goes_back_after_three_strikes(
     assert served[-1] in ("0", "1")
 
 
+@pytest.mark.parametrize("fronts", [1, 2])
+def test_front_loops_share_the_connections(fronts: int) -> None:
+    with web.Server(web_apps.app, loops=2, port=0, fronts=fronts) as server:
+        names = sorted(t.name for t in grid_threads() if "-http" in t.name)
+        seen = {get_json(server, "/ping")["worker"] for _ in range(16)}
+    assert names == (
+        ["loopgrid-web-http"] if fronts == 1 else ["loopgrid-web-http-0", "loopgrid-web-http-1"]
+    )
+    assert seen <= {0, 1}
+    assert grid_threads() == []
+
+
+def test_front_loops_default_to_one_per_worker_without_the_gil() -> None:
+    with web.Server(web_apps.app, loops=2, port=0) as server:
+        fronts = [t for t in grid_threads() if "-http" in t.name]
+        assert get_json(server, "/ping")["worker"] in (0, 1)
+    assert len(fronts) == (1 if web.server._GIL else 2)
+
+
 def test_a_route_that_asks_for_its_worker_never_runs_inline() -> None:
-    with web.Server(web_apps.short_app, loops=2, port=0, worker_header=True) as server:
+    with inline_server() as server:
         seen = {served_by(server, "/asks") for _ in range(3 * PROMOTE)}
     assert seen <= {"0", "1"}
 
 
 def test_spawn_works_in_a_request_run_inline() -> None:
-    with web.Server(web_apps.short_app, loops=2, port=0, worker_header=True) as server:
+    with inline_server() as server:
         promote(server, "/fan")
         status, headers, body = request(server, "/fan")
     assert status == 200
@@ -536,7 +563,7 @@ def test_spawn_works_in_a_request_run_inline() -> None:
 def test_nothing_runs_inline_when_told_not_to_or_with_a_lifespan_per_loop(
     options: dict[str, Any],
 ) -> None:
-    with web.Server(web_apps.short_app, loops=2, port=0, worker_header=True, **options) as server:
+    with inline_server(**options) as server:
         seen = {served_by(server, "/quick") for _ in range(3 * PROMOTE)}
     assert seen <= {"0", "1"}
 

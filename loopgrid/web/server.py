@@ -6,7 +6,8 @@ serves the app from the N loops of one grid, with uvicorn's HTTP protocol
 underneath, in one of two ways (``dispatch=``):
 
 * ``"request"`` (the default): one front loop on a thread of its own owns the
-  listening socket and every connection; each request becomes a grid task
+  listening socket and every connection (on free-threaded builds, one front
+  loop per worker, each with its connections); each request becomes a grid task
   that the first free worker runs (``bridge.py``), except those of routes
   learned to be short, which the front runs itself (``inline.py``). A
   handler that blocks its loop holds up only the requests already started
@@ -218,7 +219,11 @@ class Server:
     with ``dispatch="request"``). ``inline`` (request dispatch): routes learned
     to be short run on the front loop itself, with no crossing to a worker
     (``inline.py`` says how they are learned and what changes for them);
-    False dispatches every request. ``switch_interval`` (seconds) sets the
+    False dispatches every request. ``fronts`` (request dispatch): how many
+    front loops share the connections, each on a thread and a listening socket
+    of its own; None means one with the GIL (more would only share it) and
+    one per worker without (each parses and runs its short requests in
+    parallel). ``switch_interval`` (seconds) sets the
     interpreter's GIL switch interval while the server runs: ``"auto"`` is
     :data:`SERVE_SWITCH_INTERVAL` with request dispatch and the interpreter's
     with connection dispatch, None leaves it alone; it has no effect without a
@@ -244,6 +249,7 @@ class Server:
         backlog: int = 2048,
         switch_interval: float | Literal["auto"] | None = "auto",
         inline: bool = True,
+        fronts: int | None = None,
         **uvicorn_options: Any,
     ) -> None:
         if not _is_async_callable(app):
@@ -266,6 +272,12 @@ class Server:
             raise ValueError(f"loops={loops!r} disagrees with the {grid!r} given")
         if routes is not None and dispatch != "request":
             raise ValueError("routes (request priorities) need dispatch='request'")
+        if fronts is not None and (
+            isinstance(fronts, bool) or not isinstance(fronts, int) or fronts < 1
+        ):
+            raise ValueError(f"fronts must be a positive int or None, got {fronts!r}")
+        if fronts is not None and dispatch != "request":
+            raise ValueError("fronts (front loops) need dispatch='request'")
         if not isinstance(inline, bool):
             raise TypeError(f"inline must be True or False, got {inline!r}")
         if switch_interval == "auto":
@@ -279,6 +291,7 @@ class Server:
         self.lifespan = lifespan
         self.grace = grace
         self.inline = inline
+        self._fronts = fronts
         self._requested_port = port
         self._loops = loops
         self._own_grid = grid is None
@@ -294,7 +307,7 @@ class Server:
         self._lifespans: list[_Lifespan] = []
         self._servers: list[Any] = []
         self._serving: list[Handle[None]] = []
-        self._front: threading.Thread | None = None
+        self._fronts_running: list[threading.Thread] = []  # appended to by start
         self._state = "new"  # new -> started -> closed; controlling thread only
         self._stopping = False  # any thread (stop); read by start
 
@@ -345,7 +358,10 @@ class Server:
         if self._grid is None:
             self._grid = Grid(self._loops, name="web")
         grid = self._grid
-        listeners = 1 if self.dispatch == "request" else len(grid.workers)
+        if self.dispatch == "request":
+            listeners = self._fronts or (1 if _GIL else len(grid.workers))
+        else:
+            listeners = len(grid.workers)
         self._socks = _bind_each(self.host, self._requested_port, self._backlog, listeners)
         self._port = int(self._socks[0].getsockname()[1])
         process_state: dict[str, Any] = {}
@@ -353,17 +369,21 @@ class Server:
         call, front_call = _app_calls(self.app, states, self._header)
         ready: list[threading.Event] = []
         if self.dispatch == "request":
-            routes = Routes() if self.inline and self.lifespan != "loop" else None
-            bridge = RequestBridge(grid, call, self._priority_of, front_call, routes)
-            server = self._make_server(bridge)
-            ready.append(server.ready)
-            self._front = threading.Thread(
-                target=self._run_front,
-                args=(server, self._socks[0].dup()),
-                name=f"loopgrid-{grid.name}-http",
-                daemon=True,
-            )
-            self._front.start()
+            for i, sock in enumerate(self._socks):
+                # Each front learns its routes alone: a table is front-only.
+                routes = Routes() if self.inline and self.lifespan != "loop" else None
+                bridge = RequestBridge(grid, call, self._priority_of, front_call, routes)
+                server = self._make_server(bridge)
+                ready.append(server.ready)
+                suffix = f"-{i}" if len(self._socks) > 1 else ""
+                front = threading.Thread(
+                    target=self._run_front,
+                    args=(server, sock.dup()),
+                    name=f"loopgrid-{grid.name}-http{suffix}",
+                    daemon=True,
+                )
+                self._fronts_running.append(front)
+                front.start()
         else:
             for i in range(len(grid.workers)):
                 server = self._make_server(call)
@@ -445,9 +465,9 @@ class Server:
         interrupted = True
         try:
             # In slices, so that Ctrl-C reaches a main thread waiting here.
-            if self._front is not None:
-                while self._front.is_alive():
-                    self._front.join(0.5)
+            for front in self._fronts_running:
+                while front.is_alive():
+                    front.join(0.5)
             for h in self._serving:
                 while not h.done():
                     with contextlib.suppress(TimeoutError, asyncio.CancelledError):
@@ -466,8 +486,8 @@ class Server:
         # app's lifespan shutdown, then the grid: nothing outlives close().
         self._state = "closed"
         self.stop(force=cancel)
-        if self._front is not None:
-            self._front.join()
+        for front in self._fronts_running:
+            front.join()
         for h in self._serving:
             with contextlib.suppress(BaseException):
                 h.result(timeout=self.grace + 5)
