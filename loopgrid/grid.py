@@ -536,12 +536,8 @@ class Grid(GridBase):
 
     def _cancel_queued(self) -> None:
         """Cancel every task still queued anywhere on the grid (any thread)."""
-        queues = [self._injection]
-        for w in self._workers:
-            queues += (w._local, w._pinned)
-        for q in queues:
-            for h in q.pop_all():
-                h.cancel()
+        for h in self._pop_queued():
+            h.cancel()
         for h in list(self._shelf.values()):
             h.cancel()
 

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import GridClosedError
+
+if TYPE_CHECKING:
+    from .handle import Handle
+    from .runqueue import RunQueue
 
 __all__ = ["GridBase"]
 
@@ -60,6 +64,17 @@ class GridBase:
     def _check_quiescent(self) -> None:
         if self._live() == 0:
             self._quiescent.set()
+
+    _injection: RunQueue
+
+    def _pop_queued(self) -> Iterator[Handle[Any]]:
+        """Pop every task still queued: the injection queue's, then each
+        worker's stealable and pinned ones (atomic pops: any thread)."""
+        queues = [self._injection]
+        for w in self.workers:
+            queues += (w._local, w._pinned)
+        for q in queues:
+            yield from q.pop_all()
 
     def close(self, *, cancel: bool = False) -> None:
         """Drain (or cancel) every task, then stop the workers; idempotent.

@@ -630,28 +630,24 @@ class RayGrid(GridBase):
 
     def _fail_pending(self) -> None:
         """No worker is left: every pending task fails, none waits for ever."""
-        queues = [self._injection]
-        for w in self._workers:
-            queues += (w._pinned, w._local)
-        for q in queues:
-            for h in q.pop_all():
-                with self._control:
-                    if h._paused:
-                        self._shelf[h._id] = h
-                        continue
-                    try:
-                        CLAIMS[h._id & 63].remove(h._id)
-                    except KeyError:
-                        continue
-                    h._state = RUNNING  # leaves PENDING once, as a start would
-                self._lost_pending += 1
-                h._set_exception(
-                    WorkerDiedError(
-                        f"task {h._name!r} (id {h._id}) could not start: every worker of "
-                        f"{self!r} has died ({'; '.join(str(w.error) for w in self._workers)})"
-                    ),
-                    self._loop,
-                )
+        for h in self._pop_queued():
+            with self._control:
+                if h._paused:
+                    self._shelf[h._id] = h
+                    continue
+                try:
+                    CLAIMS[h._id & 63].remove(h._id)
+                except KeyError:
+                    continue
+                h._state = RUNNING  # leaves PENDING once, as a start would
+            self._lost_pending += 1
+            h._set_exception(
+                WorkerDiedError(
+                    f"task {h._name!r} (id {h._id}) could not start: every worker of "
+                    f"{self!r} has died ({'; '.join(str(w.error) for w in self._workers)})"
+                ),
+                self._loop,
+            )
         if self._closing:
             self._check_quiescent()
 
