@@ -183,80 +183,42 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
     total_ms = CPU_MS_TOTAL[mode]
     m = _measure(sizes, total_ms)
     plain = "plain Ray async actor call (ray.get(actor.echo.remote(i)))"
-    results = [
-        compare(
-            "(a) round trip, one call at a time from a plain thread: time per call",
-            m["rt"]["raygrid"],
-            m["rt"]["ray"],
-            baseline_name=plain,
-            per=n_rt,
-            kind="time",
-            target=OVERHEAD_TARGET,
-            candidate_name="RayGrid",
-            unit="us/call",
-        ),
-        compare(
-            "(a) round trip: RayGrid vs the in-process Grid(2), time per call",
-            m["rt"]["raygrid"],
-            m["rt"]["local"],
-            baseline_name="loopgrid.Grid(2).spawn(echo, i).result()",
-            per=n_rt,
-            kind="time",
-            target=None,
-            candidate_name="RayGrid",
-            unit="us/call",
-        ),
-        compare(
-            f"(b) throughput, {n_thr:,} trivial calls in flight over 2 workers",
-            m["thr"]["raygrid"],
-            m["thr"]["ray"],
-            baseline_name="ray.get([...]) of plain actor calls over 2 actors",
-            per=n_thr,
-            kind="rate",
-            target=THROUGHPUT_TARGET,
-            candidate_name="RayGrid",
-            unit="calls/s",
-        ),
-        compare(
-            f"(b) throughput: RayGrid vs the in-process Grid(2), {n_thr:,} calls",
-            m["thr"]["raygrid"],
-            m["thr"]["local"],
-            baseline_name="loopgrid.Grid(2), same calls",
-            per=n_thr,
-            kind="rate",
-            target=None,
-            candidate_name="RayGrid",
-            unit="calls/s",
-        ),
-    ]
+    # (title, measurements, baseline, baseline's name, per, kind, target, unit)
+    table: list[tuple[str, str, str, str, int, str, Any, str]] = [
+        ("(a) round trip, one call at a time from a plain thread: time per call",
+         "rt", "ray", plain, n_rt, "time", OVERHEAD_TARGET, "us/call"),
+        ("(a) round trip: RayGrid vs the in-process Grid(2), time per call",
+         "rt", "local", "loopgrid.Grid(2).spawn(echo, i).result()", n_rt, "time", None, "us/call"),
+        (f"(b) throughput, {n_thr:,} trivial calls in flight over 2 workers",
+         "thr", "ray", "ray.get([...]) of plain actor calls over 2 actors", n_thr, "rate",
+         THROUGHPUT_TARGET, "calls/s"),
+        (f"(b) throughput: RayGrid vs the in-process Grid(2), {n_thr:,} calls",
+         "thr", "local", "loopgrid.Grid(2), same calls", n_thr, "rate", None, "calls/s"),
+    ]  # fmt: skip
+    cases: dict[str, Any] = {"rt": m["rt"], "thr": m["thr"]}
     for ms in lengths:
         k = total_ms // ms
-        results.append(
-            compare(
-                f"(c) {k} pure-Python tasks of {ms} ms: RayGrid(2) vs in-process Grid(2)",
-                m["cpu"][ms]["raygrid"],
-                m["cpu"][ms]["local"],
-                baseline_name="loopgrid.Grid(2) (one GIL)",
-                per=k,
-                kind="rate",
-                target=None,
-                candidate_name="RayGrid",
-                unit="tasks/s",
-            )
+        cases[f"cpu{ms}"] = m["cpu"][ms]
+        table += [
+            (f"(c) {k} pure-Python tasks of {ms} ms: RayGrid(2) vs in-process Grid(2)",
+             f"cpu{ms}", "local", "loopgrid.Grid(2) (one GIL)", k, "rate", None, "tasks/s"),
+            (f"(c) {k} tasks of {ms} ms: RayGrid(2) vs plain Ray actors (2)",
+             f"cpu{ms}", "ray", "plain Ray actor calls over 2 actors", k, "rate", None, "tasks/s"),
+        ]  # fmt: skip
+    results = [
+        compare(
+            title,
+            cases[case]["raygrid"],
+            cases[case][baseline],
+            baseline_name=baseline_name,
+            per=per,
+            kind=kind,
+            target=target,
+            candidate_name="RayGrid",
+            unit=unit,
         )
-        results.append(
-            compare(
-                f"(c) {k} tasks of {ms} ms: RayGrid(2) vs plain Ray actors (2)",
-                m["cpu"][ms]["raygrid"],
-                m["cpu"][ms]["ray"],
-                baseline_name="plain Ray actor calls over 2 actors",
-                per=k,
-                kind="rate",
-                target=None,
-                candidate_name="RayGrid",
-                unit="tasks/s",
-            )
-        )
+        for title, case, baseline, baseline_name, per, kind, target, unit in table
+    ]
     stats = m["stats"]
     return {
         "benchmark": "ray",
