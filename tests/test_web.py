@@ -571,3 +571,33 @@ def test_nothing_runs_inline_when_told_not_to_or_with_a_lifespan_per_loop(
 def test_inline_must_be_a_bool() -> None:
     with pytest.raises(TypeError, match="inline must be True or False, got 'yes'"):
         web.Server(web_apps.short_app, inline="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fronts", [1, 2])
+def test_many_clients_while_routes_go_inline_and_back_lose_no_request(fronts: int) -> None:
+    # Stress: 8 client threads on routes that the fronts promote, while the
+    # main thread flips /changes between short and computing (which sends it
+    # back): every request gets its answer, from a worker or from a front.
+    with web.Server(
+        web_apps.short_app, loops=2, port=0, worker_header=True, fronts=fronts
+    ) as server:
+        stop = threading.Event()
+
+        def client(path: str) -> list[str]:
+            seen = []
+            while not stop.is_set() or len(seen) < 3 * PROMOTE:
+                seen.append(served_by(server, path))
+            return seen
+
+        paths = ["/quick", "/changes", "/fan", "/asks"] * 2
+        clients = [InThread(client, p) for p in paths]
+        for i in range(40):
+            web_apps.behaviour[0] = ("short", "compute")[i % 2]
+            served_by(server, "/quick")
+        stop.set()
+        results = [c.result() for c in clients]
+    assert grid_threads() == []
+    for path, seen in zip(paths, results, strict=True):
+        assert set(seen) <= {"0", "1", "front"}, path
+        if path == "/asks":
+            assert "front" not in seen
