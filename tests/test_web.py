@@ -309,7 +309,8 @@ def test_serving_on_a_grid_of_ones_own_leaves_it_open() -> None:
         ({"routes": {"ping": 1}}, ValueError, "route prefix must be a str starting with '/'"),
         ({"routes": {"/ping": 9}}, ValueError, "9"),
         ({"routes": 3}, TypeError, "routes must map"),
-        ({"fronts": 0}, ValueError, "fronts must be a positive int or None, got 0"),
+        ({"fronts": 0}, ValueError, r"fronts must be at least 1 \(or None\), got 0"),
+        ({"fronts": "2"}, TypeError, "fronts must be an int or None, got '2'"),
         ({"fronts": 2, "dispatch": "connection"}, ValueError, "need dispatch='request'"),
         ({"routes": {"/a": 1}, "dispatch": "connection"}, ValueError, "need dispatch='request'"),
         (

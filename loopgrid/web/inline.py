@@ -7,12 +7,12 @@ threads that hand the GIL to each other for it are the rest: such requests
 ran at 0.4x the requests/s of a single uvicorn worker. Running them on the
 front loop itself, as uvicorn would, costs nothing extra; running there a
 handler that blocks would stall every connection, which is what request
-dispatch is for. So the front learns, route by route (method and path), the
-way Go's scheduler learns nothing but its sysmon reacts: a route starts out
-dispatched; after :data:`PROMOTE` dispatched runs in a row that were all
-*short* it runs inline; an inline run that was not short sends it back to the
-grid, and it must then prove itself four times as long (a route that keeps
-failing ends up dispatched for good).
+dispatch is for. So the front learns, route by route (method and path), and
+reacts when it guessed wrong, somewhat as Go's sysmon reacts to a goroutine
+that holds its thread: a route starts out dispatched; after :data:`PROMOTE`
+dispatched runs in a row that were all *short* it runs inline; an inline run
+that was not short sends it back to the grid, and it must then prove itself
+four times as long (after four returns, it stays dispatched for good).
 
 *Short* means: less than :data:`CPU_LIMIT` of the thread's CPU time and less
 than :data:`WALL_LIMIT` from start to end. CPU time, because the wall time of
@@ -32,12 +32,14 @@ thread, not on a worker, so ``loopgrid.current_worker()`` raises
 :class:`~loopgrid.NotOnGridError` there (``loopgrid.spawn()`` and
 ``loopgrid.current_grid()`` work: the front thread belongs to the grid); a
 route that called ``current_worker()`` on a worker is never promoted. It is
-not a grid task: grid stats and traces do not see it. It sees the process's
+not a grid task: grid stats and traces do not see it, and route priorities do
+not apply to it. It sees the process's
 lifespan state; with ``lifespan="loop"`` nothing runs inline (each worker's
 state may hold objects bound to that worker's loop).
 
-Thread ownership: a :class:`Routes` and its :class:`_Route` entries belong to
-the front loop's thread, which alone reads and updates them; a dispatched
+Thread ownership: each front loop has a :class:`Routes` of its own (with
+several fronts, each learns alone); it and its :class:`_Route` entries belong
+to that front loop's thread, which alone reads and updates them; a dispatched
 run's measurements are written by its worker before the task ends and read by
 the front after it awaited the task's handle.
 """
@@ -61,7 +63,8 @@ WALL_LIMIT = 0.010
 #: Inline runs over the wall limit (only) that send a route back; each
 #: :data:`PROMOTE` short runs forgive one.
 STRIKES = 3
-#: Routes tracked; requests of others are dispatched, untracked.
+#: Routes tracked; requests of others are dispatched, untracked. A route is a
+#: method and a path as requested, so ``/users/{id}`` is learned id by id.
 MAX_ROUTES = 4096
 #: A route sent back this many times stays dispatched.
 _MAX_DEMOTIONS = 4

@@ -223,11 +223,10 @@ class Server:
     front loops share the connections, each on a thread and a listening socket
     of its own; None means one with the GIL (more would only share it) and
     one per worker without (each parses and runs its short requests in
-    parallel). ``switch_interval`` (seconds) sets the
-    interpreter's GIL switch interval while the server runs: ``"auto"`` is
-    :data:`SERVE_SWITCH_INTERVAL` with request dispatch and the interpreter's
-    with connection dispatch, None leaves it alone; it has no effect without a
-    GIL.
+    parallel). ``switch_interval`` (seconds) sets the interpreter's GIL switch
+    interval while the server runs: ``"auto"`` is :data:`SERVE_SWITCH_INTERVAL`
+    with request dispatch and the interpreter's with connection dispatch; None
+    leaves it alone; it has no effect without a GIL.
     ``uvicorn_options`` go to ``uvicorn.Config`` (``log_config`` defaults to
     None: a library does not configure logging; ``loopgrid serve`` passes
     uvicorn's).
@@ -272,10 +271,10 @@ class Server:
             raise ValueError(f"loops={loops!r} disagrees with the {grid!r} given")
         if routes is not None and dispatch != "request":
             raise ValueError("routes (request priorities) need dispatch='request'")
-        if fronts is not None and (
-            isinstance(fronts, bool) or not isinstance(fronts, int) or fronts < 1
-        ):
-            raise ValueError(f"fronts must be a positive int or None, got {fronts!r}")
+        if fronts is not None and (isinstance(fronts, bool) or not isinstance(fronts, int)):
+            raise TypeError(f"fronts must be an int or None, got {fronts!r}")
+        if fronts is not None and fronts < 1:
+            raise ValueError(f"fronts must be at least 1 (or None), got {fronts!r}")
         if fronts is not None and dispatch != "request":
             raise ValueError("fronts (front loops) need dispatch='request'")
         if not isinstance(inline, bool):
