@@ -361,7 +361,9 @@ class Grid(GridBase):
                 raise
         task_id = next(_ids)
         CLAIMS[task_id & 63].add(task_id)
-        # The only place a Handle is made (see Handle's slots for the fields).
+        # Where a Handle is made, inline because spawn is the hot path (see
+        # Handle's slots for the fields; RayGrid._new_handle makes its own
+        # kind of handle the same way: keep the two alike).
         h: Handle[Any] = _new_object(Handle)
         h._grid = self
         h._id = task_id
