@@ -81,7 +81,7 @@ class _Exchange:
         self.waiter: asyncio.Future[None] | None = None
         self.ended = False  # the app returned or raised (worker writes, once)
         self.final = False  # the last body message is in out (worker writes, once)
-        self.took: Measure | None = None  # the worker writes it before ended
+        self.took: Measure | None = None  # the worker writes it (if asked) before ended
         self._receive = receive
         self._mb = mb
 
@@ -114,13 +114,14 @@ class _Exchange:
         await ack
 
 
-async def _run_app(call: _AppCall, scope: dict[str, Any], ex: _Exchange) -> None:
-    m = Measure()
+async def _run_app(call: _AppCall, scope: dict[str, Any], ex: _Exchange, learn: bool) -> None:
+    m = Measure() if learn else None  # measured for the front's table only
     try:
         await call(scope, ex.receive, ex.send)
     finally:
-        m.end()
-        ex.took = m
+        if m is not None:
+            m.end()
+            ex.took = m
         # After the app's last send. With a complete response queued, the
         # front already knows it is done; it waits for this task itself.
         ex.ended = True
@@ -164,6 +165,7 @@ class RequestBridge:
             self._call,
             scope,
             ex,
+            route is not None and route.learning,
             priority=self._priority_of(scope),
             name=f"{scope.get('method', scope['type'])} {scope.get('path', '')}",
         )

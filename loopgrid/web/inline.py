@@ -87,13 +87,18 @@ class _Route:
         self.shorts = 0  # short inline runs since the last strike was forgiven
         self.demotions = 0
 
+    @property
+    def learning(self) -> bool:
+        """Whether runs of this route still count (it may yet run inline)."""
+        return self.demotions < _MAX_DEMOTIONS
+
     def dispatched(self, m: Measure) -> None:
         """A run on a worker ended, having taken ``m``."""
         if m.asked:
             self.demotions = _MAX_DEMOTIONS  # it needs a worker: never inline
         elif m.cpu < CPU_LIMIT and m.wall < WALL_LIMIT:
             self.run += 1
-            if self.run >= self.need and self.demotions < _MAX_DEMOTIONS:
+            if self.run >= self.need and self.learning:
                 self.inline = True
                 self.strikes = self.shorts = 0
                 logs.debug("web.inline", method=self.key[0], path=self.key[1])
@@ -125,7 +130,7 @@ class _Route:
             path=self.key[1],
             cpu_ms=round(m.cpu * 1000, 3),
             wall_ms=round(m.wall * 1000, 3),
-            again_after=self.need if self.demotions < _MAX_DEMOTIONS else None,
+            again_after=self.need if self.learning else None,
         )
 
 

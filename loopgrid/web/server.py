@@ -368,9 +368,10 @@ class Server:
         call, front_call = _app_calls(self.app, states, self._header)
         ready: list[threading.Event] = []
         if self.dispatch == "request":
+            learn = self.inline and self.lifespan != "loop"
             for i, sock in enumerate(self._socks):
                 # Each front learns its routes alone: a table is front-only.
-                routes = Routes() if self.inline and self.lifespan != "loop" else None
+                routes = Routes() if learn else None
                 bridge = RequestBridge(grid, call, self._priority_of, front_call, routes)
                 server = self._make_server(bridge)
                 ready.append(server.ready)
