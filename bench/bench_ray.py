@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import loopgrid
@@ -117,60 +118,42 @@ def _measure(sizes: dict[str, tuple[int, ...]], total_ms: int) -> dict[str, Any]
 
         out["rt"] = interleave({"raygrid": rt_raygrid, "ray": rt_ray, "local": rt_local}, rt_rounds)
 
-        def thr_raygrid() -> float:
-            t = now()
-            for h in [rgrid.spawn(echo, i) for i in range(n_thr)]:
-                h.result()
-            return now() - t
-
-        def thr_ray() -> float:
-            t = now()
-            ray.get([actors[i & 1].echo.remote(i) for i in range(n_thr)])
-            return now() - t
-
-        def thr_local() -> float:
-            t = now()
-            for h in [grid.spawn(echo, i) for i in range(n_thr)]:
-                h.result()
-            return now() - t
-
-        out["thr"] = interleave(
-            {"raygrid": thr_raygrid, "ray": thr_ray, "local": thr_local}, thr_rounds
-        )
+        out["thr"] = _fan_out(rgrid, grid, actors, echo, list(range(n_thr)), thr_rounds)
 
         for ms in lengths:
-            out["cpu"][ms] = _cpu_cases(
-                rgrid, grid, actors, ms * per_ms, total_ms // ms, cpu_rounds
-            )
+            k = total_ms // ms
+            out["cpu"][ms] = _fan_out(rgrid, grid, actors, burn, [ms * per_ms] * k, cpu_rounds)
         out["stats"] = rgrid.stats()
         for a in actors:
             ray.kill(a)
     return out
 
 
-def _cpu_cases(
-    rgrid: Any, grid: loopgrid.Grid, actors: list[Any], iters: int, k: int, rounds: int
+def _fan_out(
+    rgrid: Any, grid: loopgrid.Grid, actors: list[Any], fn: Any, args: list[Any], rounds: int
 ) -> dict[str, list[float]]:
+    """Seconds per round of ``fn(a)`` for each ``a`` of ``args``, all in flight at
+    once: on the RayGrid, on plain Ray actors (the method of the same name, the
+    calls alternating between the 2 actors) and on the in-process Grid."""
     import ray
 
-    def cpu_raygrid() -> float:
+    def on(g: Any) -> Callable[[], float]:
+        def run() -> float:
+            t = now()
+            for h in [g.spawn(fn, a) for a in args]:
+                h.result()
+            return now() - t
+
+        return run
+
+    name = fn.__name__
+
+    def on_ray() -> float:
         t = now()
-        for h in [rgrid.spawn(burn, iters) for _ in range(k)]:
-            h.result()
+        ray.get([getattr(actors[i & 1], name).remote(a) for i, a in enumerate(args)])
         return now() - t
 
-    def cpu_ray() -> float:
-        t = now()
-        ray.get([actors[i & 1].burn.remote(iters) for i in range(k)])
-        return now() - t
-
-    def cpu_local() -> float:
-        t = now()
-        for h in [grid.spawn(burn, iters) for _ in range(k)]:
-            h.result()
-        return now() - t
-
-    return interleave({"raygrid": cpu_raygrid, "ray": cpu_ray, "local": cpu_local}, rounds)
+    return interleave({"raygrid": on(rgrid), "ray": on_ray, "local": on(grid)}, rounds)
 
 
 def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
