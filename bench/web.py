@@ -64,15 +64,15 @@ PY = sys.executable
 
 def _command(name: str, loopgrid_flags: list[str]) -> list[str] | None:
     """A server's command line, by name: uvicorn-N, granian-N, or
-    loopgrid-N[-connection][-siMS][-prio][-noinline][-fK] (-si:
+    loopgrid-N[-connection][-siMS][-prio][-noinline][-fK][-offload] (-si:
     ``--switch-interval MS/1000``; -prio: ``--priority /ping=high``; -noinline:
-    ``--no-inline``; -fK: ``--fronts K``)."""
+    ``--no-inline``; -fK: ``--fronts K``; -offload: ``--offload /cpu``)."""
     m = re.fullmatch(
         r"(uvicorn|granian|loopgrid)-(\d+)(-connection)?(?:-si([\d.]+))?(-prio)?(-noinline)?"
-        r"(?:-f(\d+))?",
+        r"(?:-f(\d+))?(-offload)?",
         name,
     )
-    if m is None or (any(m.group(3, 4, 5, 6, 7)) and m.group(1) != "loopgrid"):
+    if m is None or (any(m.group(3, 4, 5, 6, 7, 8)) and m.group(1) != "loopgrid"):
         return None
     kind, n = m.group(1), m.group(2)
     if kind == "uvicorn":
@@ -86,6 +86,7 @@ def _command(name: str, loopgrid_flags: list[str]) -> list[str] | None:
     prio = ["--priority", "/ping=high"] if m.group(5) else []
     prio += ["--no-inline"] if m.group(6) else []
     prio += ["--fronts", m.group(7)] if m.group(7) else []
+    prio += ["--offload", "/cpu"] if m.group(8) else []
     return [PY, "-m", "loopgrid", "serve", APP, "--log-level", "warning", "--loops", n,
             "--dispatch", dispatch, *si, *prio, *loopgrid_flags]  # fmt: skip
 

@@ -2,4 +2,6 @@
 
 from loopgrid.cli import main
 
-raise SystemExit(main())
+# Guarded: processes started by "spawn" (web offload) import the main module.
+if __name__ == "__main__":
+    raise SystemExit(main())

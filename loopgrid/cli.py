@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import inspect
 import json
 import os
@@ -37,6 +36,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from typing import Any
+
+from ._target import import_target
 
 __all__ = ["main"]
 
@@ -130,6 +131,22 @@ def _parser() -> argparse.ArgumentParser:
         "(by default those run on the front loop: see loopgrid.web.inline)",
     )
     serve.add_argument(
+        "--offload",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="serve the routes under this path prefix from processes of their own, each "
+        "with a copy of the app and its own GIL: for handlers that compute in Python "
+        "(repeatable; see loopgrid.web.offload)",
+    )
+    serve.add_argument(
+        "--offload-processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes serving the --offload routes (default: 1)",
+    )
+    serve.add_argument(
         "--worker-header", action="store_true", help="add x-loopgrid-worker to responses"
     )
     serve.add_argument(
@@ -158,24 +175,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(target: str, what: str = "function") -> Any:
-    """The object ``module:attr`` names, importing the module (cwd importable)."""
-    module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
-        raise _Usage(f"expected module:{what}, got {target!r}")
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # as python -m does
+    """The object ``module:attr`` names; a bad target is a usage error."""
     try:
-        obj: Any = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise _Usage(f"no module named {module_name!r} (from {target!r})") from None
-        raise
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise _Usage(f"module {module_name!r} has no attribute {attr!r}") from None
-    return obj
+        return import_target(target, what)
+    except ValueError as exc:
+        raise _Usage(str(exc)) from None
 
 
 def _check_loops(loops: int | None) -> None:
@@ -263,7 +267,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise _Usage("serving needs uvicorn: pip install 'loopgrid[web]'") from None
     try:
         server = web.Server(
-            app,
+            args.target if args.offload else app,
             loops=args.loops,
             host=args.host,
             port=args.port,
@@ -277,6 +281,8 @@ def _serve(args: argparse.Namespace) -> int:
             switch_interval=switch_interval,
             inline=args.inline,
             fronts=args.fronts,
+            offload=args.offload or None,
+            offload_processes=args.offload_processes,
         )
     except (TypeError, ValueError) as exc:
         raise _Usage(str(exc)) from None

@@ -210,3 +210,70 @@ async def short_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await _reply(send, 200, {"did": now})
     else:
         await _reply(send, 404, {"error": path})
+
+
+async def offload_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An app whose routes under ``/off/`` the tests offload to child processes.
+
+    It answers the same in the server's process and in a child; ``/pid`` says
+    which process served. ``WEB_APPS_OFFLOAD_DIR`` (inherited by children)
+    names a folder where handlers and lifespan shutdown leave marker files.
+    """
+    if scope["type"] == "lifespan":
+        await _offload_lifespan(scope, receive, send)
+        return
+    path = scope["path"].removeprefix("/off")
+    marks = Path(os.environ.get("WEB_APPS_OFFLOAD_DIR", "."))
+    if path == "/pid":
+        started_in = scope.get("state", {}).get("started_in")
+        await _reply(send, 200, {"pid": os.getpid(), "started_in": started_in})
+    elif path == "/echo":
+        body = await _read_body(receive)
+        headers = dict(scope["headers"])
+        await send({"type": "http.response.start", "status": 201, "headers": [(b"x-echo", b"1")]})
+        head = b"%s %s %s|" % (
+            scope["method"].encode(),
+            scope["query_string"],
+            headers.get(b"x-test", b"-"),
+        )
+        await send({"type": "http.response.body", "body": head, "more_body": True})
+        await send({"type": "http.response.body", "body": body})
+    elif path == "/boom":
+        raise ValueError("boom from an offloaded handler")
+    elif path == "/die":
+        os._exit(3)
+    elif path == "/forever":
+        (marks / f"{os.getpid()}.entered").touch()
+        await asyncio.Event().wait()  # only a cancel ends it
+    elif path == "/meet":
+        # Two requests in two processes: each waits until both have arrived
+        # (a file each in the folder). Both in one process would not meet.
+        (marks / f"{os.getpid()}.met").touch()
+        met = False
+        for _ in range(int(WAIT / 0.01)):
+            if len(list(marks.glob("*.met"))) >= 2:
+                met = True
+                break
+            await asyncio.sleep(0.01)
+        await _reply(send, 200, {"pid": os.getpid(), "met": met})
+    else:
+        await _reply(send, 404, {"error": path})
+
+
+async def _offload_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    import multiprocessing
+
+    message = await receive()
+    assert message["type"] == "lifespan.startup"
+    in_child = multiprocessing.parent_process() is not None
+    if in_child and os.environ.get("WEB_APPS_OFFLOAD_FAIL"):
+        await send({"type": "lifespan.startup.failed", "message": "no database in the child"})
+        return
+    scope["state"]["started_in"] = os.getpid()
+    await send({"type": "lifespan.startup.complete"})
+    message = await receive()
+    assert message["type"] == "lifespan.shutdown"
+    marks = os.environ.get("WEB_APPS_OFFLOAD_DIR")
+    if marks:
+        (Path(marks) / f"{os.getpid()}.shutdown").touch()
+    await send({"type": "lifespan.shutdown.complete"})

@@ -46,6 +46,7 @@ from .inline import Measure, Routes
 if TYPE_CHECKING:
     from ..grid import Grid
     from ..handle import Handle
+    from .offload import Offload
 
 __all__ = ["RequestBridge"]
 
@@ -139,14 +140,20 @@ class RequestBridge:
         priority_of: Callable[[dict[str, Any]], Priority],
         front_call: _AppCall,
         routes: Routes | None,
+        offload: Offload | None = None,
     ) -> None:
         self._grid = grid
         self._call = call
         self._priority_of = priority_of
         self._front_call = front_call
         self._routes = routes
+        self._offload = offload
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        offload = self._offload
+        if offload is not None and offload.matches(scope):
+            await offload.call(scope, receive, send)
+            return
         route = self._routes.route(scope) if self._routes is not None else None
         if route is not None and route.inline:
             m = Measure()

@@ -49,11 +49,12 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import Any, Literal
 
 from .. import logs
+from .._target import import_target
 from ..errors import check_seconds
 from ..fairness import Fairness
 from ..fairness import needed as fairness_needed
@@ -64,6 +65,7 @@ from ..worker import _current, _shutdown_loop
 from .bridge import RequestBridge
 from .inline import Routes
 from .lifespan import MODES, StartupError, _Lifespan, run_shutdown, run_startup
+from .offload import Offload, check_prefixes
 
 __all__ = ["DISPATCH", "SERVE_SWITCH_INTERVAL", "Server", "serve"]
 
@@ -210,7 +212,8 @@ class Server:
     """An ASGI app served from the loops of a grid. See the module docstring.
 
     ``app`` is an ASGI 3 application (an async callable ``app(scope, receive,
-    send)``: Starlette, FastAPI, Litestar...). The server binds ``host``
+    send)``: Starlette, FastAPI, Litestar...), or its import string
+    ``"module:app"``, which ``offload`` needs. The server binds ``host``
     (127.0.0.1 by default) and ``port`` (0: any free port; :attr:`port` tells
     which) when :meth:`start` is called. ``grid`` serves on an existing grid,
     which the server then does not close; otherwise it makes one with
@@ -226,7 +229,11 @@ class Server:
     parallel). ``switch_interval`` (seconds) sets the interpreter's GIL switch
     interval while the server runs: ``"auto"`` is :data:`SERVE_SWITCH_INTERVAL`
     with request dispatch and the interpreter's with connection dispatch; None
-    leaves it alone; it has no effect without a GIL.
+    leaves it alone; it has no effect without a GIL. ``offload`` (request
+    dispatch; ``app`` given as an import string): path prefixes of routes
+    served by ``offload_processes`` child processes instead, each with its own
+    copy of the app and its own GIL, for handlers that compute in Python
+    (``offload.py`` says what changes for them).
     ``uvicorn_options`` go to ``uvicorn.Config`` (``log_config`` defaults to
     None: a library does not configure logging; ``loopgrid serve`` passes
     uvicorn's).
@@ -249,8 +256,13 @@ class Server:
         switch_interval: float | Literal["auto"] | None = "auto",
         inline: bool = True,
         fronts: int | None = None,
+        offload: Sequence[str] | None = None,
+        offload_processes: int = 1,
         **uvicorn_options: Any,
     ) -> None:
+        target = app if isinstance(app, str) else None
+        if target is not None:
+            app = import_target(target, "app")
         if not _is_async_callable(app):
             raise TypeError(
                 f"app must be an ASGI application (an async callable app(scope, receive, "
@@ -279,6 +291,19 @@ class Server:
             raise ValueError("fronts (front loops) need dispatch='request'")
         if not isinstance(inline, bool):
             raise TypeError(f"inline must be True or False, got {inline!r}")
+        if offload is not None:
+            offload = check_prefixes(offload)
+            if dispatch != "request":
+                raise ValueError("offload (routes served by processes) needs dispatch='request'")
+            if target is None:
+                raise ValueError(
+                    f"offload needs the app as an import string 'module:app' (each offload "
+                    f"process imports it), got {app!r}"
+                )
+        if isinstance(offload_processes, bool) or not isinstance(offload_processes, int):
+            raise TypeError(f"offload_processes must be an int, got {offload_processes!r}")
+        if offload_processes < 1:
+            raise ValueError(f"offload_processes must be at least 1, got {offload_processes!r}")
         if switch_interval == "auto":
             switch_interval = SERVE_SWITCH_INTERVAL if dispatch == "request" else None
         if switch_interval is not None:
@@ -291,6 +316,17 @@ class Server:
         self.grace = grace
         self.inline = inline
         self._fronts = fronts
+        self._offload = (
+            Offload(
+                target,
+                offload,
+                offload_processes,
+                "off" if lifespan == "off" else "process",
+                WORKER_HEADER if worker_header else None,
+            )
+            if offload is not None and target is not None
+            else None
+        )
         self._requested_port = port
         self._loops = loops
         self._own_grid = grid is None
@@ -366,13 +402,17 @@ class Server:
         process_state: dict[str, Any] = {}
         self._lifespans, states = run_startup(self.app, grid, self.lifespan, process_state)
         call, front_call = _app_calls(self.app, states, self._header)
+        if self._offload is not None:
+            self._offload.start()
         ready: list[threading.Event] = []
         if self.dispatch == "request":
             learn = self.inline and self.lifespan != "loop"
             for i, sock in enumerate(self._socks):
                 # Each front learns its routes alone: a table is front-only.
                 routes = Routes() if learn else None
-                bridge = RequestBridge(grid, call, self._priority_of, front_call, routes)
+                bridge = RequestBridge(
+                    grid, call, self._priority_of, front_call, routes, self._offload
+                )
                 server = self._make_server(bridge)
                 ready.append(server.ready)
                 suffix = f"-{i}" if len(self._socks) > 1 else ""
@@ -492,6 +532,8 @@ class Server:
             with contextlib.suppress(BaseException):
                 h.result(timeout=self.grace + 5)
         try:
+            if self._offload is not None:
+                self._offload.close()
             run_shutdown(self._lifespans)
         finally:
             if self._own_grid and self._grid is not None:

@@ -1,0 +1,35 @@
+"""``module:attr`` import strings, as ``loopgrid run``/``serve`` and offload processes take them."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+__all__ = ["import_target"]
+
+
+def import_target(target: str, what: str = "function") -> Any:
+    """The object ``module:attr`` names, importing the module (cwd importable,
+    as ``python -m`` makes it). Raises ValueError naming ``target`` when it is
+    malformed or names nothing; an error raised by the module itself passes."""
+    if not isinstance(target, str):
+        raise TypeError(f"expected an import string module:{what}, got {target!r}")
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"expected module:{what}, got {target!r}")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ValueError(f"no module named {module_name!r} (from {target!r})") from None
+        raise
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return obj
