@@ -16,8 +16,9 @@ in time (``-d``), against 127.0.0.1 only. Three scenarios per server:
 
 Servers, rounds interleaved in rotating order, medians over rounds: uvicorn
 with 1 worker (the baseline of every ratio), ``uvicorn --workers 2``, granian
-(1 worker), ``loopgrid serve --loops 2`` with ``--dispatch request`` and with
-``--dispatch connection``. The figures (requests/s and p99 as ratios to single
+(1 worker), ``loopgrid serve --loops 2`` with ``--dispatch request`` (also
+``--no-inline``, and ``--offload /cpu``: that route served by a process of its
+own) and with ``--dispatch connection``. The figures (requests/s and p99 as ratios to single
 uvicorn, absolute values beside) go to ``bench/results-web/RESULTS.md`` and
 ``results.json`` there (``bench/results-web-free-threaded/`` on a free-threaded
 build; ``--out`` to change), with the command; ``bench/notes/web.md`` says
@@ -106,6 +107,7 @@ DEFAULT_SERVERS = [
     "loopgrid-2",
     "loopgrid-2-noinline",
     "loopgrid-2-connection",
+    "loopgrid-2-offload",
 ]
 
 

@@ -10,16 +10,20 @@ from typing import Any
 __all__ = ["import_target"]
 
 
-def import_target(target: str, what: str = "function") -> Any:
-    """The object ``module:attr`` names, importing the module (cwd importable,
-    as ``python -m`` makes it). Raises ValueError naming ``target`` when it is
-    malformed or names nothing; an error raised by the module itself passes."""
+def import_target(target: str, what: str = "function", *, from_cwd: bool = False) -> Any:
+    """The object ``module:attr`` names, importing the module.
+
+    ``from_cwd`` (the ``loopgrid`` command) puts the working directory on
+    ``sys.path`` first, as ``python -m`` does; a library call leaves
+    ``sys.path`` alone. Raises ValueError naming ``target`` when it is
+    malformed or names nothing; an error raised by the module itself passes.
+    """
     if not isinstance(target, str):
         raise TypeError(f"expected an import string module:{what}, got {target!r}")
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"expected module:{what}, got {target!r}")
-    if "" not in sys.path and os.getcwd() not in sys.path:
+    if from_cwd and "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         obj: Any = importlib.import_module(module_name)

@@ -177,7 +177,7 @@ def _parser() -> argparse.ArgumentParser:
 def _load(target: str, what: str = "function") -> Any:
     """The object ``module:attr`` names; a bad target is a usage error."""
     try:
-        return import_target(target, what)
+        return import_target(target, what, from_cwd=True)
     except ValueError as exc:
         raise _Usage(str(exc)) from None
 

@@ -6,12 +6,9 @@ with the tests through events and barriers (tests/web_apps.py), never sleeps.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import http.client
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -23,6 +20,7 @@ from typing import Any
 import pytest
 import web_apps
 from helpers import WAIT, grid_threads, wait_until
+from web_client import InThread, get, request, serve_process, serving
 
 import loopgrid
 from loopgrid import Grid, Priority
@@ -32,7 +30,6 @@ from loopgrid import web
 from loopgrid.web.inline import PROMOTE
 
 TESTS = Path(__file__).resolve().parent
-Response = tuple[int, dict[str, str], bytes]
 
 
 @pytest.fixture(autouse=True)
@@ -42,45 +39,10 @@ def _reset_apps() -> Iterator[None]:
     web_apps.release.set()  # never leave a handler holding its loop
 
 
-def request(
-    server: web.Server, path: str, method: str = "GET", body: bytes | None = None
-) -> Response:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT)
-    try:
-        conn.request(method, path, body=body)
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
-
-
 def get_json(server: web.Server, path: str) -> Any:
     status, _, body = request(server, path)
     assert status == 200, body
     return json.loads(body)
-
-
-class InThread:
-    """Run ``fn(*args)`` on a thread; ``result()`` joins it (bounded) and returns."""
-
-    def __init__(self, fn: Any, *args: Any) -> None:
-        self._out: list[Any] = []
-        self._err: list[BaseException] = []
-        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
-        self._thread.start()
-
-    def _run(self, fn: Any, args: tuple[Any, ...]) -> None:
-        try:
-            self._out.append(fn(*args))
-        except BaseException as exc:
-            self._err.append(exc)
-
-    def result(self) -> Any:
-        self._thread.join(WAIT)
-        assert not self._thread.is_alive(), "the call did not return"
-        if self._err:
-            raise self._err[0]
-        return self._out[0]
 
 
 @pytest.mark.parametrize("dispatch", web.DISPATCH)
@@ -330,74 +292,28 @@ def test_bad_arguments_are_named(kwargs: dict[str, Any], error: type, match: str
 # -- the command ------------------------------------------------------------------
 
 
-def _serve_process(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "loopgrid", "serve", *args, "--port", "0", "--log-level", "error"],
-        cwd=TESTS,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def _url_of(proc: subprocess.Popen[str]) -> str:
-    assert proc.stderr is not None
-    for line in proc.stderr:  # the command prints its URL once it serves
-        m = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
-        if m:
-            return m.group(1)
-    raise AssertionError(f"loopgrid serve never said where it serves (exit {proc.wait()})")
-
-
-@contextlib.contextmanager
-def _serving(*args: str, env: dict[str, str] | None = None) -> Iterator[int]:
-    """``loopgrid serve *args`` in a subprocess: yields its port, then SIGTERM
-    must stop it with exit status 0."""
-    proc = _serve_process(*args, env=env)
-    try:
-        yield int(_url_of(proc).rpartition(":")[2])
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(WAIT) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=WAIT)  # and close the pipes
-
-
-def _get(port: int, path: str) -> http.client.HTTPResponse:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        resp.read()
-        return resp
-    finally:
-        conn.close()
-
-
 def test_the_command_serves_and_sigterm_runs_lifespan_shutdown(tmp_path: Path) -> None:
     record = tmp_path / "shutdown.txt"
     env = {"WEB_APPS_SHUTDOWN_FILE": str(record)}
-    with _serving("web_apps:app", "--loops", "2", env=env) as port:
-        assert _get(port, "/ping").status == 200
+    with serving("web_apps:app", "--loops", "2", env=env) as port:
+        assert get(port, "/ping").status == 200
     assert record.read_text() == "shutdown on 0"
 
 
 def test_the_command_names_a_bad_target_and_a_failing_startup() -> None:
-    bad = _serve_process("web_apps:nothing_here")
+    bad = serve_process("web_apps:nothing_here")
     _, err = bad.communicate(timeout=WAIT)
     assert bad.returncode == 2
     assert "module 'web_apps' has no attribute 'nothing_here'" in err
-    not_app = _serve_process("web_apps:reset")
+    not_app = serve_process("web_apps:reset")
     _, err = not_app.communicate(timeout=WAIT)
     assert not_app.returncode == 2
     assert "not an ASGI application" in err
-    bad_priority = _serve_process("web_apps:app", "--priority", "/ping=urgent")
+    bad_priority = serve_process("web_apps:app", "--priority", "/ping=urgent")
     _, err = bad_priority.communicate(timeout=WAIT)
     assert bad_priority.returncode == 2
     assert "LEVEL one of low, normal, high, critical, got '/ping=urgent'" in err
-    failing = _serve_process("web_apps:app", "--loops", "2", env={"WEB_APPS_FAIL_ON": "0"})
+    failing = serve_process("web_apps:app", "--loops", "2", env={"WEB_APPS_FAIL_ON": "0"})
     _, err = failing.communicate(timeout=WAIT)
     assert failing.returncode == 1
     assert "lifespan startup failed on worker 0: no database on 0" in err
@@ -406,8 +322,8 @@ def test_the_command_names_a_bad_target_and_a_failing_startup() -> None:
 @pytest.mark.parametrize("flags", [[], ["--no-inline"]])
 def test_the_command_runs_short_routes_inline_unless_told_not_to(flags: list[str]) -> None:
     args = ("web_apps:short_app", "--loops", "2", "--fronts", "1", "--worker-header", *flags)
-    with _serving(*args) as port:
-        seen = [_get(port, "/quick").getheader("x-loopgrid-worker") for _ in range(3 * PROMOTE)]
+    with serving(*args) as port:
+        seen = [get(port, "/quick").getheader("x-loopgrid-worker") for _ in range(3 * PROMOTE)]
     assert set(seen[:PROMOTE]) <= {"0", "1"}
     if flags:
         assert set(seen) <= {"0", "1"}
@@ -416,7 +332,7 @@ def test_the_command_runs_short_routes_inline_unless_told_not_to(flags: list[str
 
 
 def test_ctrl_c_during_a_hanging_startup_undoes_everything() -> None:
-    proc = _serve_process("web_apps:hanging_startup", "--loops", "2")
+    proc = serve_process("web_apps:hanging_startup", "--loops", "2")
     assert proc.stdout is not None
     assert proc.stdout.readline() == "in startup\n"
     proc.send_signal(signal.SIGINT)

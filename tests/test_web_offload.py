@@ -21,7 +21,7 @@ import pytest
 from helpers import WAIT, LogCatcher, grid_threads, wait_until
 
 pytest.importorskip("uvicorn", reason="loopgrid.web needs the web extra (uvicorn)")
-from test_web import InThread, _get, _serving, request
+from web_client import InThread, get, get_body, request, serving
 
 from loopgrid import web
 
@@ -189,21 +189,26 @@ def test_bad_offload_arguments_are_named(
 @pytest.mark.usefixtures("no_children_left")
 def test_the_command_offloads_and_sigterm_stops_the_children(marks: Path) -> None:
     args = (APP, "--loops", "1", "--offload", "/off", "--worker-header")
-    with _serving(*args) as port:
-        assert _get(port, "/off/pid").getheader("x-loopgrid-worker") == "offload-0"
-        child = json.loads(_get_body(port, "/off/pid"))["pid"]
+    with serving(*args) as port:
+        assert get(port, "/off/pid").getheader("x-loopgrid-worker") == "offload-0"
+        child = json.loads(get_body(port, "/off/pid"))["pid"]
         os.kill(child, signal.SIGINT)  # Ctrl-C reaches the whole process group
         os.kill(child, signal.SIGTERM)  # children leave stopping to the server
-        assert json.loads(_get_body(port, "/off/pid"))["pid"] == child
+        assert json.loads(get_body(port, "/off/pid"))["pid"] == child
     assert (marks / f"{child}.shutdown").exists()
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)
 
 
-def _get_body(port: int, path: str) -> bytes:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().read()
-    finally:
-        conn.close()
+@pytest.mark.usefixtures("no_children_left")
+def test_the_example_webapps_cpu_route_can_be_offloaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("starlette")
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))  # children too
+    app = "examples.webapp.app:app"
+    with web.Server(app, loops=2, port=0, offload=["/cpu"], worker_header=True) as server:
+        status, headers, body = request(server, "/cpu?ms=1")
+        ping = request(server, "/ping")
+    assert status == 200
+    assert headers["x-loopgrid-worker"] == "offload-0"
+    assert json.loads(body)["iterations"] > 0
+    assert ping[0] == 200 and ping[1]["x-loopgrid-worker"] in ("0", "1", "front")

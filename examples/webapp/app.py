@@ -7,7 +7,8 @@ Routes, each showing what a grid of loops changes for a web app:
   of these use several cores.
 * ``/block?ms=50``: a blocking call (``time.sleep``) that holds its loop, as a
   slow synchronous driver would; only that loop is held.
-* ``/cpu?ms=20``: about that much pure-Python work, holding the GIL.
+* ``/cpu?ms=20``: about that much pure-Python work, holding the GIL that
+  every loop shares (``--offload /cpu`` serves it from a process of its own).
 * ``/spawn?n=4``: fans ``n`` hashing jobs out to other loops with
   ``loopgrid.spawn`` (the first at HIGH priority) and gathers them.
 

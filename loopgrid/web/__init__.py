@@ -2,7 +2,9 @@
 
 Needs the ``web`` extra (``pip install 'loopgrid[web]'``: uvicorn). See
 ``server.py`` for the two ways requests reach the loops, ``bridge.py`` for
-requests run as grid tasks, and ``lifespan.py`` for the app's lifespan.
+requests run as grid tasks, ``inline.py`` for the short routes the front loop
+runs itself, ``offload.py`` for routes served by processes of their own, and
+``lifespan.py`` for the app's lifespan.
 """
 
 from .lifespan import StartupError

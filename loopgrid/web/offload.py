@@ -126,6 +126,7 @@ class _Child:
         self._lifespan = lifespan
         self.pending: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
         self.lock = threading.Lock()
+        self._next_id = 0  # under lock
         self.alive = False
         self.closing = False
         self.proc: Any = None
@@ -176,6 +177,22 @@ class _Child:
     def send(self, message: tuple[Any, ...]) -> None:
         with self.lock:
             self.conn.send(message)
+
+    def request(self, fut: asyncio.Future[Any], scope: dict[str, Any], body: bytes) -> int:
+        """Send a request whose reply resolves ``fut``; returns its id.
+
+        Ids count up per child and are never reused: a late reply to a
+        request that was cancelled finds no entry instead of another's.
+        """
+        with self.lock:
+            rid = self._next_id = self._next_id + 1
+            self.pending[rid] = (fut.get_loop(), fut)
+            try:
+                self.conn.send(("request", rid, (scope, body)))
+            except BaseException:
+                del self.pending[rid]
+                raise
+        return rid
 
     def _read(self) -> None:
         while True:
@@ -268,6 +285,9 @@ class Offload:
             for child in self._children:
                 child.wait_ready()
         except BaseException:
+            for child in self._children:
+                if not child.alive and child.proc is not None:
+                    child.proc.kill()  # not ready: it may hang in its startup
             self.close()
             raise
         for child in self._children:
@@ -295,13 +315,11 @@ class Offload:
             await _plain(send, 503, "Service Unavailable: no offload process is running")
             return
         child = min(live, key=lambda c: len(c.pending))
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[tuple[str, Any]] = loop.create_future()
-        rid = id(fut)
-        child.pending[rid] = (loop, fut)
+        fut: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
         plain = {k: scope[k] for k in SCOPE_KEYS if k in scope}
+        rid = 0
         try:
-            child.send(("request", rid, (plain, bytes(body))))
+            rid = child.request(fut, plain, bytes(body))
             kind, payload = await fut
         except asyncio.CancelledError:
             child.pending.pop(rid, None)

@@ -11,7 +11,9 @@ underneath, in one of two ways (``dispatch=``):
   that the first free worker runs (``bridge.py``), except those of routes
   learned to be short, which the front runs itself (``inline.py``). A
   handler that blocks its loop holds up only the requests already started
-  there; the others go to the other loops. Routes can be given priorities.
+  there; the others go to the other loops. Routes can be given priorities,
+  and routes that compute in Python can be served by processes of their own
+  (``offload.py``).
 * ``"connection"``: one uvicorn server per worker loop, each with a listening
   socket of its own on the one port (``SO_REUSEPORT``); the kernel spreads
   connections over the loops and a request runs on the loop that accepted its connection. No
