@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,15 @@ def served() -> Iterator[web.Server]:
     """One server for the tests that leave its processes as they found them."""
     with web.Server(APP, loops=2, port=0, offload=["/off"], worker_header=True) as server:
         yield server
+
+
+def refuses(port: int) -> bool:
+    """Whether 127.0.0.1:``port`` refuses connections (its server stopped listening)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=WAIT).close()
+    except ConnectionRefusedError:
+        return True
+    return False
 
 
 def get_json(server: web.Server, path: str) -> tuple[dict[str, Any], dict[str, str]]:
@@ -135,6 +145,21 @@ def test_close_runs_each_childs_lifespan_shutdown_and_leaves_nothing(marks: Path
     assert pids <= shut
     assert os.getpid() in shut  # and the server's own lifespan
     assert len(shut) == 3
+
+
+@pytest.mark.usefixtures("no_children_left")
+def test_a_graceful_stop_finishes_the_offloaded_request_in_flight(marks: Path) -> None:
+    server = web.Server(APP, loops=1, port=0, offload=["/off"], grace=WAIT)
+    server.start()
+    call = InThread(request, server, "/off/wait")
+    assert wait_until(lambda: any(marks.glob("*.entered")))
+    stopping = InThread(server.close)
+    assert wait_until(lambda: refuses(server.port))  # stopping, the request still in flight
+    (marks / "release").touch()
+    stopping.result()
+    status, _, body = call.result()
+    assert status == 200
+    assert json.loads(body)["released"] is True
 
 
 @pytest.mark.usefixtures("no_children_left")

@@ -245,6 +245,16 @@ async def offload_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif path == "/forever":
         (marks / f"{os.getpid()}.entered").touch()
         await asyncio.Event().wait()  # only a cancel ends it
+    elif path == "/wait":
+        # Holds its request until the test creates the file "release".
+        (marks / f"{os.getpid()}.entered").touch()
+        released = False
+        for _ in range(int(WAIT / 0.01)):
+            if (marks / "release").exists():
+                released = True
+                break
+            await asyncio.sleep(0.01)
+        await _reply(send, 200, {"pid": os.getpid(), "released": released})
     elif path == "/meet":
         # Two requests in two processes: each waits until both have arrived
         # (a file each in the folder). Both in one process would not meet.
