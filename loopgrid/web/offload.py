@@ -68,7 +68,8 @@ from typing import Any
 
 from .. import logs
 from .._target import import_target
-from .lifespan import StartupError
+from ..grid import Grid
+from .lifespan import StartupError, run_shutdown, run_startup
 
 __all__ = ["SCOPE_KEYS", "Offload", "check_prefixes"]
 
@@ -347,9 +348,6 @@ class Offload:
 
 def _child_main(conn: Any, target: str, lifespan: str, index: int) -> None:
     """An offload process: serve requests from ``conn`` until told to stop."""
-    from ..grid import Grid
-    from .lifespan import run_shutdown, run_startup
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
