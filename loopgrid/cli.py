@@ -287,10 +287,15 @@ def _serve(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         raise _Usage(str(exc)) from None
 
+    offloaded = ""
+    if args.offload:
+        n = args.offload_processes
+        offloaded = f", offloading {' '.join(args.offload)} to {n} process{'es' if n > 1 else ''}"
+
     def started(server: web.Server) -> None:
         print(
             f"loopgrid serve: {args.target} on {server.url} ({len(server.grid.workers)} loops, "
-            f"dispatch={args.dispatch}; Ctrl-C to stop)",
+            f"dispatch={args.dispatch}{offloaded}; Ctrl-C to stop)",
             file=sys.stderr,
             flush=True,
         )
