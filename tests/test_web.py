@@ -27,6 +27,7 @@ from loopgrid import Grid, Priority
 
 pytest.importorskip("uvicorn", reason="loopgrid.web needs the web extra (uvicorn)")
 from loopgrid import web
+from loopgrid.web import inline
 from loopgrid.web.inline import PROMOTE
 
 TESTS = Path(__file__).resolve().parent
@@ -37,6 +38,16 @@ def _reset_apps() -> Iterator[None]:
     web_apps.reset()
     yield
     web_apps.release.set()  # never leave a handler holding its loop
+
+
+@pytest.fixture(autouse=True)
+def _wide_inline_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What counts as a short run, widened (20 ms of CPU, 100 ms of wall):
+    a trivial request must never look long, even on a loaded machine or under
+    ``-X dev`` with asyncio's debug mode (which made it cost over 1 ms), and
+    web_apps' long runs scale with the limits."""
+    monkeypatch.setattr(inline, "CPU_LIMIT", 0.02)
+    monkeypatch.setattr(inline, "WALL_LIMIT", 0.1)
 
 
 def get_json(server: web.Server, path: str) -> Any:

@@ -17,6 +17,7 @@ from typing import Any
 import loopgrid
 from loopgrid import Priority
 from loopgrid.deadlock import handle_of
+from loopgrid.web import inline
 
 WAIT = 30.0
 
@@ -158,9 +159,10 @@ async def hanging_startup(scope: dict[str, Any], receive: Any, send: Any) -> Non
     await _reply(send, 200, {})
 
 
-#: What ``/changes`` does from now on: "short", "compute" (2 ms of CPU),
-#: "ask" (call current_worker()), "block" (sleep 15 ms) or "sometimes" (block
-#: on every other call).
+#: What ``/changes`` does from now on: "short", "compute" (3x inline's CPU
+#: limit of CPU), "ask" (call current_worker()), "block" (sleep 1.5x its wall
+#: limit, with no CPU) or "sometimes" (block on every other call). The limits
+#: are read at each call: tests widen them (tests/test_web.py).
 behaviour = ["short"]
 _calls = [0]
 
@@ -194,10 +196,10 @@ async def short_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         now = behaviour[0]
         _calls[0] += 1
         if now == "block" or (now == "sometimes" and _calls[0] % 2):
-            time.sleep(0.015)  # more than inline.WALL_LIMIT, with no CPU
+            time.sleep(1.5 * inline.WALL_LIMIT)
             await _reply(send, 200, {"did": now})
         elif now == "compute":
-            _spin_cpu(0.002)
+            _spin_cpu(3 * inline.CPU_LIMIT)
             await _reply(send, 200, {"did": now})
         elif now == "ask":
             try:

@@ -60,6 +60,7 @@ import contextlib
 import functools
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import traceback
@@ -97,6 +98,20 @@ def check_prefixes(prefixes: object) -> tuple[str, ...]:
     if not prefixes:
         raise ValueError("offload needs at least one path prefix (or None)")
     return tuple(prefixes)
+
+
+def _send(conn: Any, message: tuple[Any, ...]) -> None:
+    """Pickle to bytes and send them. Not ``conn.send()``: it pickles into a
+    BytesIO and sends a view of it, and a BytesIO collected in a garbage cycle
+    with its view (a failed send's traceback can make one) reports a
+    BufferError as unraisable (CPython gh-111331); the suite met one such
+    report once under ``-X dev``. Plain bytes have no view to outlive."""
+    conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+
+def _recv(conn: Any) -> Any:
+    """The next message, as :func:`_send` sent it."""
+    return pickle.loads(conn.recv_bytes())
 
 
 class _Died(Exception):
@@ -157,7 +172,7 @@ class _Child:
             if not self.proc.is_alive():
                 break
         try:
-            kind, detail = conn.recv()
+            kind, detail = _recv(conn)
         except (EOFError, OSError):
             self.proc.join()
             raise StartupError(
@@ -177,7 +192,7 @@ class _Child:
 
     def send(self, message: tuple[Any, ...]) -> None:
         with self.lock:
-            self.conn.send(message)
+            _send(self.conn, message)
 
     def request(self, fut: asyncio.Future[Any], scope: dict[str, Any], body: bytes) -> int:
         """Send a request whose reply resolves ``fut``; returns its id.
@@ -189,7 +204,7 @@ class _Child:
             rid = self._next_id = self._next_id + 1
             self.pending[rid] = (fut.get_loop(), fut)
             try:
-                self.conn.send(("request", rid, (scope, body)))
+                _send(self.conn, ("request", rid, (scope, body)))
             except BaseException:
                 del self.pending[rid]
                 raise
@@ -200,7 +215,7 @@ class _Child:
             conn = self.conn
             while True:
                 try:
-                    kind, rid, payload = conn.recv()
+                    kind, rid, payload = _recv(conn)
                 except (EOFError, OSError):
                     break
                 entry = self.pending.pop(rid, None)
@@ -235,7 +250,7 @@ class _Child:
         self.closing = True
         with contextlib.suppress(OSError, ValueError), self.lock:
             if self.conn is not None:
-                self.conn.send(("stop", 0, None))
+                _send(self.conn, ("stop", 0, None))
 
     def join(self) -> None:
         """Wait for the child to exit (killing it after :data:`STOP_WAIT`).
@@ -354,13 +369,13 @@ def _child_main(conn: Any, target: str, lifespan: str, index: int) -> None:
         app = import_target(target, "app")
         grid = Grid(1, name=_LABEL.format(index))
     except BaseException:
-        conn.send(("failed", traceback.format_exc()))
+        _send(conn, ("failed", traceback.format_exc()))
         return
     try:
         runs, states = run_startup(app, grid, lifespan, {})
     except BaseException as exc:
         grid.close(cancel=True)
-        conn.send(("failed", str(exc)))
+        _send(conn, ("failed", str(exc)))
         return
     state = states[0]
     lock = threading.Lock()  # replies come from the worker's thread, "ready" from here
@@ -374,18 +389,18 @@ def _child_main(conn: Any, target: str, lifespan: str, index: int) -> None:
         with lock, contextlib.suppress(OSError):
             try:
                 if exc is None:
-                    conn.send(("done", rid, h.result()))
+                    _send(conn, ("done", rid, h.result()))
                     return
             except Exception as e:  # a message that does not pickle
                 exc = e
-            conn.send(("error", rid, "".join(traceback.format_exception(exc))))
+            _send(conn, ("error", rid, "".join(traceback.format_exception(exc))))
 
     with lock:
-        conn.send(("ready", os.getpid()))
+        _send(conn, ("ready", os.getpid()))
     try:
         while True:
             try:
-                kind, rid, payload = conn.recv()
+                kind, rid, payload = _recv(conn)
             except (EOFError, OSError):
                 break
             if kind == "request":
