@@ -68,13 +68,7 @@ WORK = {"pure Python": _python, "asyncio task steps": lambda: asyncio.run(_steps
 
 
 def _in_threads(kind: str, n: int) -> float:
-    ts = [threading.Thread(target=WORK[kind]) for _ in range(n)]
-    t0 = time.perf_counter()
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    return time.perf_counter() - t0
+    return webbench._elapsed_in_threads(WORK[kind], n)
 
 
 def _in_processes(kind: str, n: int) -> float:

@@ -237,16 +237,22 @@ def _ceiling() -> float:
     the machine's share of parallelism left for the servers (2x on an idle
     2-core machine; less while other processes hold the cores)."""
 
-    def elapsed(k: int) -> float:
-        ts = [threading.Thread(target=_spin) for _ in range(k)]
-        t0 = time.perf_counter()
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        return time.perf_counter() - t0
+    return float(
+        statistics.median(
+            2 * _elapsed_in_threads(_spin, 1) / _elapsed_in_threads(_spin, 2) for _ in range(3)
+        )
+    )
 
-    return float(statistics.median(2 * elapsed(1) / elapsed(2) for _ in range(3)))
+
+def _elapsed_in_threads(fn: Any, k: int) -> float:
+    """Seconds that ``k`` threads, started together, take to each run ``fn``."""
+    ts = [threading.Thread(target=fn) for _ in range(k)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return time.perf_counter() - t0
 
 
 def _median(rows: list[dict[str, float]], key: str) -> float:
