@@ -72,7 +72,7 @@ from .._target import import_target
 from ..grid import Grid
 from .lifespan import StartupError, run_shutdown, run_startup
 
-__all__ = ["SCOPE_KEYS", "Offload", "check_prefixes"]
+__all__ = ["SCOPE_KEYS", "Offload", "check_prefixes", "with_header"]
 
 #: The scope keys sent to a child (ASGI's own HTTP keys; extensions and the
 #: server's state stay behind).
@@ -124,6 +124,14 @@ def _settle(fut: asyncio.Future[Any], outcome: tuple[str, Any]) -> None:
             fut.set_exception(_Died(outcome[1]))
         else:
             fut.set_result(outcome)
+
+
+def with_header(message: _Message, name: bytes, value: bytes) -> _Message:
+    """``message`` with one header more if it starts a response, else as it is
+    (the worker header, for the server's requests and for offloaded ones)."""
+    if message["type"] != "http.response.start":
+        return message
+    return {**message, "headers": [*message.get("headers", ()), (name, value)]}
 
 
 async def _plain(send: Any, status: int, text: str) -> None:
@@ -352,9 +360,8 @@ class Offload:
             await _plain(send, 500, "Internal Server Error")
             return
         for message in payload:
-            if self._header is not None and message["type"] == "http.response.start":
-                headers = [*message.get("headers", ()), (self._header, child.label)]
-                message = {**message, "headers": headers}
+            if self._header is not None:
+                message = with_header(message, self._header, child.label)
             await send(message)
 
 

@@ -67,7 +67,7 @@ from ..worker import _current, _shutdown_loop
 from .bridge import RequestBridge
 from .inline import Routes
 from .lifespan import MODES, StartupError, _Lifespan, run_shutdown, run_startup
-from .offload import Offload, check_prefixes
+from .offload import Offload, check_prefixes, with_header
 
 __all__ = ["DISPATCH", "SERVE_SWITCH_INTERVAL", "Server", "serve"]
 
@@ -152,10 +152,7 @@ def _with_state(app: Any, header: bool) -> Callable[..., Any]:
         if header and scope["type"] == "http":
 
             async def send_with_header(message: dict[str, Any]) -> None:
-                if message["type"] == "http.response.start":
-                    headers = [*message.get("headers", ()), (WORKER_HEADER, label)]
-                    message = {**message, "headers": headers}
-                await send(message)
+                await send(with_header(message, WORKER_HEADER, label))
 
             return app(scope, receive, send_with_header)
         return app(scope, receive, send)
