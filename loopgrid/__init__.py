@@ -17,6 +17,7 @@ from .errors import (
 from .grid import Grid, current_grid, spawn
 from .handle import Handle, TaskState
 from .logs import configure_logging
+from .looplocal import LoopLocal
 from .priority import Priority
 from .runner import Runner, run
 from .sync import Event, Lock, Queue, Semaphore
@@ -30,6 +31,7 @@ __all__ = [
     "GridClosedError",
     "Handle",
     "Lock",
+    "LoopLocal",
     "LoopgridError",
     "NotOnGridError",
     "Priority",

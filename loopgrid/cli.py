@@ -93,9 +93,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--lifespan",
-        choices=("process", "loop", "off"),
-        default="process",
-        help="run the app's lifespan once per process (default), once per loop, or not",
+        choices=("loop", "shared", "process", "off"),
+        default="loop",
+        help="run the app's lifespan on every loop, each with its own state (default); "
+        "once, its state shared by every loop ('process' is the old name of 'shared'); "
+        "or not",
+    )
+    serve.add_argument(
+        "--no-loop-check",
+        dest="loop_check",
+        action="store_false",
+        help="serve even when objects bound to one event loop would be shared by the "
+        "loops (logged as warnings; by default the server refuses to start, naming them)",
     )
     serve.add_argument(
         "--grace", type=float, default=10.0, help="seconds in-flight requests get on stop"
@@ -283,6 +292,7 @@ def _serve(args: argparse.Namespace) -> int:
             fronts=args.fronts,
             offload=args.offload or None,
             offload_processes=args.offload_processes,
+            loop_check=args.loop_check,
         )
     except (TypeError, ValueError) as exc:
         raise _Usage(str(exc)) from None

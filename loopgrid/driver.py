@@ -63,6 +63,7 @@ from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from . import logs
+from .affinity import annotate as _annotate
 from .handle import COMPLETED, RUNNING
 from .trace import ACTIVE as _TRACING
 
@@ -125,6 +126,7 @@ async def drive(h: Handle[Any], w: Worker) -> None:
         if tb is not None and tb.tb_frame is sys._getframe():
             exc.__traceback__ = tb.tb_next
         del tb
+        _annotate(exc)  # a loop-affinity error gets its explanation (affinity.py)
         w.failed += 1
         h._set_exception(exc, loop)
         if logs.DEBUG_EVENTS:

@@ -28,10 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from asyncio.events import _get_running_loop
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Generic, TypeVar
-
-from asyncio.events import _get_running_loop
 
 __all__ = ["LoopLocal", "at_loop_close"]
 
@@ -72,7 +71,8 @@ def _default_close(value: Any) -> Awaitable[object] | object:
     for name in ("aclose", "dispose", "close"):
         method = getattr(value, name, None)
         if callable(method):
-            return method()
+            result: Awaitable[object] | object = method()
+            return result
     return None
 
 
@@ -148,7 +148,7 @@ class LoopLocal(Generic[T]):
             made = self._factory()
             if inspect.isawaitable(made):
                 made = await made
-            value = self._keep(loop, made)  # type: ignore[arg-type]
+            value = self._keep(loop, made)
         except BaseException as exc:
             fut.set_exception(exc)
             fut.exception()  # retrieved: the caller raises it
@@ -158,12 +158,17 @@ class LoopLocal(Generic[T]):
         fut.set_result(value)
         return value
 
+    def for_loop(self, loop: asyncio.AbstractEventLoop) -> T | None:
+        """The value ``loop`` holds, if it made one (from any thread)."""
+        entry = self._values.get(loop)
+        return None if entry is None else entry[0]
+
     def loops(self) -> int:
         """How many loops hold a value now."""
         return len(self._values)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
+        if name.startswith("_"):
             raise AttributeError(name)
         return getattr(self.value, name)
 

@@ -52,6 +52,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import logs
+from .affinity import name_loop
 from .deadlock import handle_of
 from .driver import Driver, cancel_task, drive
 from .errors import NotOnGridError
@@ -118,7 +119,8 @@ def current_worker() -> Worker:
     w = cur.worker
     if w is None:
         where = (
-            f"the front loop of {cur.grid!r} (a request run inline: see loopgrid.web.inline)"
+            f"a front loop of {cur.grid!r} (it runs the lifespan and the short routes "
+            "of loopgrid.web, and is no worker: see loopgrid.web.inline)"
             if cur.grid is not None
             else "no grid loop"
         )
@@ -217,6 +219,7 @@ class Worker:
             self._startup_error = exc
             return False
         self.loop = loop
+        name_loop(loop, f"worker {self.index} of grid {self.grid.name!r}")
         self._mailbox = Mailbox(loop, permanent=True)
         install_mailbox(self._mailbox)
         _current.worker = self

@@ -26,7 +26,7 @@ entered = threading.Event()
 release = threading.Event()
 #: Two handlers of ``/meet`` each hold their loop until both have arrived.
 meeting = threading.Barrier(2)
-startups: list[int] = []
+startups: list[int | str] = []
 
 
 def reset() -> None:
@@ -117,10 +117,19 @@ async def _where() -> int:
     return loopgrid.current_worker().index
 
 
+def _loop_name() -> int | str:
+    """The worker's index, or "front" on a front loop (which runs a lifespan
+    too with lifespan="loop", and is no worker)."""
+    try:
+        return loopgrid.current_worker().index
+    except loopgrid.NotOnGridError:
+        return "front"
+
+
 async def _lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
     message = await receive()
     assert message["type"] == "lifespan.startup"
-    worker = loopgrid.current_worker().index
+    worker = _loop_name()
     if os.environ.get("WEB_APPS_FAIL_ON") == str(worker):
         await send({"type": "lifespan.startup.failed", "message": f"no database on {worker}"})
         return
@@ -131,7 +140,8 @@ async def _lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
     assert message["type"] == "lifespan.shutdown"
     record = os.environ.get("WEB_APPS_SHUTDOWN_FILE")
     if record:
-        Path(record).write_text(f"shutdown on {worker}")
+        with open(record, "a") as f:  # one line per loop
+            f.write(f"shutdown on {worker}\n")
     await send({"type": "lifespan.shutdown.complete"})
 
 

@@ -141,8 +141,14 @@ class RequestBridge:
         front_call: _AppCall,
         routes: Routes | None,
         offload: Offload | None = None,
+        spread: bool = False,
     ) -> None:
         self._grid = grid
+        # Round-robin over the workers instead of the first free one: the
+        # test client's choice (loopgrid.testing), so that a request uses a
+        # loop other than the last one's every time. Front-thread only.
+        self._spread = len(grid.workers) if spread else 0
+        self._next = 0
         self._call = call
         self._priority_of = priority_of
         self._front_call = front_call
@@ -167,6 +173,10 @@ class RequestBridge:
         mb = mailbox_for_running_loop()
         assert mb is not None  # uvicorn calls us on the front loop
         ex = _Exchange(first, receive, mb)
+        worker = None
+        if self._spread:
+            worker = self._next % self._spread
+            self._next += 1
         h: Handle[None] = self._grid.spawn(
             _run_app,
             self._call,
@@ -174,6 +184,7 @@ class RequestBridge:
             ex,
             route is not None and route.learning,
             priority=self._priority_of(scope),
+            worker=worker,
             name=f"{scope.get('method', scope['type'])} {scope.get('path', '')}",
         )
         loop = mb.loop

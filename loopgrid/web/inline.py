@@ -33,9 +33,9 @@ thread, not on a worker, so ``loopgrid.current_worker()`` raises
 ``loopgrid.current_grid()`` work: the front thread belongs to the grid); a
 route that called ``current_worker()`` on a worker is never promoted. It is
 not a grid task: grid stats and traces do not see it, and route priorities do
-not apply to it. It sees the process's
-lifespan state; with ``lifespan="loop"`` nothing runs inline (each worker's
-state may hold objects bound to that worker's loop).
+not apply to it. It sees the front loop's own lifespan state and
+``app.state`` (with ``lifespan="loop"``, each front loop runs the lifespan
+too, so whatever it holds is bound to the front's loop, not a worker's).
 
 Thread ownership: each front loop has a :class:`Routes` of its own (with
 several fronts, each learns alone); it and its :class:`_Route` entries belong

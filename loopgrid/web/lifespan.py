@@ -6,26 +6,30 @@ that failed on one loop ended that server only while the process went on
 serving from the others. loopgrid runs lifespan itself, before any server
 accepts a connection:
 
-* ``lifespan="process"`` (the default): once, on worker 0. The app's
-  ``state`` is shared by the requests of every loop, so whatever startup puts
-  there must be safe to use from several threads and loops (see the README:
-  plain data, thread-safe clients, loopgrid's primitives; not an object bound
-  to one event loop, such as an ``asyncio.Lock`` after first use, an aiohttp
-  session or most database pools).
-* ``lifespan="loop"``: once per worker loop, each with its own ``state``;
-  each request sees the state of the worker that runs it, so loop-bound
-  objects are fine there.
+* ``lifespan="loop"`` (the default): once on every loop that runs the
+  app's code (each worker, and each front loop that runs short requests
+  itself), all at once, each with its own lifespan ``state`` and its own
+  ``app.state`` (``appstate.py``); each request sees the state of the loop
+  that runs it. Objects bound to one event loop (a database pool, an httpx
+  or aiohttp client, an ``asyncio.Lock``) are then fine there: each loop has
+  its own, as each process of ``uvicorn --workers N`` has.
+* ``lifespan="shared"`` (``"process"`` is the old name): once, on worker 0;
+  its state is shared by the requests of every loop, so it may hold only
+  loop-free objects (plain data, thread-safe clients, loopgrid's
+  primitives): the server refuses to start when it finds one bound to a
+  loop there (``loopgrid.loopbound``).
 * ``lifespan="off"``: never.
 
 An app that raises before it has received ``lifespan.startup`` does not speak
 the protocol (a bare ASGI callable that only knows ``http``): it is served
 without lifespan, as uvicorn's ``lifespan="auto"`` does. Any other failure
 (``lifespan.startup.failed``, or an exception once startup began) stops the
-whole server with :class:`~loopgrid.web.StartupError`, naming the worker.
+whole server with :class:`~loopgrid.web.StartupError`, naming the loop.
 
 Thread ownership: each :class:`_Lifespan` is driven by the thread that starts
-and stops the server (a plain thread); its app coroutine runs as a grid task
-pinned to one worker. The two talk only through two :class:`loopgrid.Queue`
+and stops the server (a plain thread); its app coroutine runs on one loop (a
+grid task pinned to a worker, or a task of a front loop: a :data:`Place`).
+The two talk only through two :class:`loopgrid.Queue`
 objects, which are safe across threads and loops; ``_received_startup`` is
 written by the app's task before it puts its reply and read by the driver
 after it got that reply (the queue's lock orders the two).
@@ -33,7 +37,7 @@ after it got that reply (the queue's lock orders the two).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import logs
@@ -43,10 +47,14 @@ from ..sync import Queue
 if TYPE_CHECKING:
     from ..grid import Grid
 
-__all__ = ["MODES", "StartupError", "run_shutdown", "run_startup"]
+__all__ = ["MODES", "Place", "StartupError", "check_mode", "run_shutdown", "run_startup", "workers"]
 
 #: The values of ``lifespan=``.
-MODES = ("process", "loop", "off")
+MODES = ("loop", "shared", "off")
+
+#: Where a lifespan can run: a label ("worker 0") and a function that starts a
+#: coroutine function (and a task name) on that loop.
+Place = tuple[str, Callable[[Callable[[], Coroutine[Any, Any, None]], str], object]]
 
 #: How long a driver waits for an app's reply to lifespan.shutdown before it
 #: gives up on it (the app's task is then cancelled with the grid).
@@ -60,19 +68,37 @@ class StartupError(LoopgridError, RuntimeError):
     address could not be bound. Nothing was served."""
 
 
-class _Lifespan:
-    """One run of an app's lifespan protocol, on one worker of a grid."""
+def check_mode(mode: object) -> str:
+    """The lifespan mode, with the old name ``"process"`` read as ``"shared"``."""
+    if mode == "process":
+        return "shared"
+    if mode not in MODES:
+        raise ValueError(f"lifespan must be one of {MODES}, got {mode!r}")
+    return str(mode)
 
-    def __init__(self, app: Any, grid: Grid, worker: int, state: dict[str, Any]) -> None:
+
+def workers(grid: Grid) -> list[Place]:
+    """The places of a grid's workers, in order."""
+
+    def on(i: int) -> Callable[[Callable[[], Coroutine[Any, Any, None]], str], object]:
+        return lambda fn, name: grid.spawn(fn, worker=i, name=name)
+
+    return [(f"worker {i}", on(i)) for i in range(len(grid.workers))]
+
+
+class _Lifespan:
+    """One run of an app's lifespan protocol, on one loop."""
+
+    def __init__(self, app: Any, place: Place, state: dict[str, Any]) -> None:
         self.app = app
-        self.worker = worker
+        self.where, start = place
         self.state = state
         self.started = False
         self._received_startup = False
         self._to_app: Queue[dict[str, Any]] = Queue()
         self._from_app: Queue[dict[str, Any]] = Queue()
         self._to_app.put_nowait({"type": "lifespan.startup"})
-        grid.spawn(self._main, worker=worker, name=f"lifespan-{worker}")
+        start(self._main, f"lifespan on {self.where}")
 
     async def _main(self) -> None:
         scope = {
@@ -107,19 +133,19 @@ class _Lifespan:
             return
         if kind == "lifespan.startup.failed":
             raise StartupError(
-                f"the app's lifespan startup failed on worker {self.worker}: "
+                f"the app's lifespan startup failed on {self.where}: "
                 f"{reply.get('message') or '(no message)'}"
             )
         if kind == _ENDED and not self._received_startup:
-            logs.info("web.lifespan_unsupported", worker=self.worker, app=repr(self.app))
+            logs.info("web.lifespan_unsupported", where=self.where, app=repr(self.app))
             return
         exc = reply.get("exception")
         if kind == _ENDED and exc is not None:
             raise StartupError(
-                f"the app's lifespan startup raised on worker {self.worker}: {exc!r}"
+                f"the app's lifespan startup raised on {self.where}: {exc!r}"
             ) from exc
         raise StartupError(
-            f"the app's lifespan startup on worker {self.worker} sent {kind!r} "
+            f"the app's lifespan startup on {self.where} sent {kind!r} "
             "instead of 'lifespan.startup.complete'"
         )
 
@@ -136,41 +162,45 @@ class _Lifespan:
         try:
             reply = self._from_app.get_blocking(timeout=_SHUTDOWN_WAIT)
         except TimeoutError:
-            logs.error("web.lifespan_shutdown_timeout", worker=self.worker, waited=_SHUTDOWN_WAIT)
+            logs.error("web.lifespan_shutdown_timeout", where=self.where, waited=_SHUTDOWN_WAIT)
             return
         ended_quietly = reply["type"] == _ENDED and reply.get("exception") is None
         if reply["type"] != "lifespan.shutdown.complete" and not ended_quietly:
             logs.error(
                 "web.lifespan_shutdown_failed",
-                worker=self.worker,
+                where=self.where,
                 reply=reply["type"],
                 message=reply.get("message") or repr(reply.get("exception")),
             )
 
 
 def run_startup(
-    app: Any, grid: Grid, mode: str, process_state: dict[str, Any]
+    app: Any, mode: str, places: Sequence[Place]
 ) -> tuple[list[_Lifespan], list[dict[str, Any]]]:
-    """Run lifespan startup as ``mode`` says; returns the runs and each worker's state.
+    """Run lifespan startup as ``mode`` says; returns the runs and each place's state.
 
-    All runs start at once (one per worker with ``"loop"``). If any fails, the
-    ones that started are shut down again and StartupError is raised.
+    All runs start at once (one per place with ``"loop"``, on the first place
+    with ``"shared"``). If any fails, the ones that started are shut down
+    again and StartupError is raised.
     """
-    n = len(grid.workers)
     if mode == "off":
-        return [], [process_state] * n
-    if mode == "process":
-        runs = [_Lifespan(app, grid, 0, process_state)]
-        states = [process_state] * n
+        return [], [{} for _ in places]
+    if mode == "shared":
+        shared: dict[str, Any] = {}
+        runs = [_Lifespan(app, places[0], shared)]
+        states = [shared] * len(places)
     else:
-        states = [{} for _ in range(n)]
-        runs = [_Lifespan(app, grid, i, states[i]) for i in range(n)]
+        states = [{} for _ in places]
+        runs = [_Lifespan(app, place, state) for place, state in zip(places, states, strict=True)]
     failure: BaseException | None = None
     for run in runs:
         try:
             run.wait_started()
-        except BaseException as exc:
-            failure = failure or exc
+        except Exception as exc:
+            failure = failure or exc  # the other runs still get to answer
+        except BaseException as exc:  # Ctrl-C: stop waiting for the others
+            failure = exc
+            break
     if failure is not None:
         run_shutdown(runs)
         raise failure

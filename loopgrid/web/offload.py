@@ -70,7 +70,7 @@ from typing import Any
 from .. import logs
 from .._target import import_target
 from ..grid import Grid
-from .lifespan import StartupError, run_shutdown, run_startup
+from .lifespan import StartupError, run_shutdown, run_startup, workers
 
 __all__ = ["SCOPE_KEYS", "Offload", "check_prefixes", "with_header"]
 
@@ -379,7 +379,7 @@ def _child_main(conn: Any, target: str, lifespan: str, index: int) -> None:
         _send(conn, ("failed", traceback.format_exc()))
         return
     try:
-        runs, states = run_startup(app, grid, lifespan, {})
+        runs, states = run_startup(app, lifespan, workers(grid))
     except BaseException as exc:
         grid.close(cancel=True)
         _send(conn, ("failed", str(exc)))

@@ -23,7 +23,11 @@ underneath, in one of two ways (``dispatch=``):
 ``bench/web.py`` measures both (``bench/notes/web.md``: request dispatch
 isolates, and with short routes inline has the throughput of one uvicorn
 worker; one server per loop scales on free-threaded builds). Lifespan runs once per
-process or once per loop (``lifespan.py``); inside handlers
+loop that runs app code, each loop with its own state and ``app.state``
+(``lifespan.py``, ``appstate.py``), or once for all; either way, loop-bound
+objects the app would share between loops are made per loop where loopgrid
+knows how (``loopgrid.integrations``) or refused before serving, by name
+(``loopgrid.loopbound``). Inside handlers
 ``loopgrid.current_worker()`` and ``loopgrid.spawn()`` work as in any grid
 task, and ``worker_header=True`` adds ``x-loopgrid-worker`` to each response.
 
@@ -33,9 +37,10 @@ the servers stop accepting, requests in flight get ``grace`` seconds to finish
 second signal (or ``stop(force=True)``) skips the waiting.
 
 Thread ownership: ``start``, ``wait`` and ``close`` are called by one
-controlling thread (not a worker); ``stop`` by any thread, including signal
-handlers: it writes uvicorn's ``should_exit`` / ``force_exit`` flags, which
-each uvicorn server polls on its own loop every 0.1 s, and a forced stop posts
+controlling thread (not a worker); front loops run on threads of their own
+(``front.py``); ``stop`` by any thread, including signal handlers: it writes
+uvicorn's ``should_exit`` / ``force_exit`` flags, which each uvicorn server
+polls on its own loop every 0.1 s, and a forced stop posts
 the cancelling of the requests in flight to each server's loop
 (``call_soon_threadsafe``). ``_servers`` is appended to by ``start`` only;
 ``_stopping`` tells servers made after a stop to stop at once.
@@ -44,7 +49,9 @@ the cancelling of the requests in flight to each server's loop
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import dataclasses
 import errno
 import functools
 import signal
@@ -55,18 +62,18 @@ from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import Any, Literal
 
-from .. import logs
+from .. import logs, loopbound
 from .._target import import_target
 from ..errors import check_seconds
-from ..fairness import Fairness
-from ..fairness import needed as fairness_needed
-from ..grid import Grid, _is_async_callable, default_loop_factory
+from ..grid import Grid, _is_async_callable
 from ..handle import Handle
 from ..priority import Priority, check_priority
-from ..worker import _current, _shutdown_loop
+from ..worker import _current
+from . import appstate
 from .bridge import RequestBridge
+from .front import FrontLoop
 from .inline import Routes
-from .lifespan import MODES, StartupError, _Lifespan, run_shutdown, run_startup
+from .lifespan import StartupError, _Lifespan, check_mode, run_shutdown, run_startup, workers
 from .offload import Offload, check_prefixes, with_header
 
 __all__ = ["DISPATCH", "SERVE_SWITCH_INTERVAL", "Server", "serve"]
@@ -134,10 +141,12 @@ def _priority_function(routes: _Routes) -> Callable[[_Scope], Priority]:
     return priority_of
 
 
-def _with_state(app: Any, header: bool) -> Callable[..., Any]:
+def _with_state(app: Any, header: bool, per_loop: bool) -> Callable[..., Any]:
     """``with_state(scope, receive, send, state, label)``: the app called with a
     shallow copy of ``state`` in the scope, as uvicorn does, and with the
-    worker header (``label``) if asked.
+    worker header (``label``) if asked. With ``per_loop`` (a per-loop
+    ``app.state``), the request is marked with its loop, for the code it runs
+    in threads (``appstate.enter``).
 
     Each thread that calls it passes a state dict of its own: a snapshot of
     the lifespan state taken once startup ended (:func:`_snapshot`). Two
@@ -149,6 +158,8 @@ def _with_state(app: Any, header: bool) -> Callable[..., Any]:
     def with_state(scope: _Scope, receive: Any, send: Any, state: Any, label: bytes) -> Any:
         if scope["type"] in ("http", "websocket"):
             scope["state"] = state.copy()
+            if per_loop:
+                appstate.enter()
         if header and scope["type"] == "http":
 
             async def send_with_header(message: dict[str, Any]) -> None:
@@ -262,7 +273,15 @@ class Server:
     dispatch; ``app`` given as an import string): path prefixes of routes
     served by ``offload_processes`` child processes instead, each with its own
     copy of the app and its own GIL, for handlers that compute in Python
-    (``offload.py`` says what changes for them).
+    (``offload.py`` says what changes for them). ``lifespan``: ``"loop"``
+    runs the app's lifespan on every loop that runs app code (each worker, and
+    each front loop with ``inline``), each with its own state and
+    ``app.state``; ``"shared"`` once, its state shared by every loop (loop-free
+    objects only); ``"off"`` never (``lifespan.py``). ``loop_check``: refuse to
+    start (:class:`StartupError`, naming each object and its fix) when objects
+    bound to one event loop would be shared by the loops - module globals of
+    the app's code that loopgrid cannot make per loop, or the state of
+    ``lifespan="shared"``; False logs them as warnings instead.
     ``uvicorn_options`` go to ``uvicorn.Config`` (``log_config`` defaults to
     None: a library does not configure logging; ``loopgrid serve`` passes
     uvicorn's).
@@ -276,7 +295,7 @@ class Server:
         host: str = "127.0.0.1",
         port: int = 8000,
         dispatch: str = "request",
-        lifespan: str = "process",
+        lifespan: str = "loop",
         grace: float = 10.0,
         worker_header: bool = False,
         routes: _Routes = None,
@@ -287,6 +306,7 @@ class Server:
         fronts: int | None = None,
         offload: Sequence[str] | None = None,
         offload_processes: int = 1,
+        loop_check: bool = True,
         **uvicorn_options: Any,
     ) -> None:
         target = app if isinstance(app, str) else None
@@ -299,8 +319,9 @@ class Server:
             )
         if dispatch not in DISPATCH:
             raise ValueError(f"dispatch must be one of {DISPATCH}, got {dispatch!r}")
-        if lifespan not in MODES:
-            raise ValueError(f"lifespan must be one of {MODES}, got {lifespan!r}")
+        lifespan = check_mode(lifespan)
+        if not isinstance(loop_check, bool):
+            raise TypeError(f"loop_check must be True or False, got {loop_check!r}")
         if not isinstance(host, str):
             raise TypeError(f"host must be a str, got {host!r}")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
@@ -344,13 +365,14 @@ class Server:
         self.lifespan = lifespan
         self.grace = grace
         self.inline = inline
+        self.loop_check = loop_check
         self._fronts = fronts
         self._offload = (
             Offload(
                 target,
                 offload,
                 offload_processes,
-                "off" if lifespan == "off" else "process",
+                "off" if lifespan == "off" else "shared",
                 WORKER_HEADER if worker_header else None,
             )
             if offload is not None and target is not None
@@ -371,7 +393,10 @@ class Server:
         self._lifespans: list[_Lifespan] = []
         self._servers: list[Any] = []
         self._serving: list[Handle[None]] = []
-        self._fronts_running: list[threading.Thread] = []  # appended to by start
+        self._front_loops: list[FrontLoop] = []  # appended to by start
+        self._restore_state: Callable[[], None] | None = None
+        self._spread = False  # round-robin requests over workers (loopgrid.testing)
+        self._loops_text = ""
         self._state = "new"  # new -> started -> closed; controlling thread only
         self._stopping = False  # any thread (stop); read by start
 
@@ -428,35 +453,45 @@ class Server:
             listeners = len(grid.workers)
         self._socks = _bind_each(self.host, self._requested_port, self._backlog, listeners)
         self._port = int(self._socks[0].getsockname()[1])
-        process_state: dict[str, Any] = {}
-        self._lifespans, states = run_startup(self.app, grid, self.lifespan, process_state)
-        with_state = _with_state(self.app, self._header)
+        places = workers(grid)
+        if self.dispatch == "request":
+            for i in range(listeners):
+                suffix = f"-{i}" if listeners > 1 else ""
+                front = FrontLoop(grid, f"loopgrid-{grid.name}-http{suffix}", f"front loop {i}")
+                self._front_loops.append(front)
+                front.start()
+                if self.inline:  # it runs app code too: a loop of its own
+                    places.append((front.label, front.call))
+        fronts = len(places) - len(grid.workers)
+        self._loops_text = f"{len(places)} loops ({len(grid.workers)} workers" + (
+            f", {fronts} front)" if fronts else ")"
+        )
+        self._check_modules(len(places))
+        if self.lifespan == "loop":
+            self._restore_state = appstate.install(self.app)
+        self._lifespans, states = run_startup(self.app, self.lifespan, places)
+        if self.lifespan == "shared":
+            self._check_shared_state(states[0], len(places))
+        with_state = _with_state(self.app, self._header, self.lifespan == "loop")
         if self._offload is not None:
             self._offload.start()
         ready: list[threading.Event] = []
+        n = len(grid.workers)
         if self.dispatch == "request":
-            call = _call_on_its_worker(with_state, states)
-            learn = self.inline and self.lifespan != "loop"
-            for i, sock in enumerate(self._socks):
+            call = _call_on_its_worker(with_state, states[:n])
+            for i, (front, sock) in enumerate(zip(self._front_loops, self._socks, strict=True)):
                 # Each front learns its routes alone: a table is front-only.
-                routes = Routes() if learn else None
-                front_call = _call_with(with_state, states[0], b"front")
+                routes = Routes() if self.inline else None
+                front_state = states[n + i] if self.inline else {}
+                front_call = _call_with(with_state, front_state, b"front")
                 bridge = RequestBridge(
-                    grid, call, self._priority_of, front_call, routes, self._offload
+                    grid, call, self._priority_of, front_call, routes, self._offload, self._spread
                 )
                 server = self._make_server(bridge)
                 ready.append(server.ready)
-                suffix = f"-{i}" if len(self._socks) > 1 else ""
-                front = threading.Thread(
-                    target=self._run_front,
-                    args=(server, sock.dup()),
-                    name=f"loopgrid-{grid.name}-http{suffix}",
-                    daemon=True,
-                )
-                self._fronts_running.append(front)
-                front.start()
+                front.serve(server, sock.dup())
         else:
-            for i in range(len(grid.workers)):
+            for i in range(n):
                 server = self._make_server(_call_with(with_state, states[i], str(i).encode()))
                 ready.append(server.ready)
                 self._serving.append(
@@ -477,7 +512,61 @@ class Server:
             dispatch=self.dispatch,
             loops=len(grid.workers),
             lifespan=self.lifespan,
+            lifespan_runs=len(self._lifespans),
         )
+
+    # -- loop-bound objects ---------------------------------------------------------
+
+    def _check_modules(self, loops: int) -> None:
+        """Module-level objects bound to one loop, that every loop would share:
+        made per loop where loopgrid knows how, refused otherwise."""
+        if loops < 2:
+            return
+        refused = []
+        for found in loopbound.scan_modules(loopbound.app_modules(self.app)):
+            label = None
+            if found.adaptable:
+                from ..integrations import make_per_loop
+
+                label = make_per_loop(found.obj)
+            if label is None:
+                refused.append(found)
+            else:
+                logs.info("web.per_loop", object=found.where, made=label)
+        self._refuse(refused, loops, "The app's modules hold")
+
+    def _check_shared_state(self, state: dict[str, Any], loops: int) -> None:
+        """With one state for every loop: nothing in it may be bound to a loop."""
+        if loops < 2:
+            return
+        values = appstate.state_values(self.app)
+        values += [(f"the lifespan state[{k!r}]", v) for k, v in state.items()]
+        per_loop = (
+            "serve with lifespan='loop' (--lifespan loop, the default), where each loop's "
+            "lifespan makes its own"
+        )
+        refused = [
+            dataclasses.replace(
+                f, fix=per_loop if f.fix == loopbound.FIX_CLIENT else f"{per_loop}; or {f.fix}"
+            )
+            for f in loopbound.scan(values)
+        ]
+        self._refuse(refused, loops, "With lifespan='shared', every loop shares")
+
+    def _refuse(self, found: list[loopbound.Finding], loops: int, intro: str) -> None:
+        if not found:
+            return
+        lines = "\n".join(f"  - {f}" for f in found)
+        message = (
+            f"{intro} objects bound to one event loop, which the {self._loops_text} of "
+            f"{self!r} would use: a request on another loop would fail with asyncio's "
+            f"'bound to a different event loop'.\n{lines}\n"
+            "Or pass loop_check=False (--no-loop-check) to serve anyway."
+        )
+        if self.loop_check:
+            raise StartupError(message)
+        for f in found:
+            logs.warning("web.loop_bound", object=f.where, what=f.what, fix=f.fix)
 
     def _make_server(self, app: Any) -> Any:
         uvicorn = self._uvicorn
@@ -496,29 +585,6 @@ class Server:
     async def _serve_on_worker(server: Any, sock: socket.socket) -> None:
         await server.serve_marked([sock])
 
-    def _run_front(self, server: Any, sock: socket.socket) -> None:
-        _current.grid = self._grid  # spawn() works in requests run inline
-        loop = default_loop_factory()()
-        # The front loop runs short callbacks back to back, the pattern that
-        # keeps other threads off the GIL (fairness.py): it yields it too.
-        fair = Fairness(loop) if fairness_needed(2) else None
-        if fair is not None:
-            fair.start()
-        try:
-            loop.run_until_complete(server.serve_marked([sock]))
-        except BaseException as exc:
-            if server.ready.is_set() and server.error is None:  # else start() raises it
-                logs.error("web.front_failed", error=repr(exc))
-        finally:
-            if fair is not None:
-                fair.stop()
-            try:
-                # After a forced stop, requests may still be in flight: cancel
-                # them and let them finish, as asyncio.run finishes its loop.
-                _shutdown_loop(loop)
-            finally:
-                loop.close()
-
     def stop(self, force: bool = False) -> None:
         """Stop serving: no new connections, in-flight requests get ``grace``
         seconds (none with ``force``). Any thread, a signal handler too."""
@@ -536,9 +602,9 @@ class Server:
         interrupted = True
         try:
             # In slices, so that Ctrl-C reaches a main thread waiting here.
-            for front in self._fronts_running:
-                while front.is_alive():
-                    front.join(0.5)
+            for front in self._front_loops:
+                while front.serving is not None and not front.serving.done():
+                    concurrent.futures.wait([front.serving], timeout=0.5)
             for h in self._serving:
                 while not h.done():
                     with contextlib.suppress(TimeoutError, asyncio.CancelledError):
@@ -557,8 +623,8 @@ class Server:
         # app's lifespan shutdown, then the grid: nothing outlives close().
         self._state = "closed"
         self.stop(force=cancel)
-        for front in self._fronts_running:
-            front.join()
+        serving = [f.serving for f in self._front_loops if f.serving is not None]
+        concurrent.futures.wait(serving)
         for h in self._serving:
             with contextlib.suppress(BaseException):
                 h.result(timeout=self.grace + 5)
@@ -567,8 +633,13 @@ class Server:
                 self._offload.close()
             run_shutdown(self._lifespans)
         finally:
+            for front in self._front_loops:
+                front.finish()
             if self._own_grid and self._grid is not None:
                 self._grid.close(cancel=True)
+            if self._restore_state is not None:
+                self._restore_state()
+                self._restore_state = None
             self._close_sockets()
             if self._old_switch_interval is not None:
                 sys.setswitchinterval(self._old_switch_interval)
