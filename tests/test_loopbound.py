@@ -56,9 +56,7 @@ def test_scan_looks_into_containers_and_session_makers() -> None:
     pytest.importorskip("aiosqlite", reason="the engine's driver")
     engine = sa.create_async_engine("sqlite+aiosqlite:///:memory:")
     maker = sa.async_sessionmaker(engine)
-    found = loopbound.scan(
-        [("state.locks", {"a": asyncio.Lock()}), ("Session", maker), ("n", 3)]
-    )
+    found = loopbound.scan([("state.locks", {"a": asyncio.Lock()}), ("Session", maker), ("n", 3)])
     assert [(f.where, f.adaptable) for f in found] == [
         ("state.locks['a']", False),
         ("Session.kw['bind']", True),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from helpers import WAIT
@@ -15,7 +15,7 @@ from loopgrid import Grid, LoopLocal
 class Client:
     """A stand-in for a loop-bound client: it records its loop and its closing."""
 
-    closed: list[tuple[Client, bool]] = []
+    closed: ClassVar[list[tuple[Client, bool]]] = []
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -101,7 +101,7 @@ def test_an_async_factory_needs_aget_and_concurrent_callers_share_one_creation()
     local = LoopLocal(connect, close=lambda value: None)
 
     async def use() -> list[int]:
-        with pytest.raises(TypeError, match="await local.aget"):
+        with pytest.raises(TypeError, match=r"await local\.aget"):
             _ = local.value
         return list(await asyncio.gather(*(local.aget() for _ in range(5))))
 

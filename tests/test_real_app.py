@@ -114,9 +114,7 @@ def test_the_real_app_in_shared_mode_refuses_to_start_naming_each_object(
 def test_shared_mode_serves_loop_bound_state_only_when_told_to(
     settings: dict[str, str],
 ) -> None:
-    with web.Server(
-        real_app.app, loops=2, port=0, lifespan="shared", loop_check=False
-    ) as server:
+    with web.Server(real_app.app, loops=2, port=0, lifespan="shared", loop_check=False) as server:
         assert httpx.get(f"{server.url}/where", timeout=WAIT).json()["has_db"] is True
 
 
