@@ -41,6 +41,19 @@ async def boom():
     raise ValueError("boom from the app")
 
 
+async def crossed():
+    # A future of worker 0's loop, awaited by a task on worker 1.
+    fut = asyncio.get_running_loop().create_future()
+
+    async def wait_for_it():
+        await fut
+
+    try:
+        await loopgrid.spawn(wait_for_it, worker=1)
+    finally:
+        fut.cancel()
+
+
 def plain():
     return 1
 """
@@ -72,6 +85,14 @@ def test_run_reports_a_failure_with_its_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "ValueError: boom from the app" in proc.stderr
     assert 'app.py", line' in proc.stderr
+
+
+def test_run_explains_a_loop_affinity_error(tmp_path: Path) -> None:
+    proc = _loopgrid(tmp_path, "run", "app:crossed", "--loops", "2")
+    assert proc.returncode == 1
+    assert "attached to a different loop" in proc.stderr
+    assert "used from worker 1" in proc.stderr
+    assert "LoopLocal" in proc.stderr
 
 
 @pytest.mark.parametrize(

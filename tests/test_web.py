@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import web_apps
 from helpers import WAIT, grid_threads, wait_until
-from web_client import InThread, get, request, serve_process, serving
+from web_client import InThread, get, get_body, request, serve_process, serving
 
 import loopgrid
 from loopgrid import Grid, Priority
@@ -336,6 +336,16 @@ def test_the_command_names_a_bad_target_and_a_failing_startup() -> None:
     _, err = failing.communicate(timeout=WAIT)
     assert failing.returncode == 1
     assert "lifespan startup failed on worker 0: no database on 0" in err
+
+
+def test_the_command_refuses_a_module_level_lock_by_name_unless_told_not_to() -> None:
+    refused = serve_process("web_apps_locked:app", "--loops", "2")
+    _, err = refused.communicate(timeout=WAIT)
+    assert refused.returncode == 1
+    assert "web_apps_locked.lock is an asyncio.Lock" in err
+    assert "--no-loop-check" in err
+    with serving("web_apps_locked:app", "--loops", "2", "--no-loop-check") as port:
+        assert get_body(port, "/") == b"locked"
 
 
 @pytest.mark.parametrize("flags", [[], ["--no-inline"]])
