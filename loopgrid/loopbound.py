@@ -7,8 +7,9 @@ asyncio's "bound to a different event loop" - intermittently, under load,
 when a request on one loop waits on what another loop holds. That is the
 worst way to fail, so ``loopgrid serve`` looks for such objects before it
 serves: in the app's modules (engines, clients and primitives made at import)
-and, when the app's state is shared by every loop, in that state. What it
-cannot give each loop a copy of, it names, with the fix.
+and, when the app's state is shared by every loop, in that state. Those
+``loopgrid.integrations`` can adapt in place are marked ``adaptable``; the
+others it names, with the fix.
 
 Known types are recognised by the module and name of a class in the object's
 MRO, so nothing optional is imported to check them. An object of an unknown
@@ -29,6 +30,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import BuiltinFunctionType, FunctionType, MethodType, ModuleType
 from typing import Any
+
+from .integrations import primitives
 
 __all__ = ["Finding", "app_modules", "describe", "scan", "scan_modules"]
 
@@ -101,7 +104,7 @@ def describe(obj: Any) -> tuple[str, str, bool] | None:
             fix = FIX_PRIMITIVE.format(name=name)
             if name not in _LOOPGRID_EQUIVALENT:
                 fix = f"use loopgrid.LoopLocal(asyncio.{name}) for one per loop"
-            return f"an asyncio.{name}", fix, False
+            return f"an asyncio.{type(obj).__name__}", fix, primitives.adoptable(obj)
     if isinstance(obj, asyncio.Future):
         return "an asyncio future or task", "create it inside the code that awaits it", False
     for cls in type(obj).__mro__:

@@ -26,7 +26,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 import loopgrid
-from loopgrid.integrations import make_per_loop
+from loopgrid.integrations import adapt
 from loopgrid.integrations.httpx import per_loop_client
 from loopgrid.integrations.sqlalchemy import per_loop_engine
 
@@ -274,43 +274,43 @@ def test_client_gets_one_pool_per_loop_closed_at_close(http_server: _Server) -> 
     asyncio.run(client.aclose())
 
 
-# -- make_per_loop ---------------------------------------------------------------
+# -- adapt ---------------------------------------------------------------
 
 
-def test_make_per_loop_knows_engines_and_clients(tmp_path: Path) -> None:
+def test_adapt_knows_engines_and_clients(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
-    label = make_per_loop(engine)
+    label = adapt(engine)
     assert label == "sqlalchemy AsyncEngine: one connection pool per loop"
     per_loop = engine.sync_engine.pool
     assert type(per_loop).__name__ == "_PerLoopPool"
-    assert make_per_loop(engine) == label
+    assert adapt(engine) == label
     per_loop_engine(engine)
     assert engine.sync_engine.pool is per_loop
 
     client = httpx.AsyncClient(proxy="http://127.0.0.1:9", mounts={"all://skip": None})
-    label = make_per_loop(client)
+    label = adapt(client)
     assert label == "httpx AsyncClient: one connection pool per loop"
     pools = [client._transport._pool, *(t._pool for t in client._mounts.values() if t)]  # type: ignore[attr-defined]
     assert len(pools) == 2
     assert all(type(p).__name__ == "_PerLoopConnectionPool" for p in pools)
-    assert make_per_loop(client) == label
+    assert adapt(client) == label
     per_loop_client(client)
     assert [client._transport._pool, *(t._pool for t in client._mounts.values() if t)] == pools  # type: ignore[attr-defined]
 
     # Known types whose pools are left as they are, with the reason.
     memory = create_async_engine("sqlite+aiosqlite://")
     static = memory.sync_engine.pool
-    assert "left as is (StaticPool" in (make_per_loop(memory) or "")
+    assert "left as is (StaticPool" in (adapt(memory) or "")
     assert memory.sync_engine.pool is static
     mocked = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(200)))
-    assert "left as is (MockTransport" in (make_per_loop(mocked) or "")
+    assert "left as is (MockTransport" in (adapt(mocked) or "")
 
     # Anything else: None, untouched.
     sync_engine = sa.create_engine(f"sqlite:///{tmp_path / 'sync.sqlite'}")
     sync_pool = sync_engine.pool
     sync_client = httpx.Client()
     for other in (None, 3, "text", object(), sync_engine, sync_client, loopgrid.Grid):
-        assert make_per_loop(other) is None
+        assert adapt(other) is None
     assert sync_engine.pool is sync_pool
 
     with loopgrid.Grid(2) as grid:

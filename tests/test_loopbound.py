@@ -22,10 +22,13 @@ def test_asyncio_primitives_are_bound_and_loopgrids_equivalents_are_named() -> N
     lock = loopbound.describe(asyncio.Lock())
     assert lock is not None
     what, fix, adaptable = lock
-    assert what == "an asyncio.Lock" and "loopgrid.Lock" in fix and not adaptable
+    assert what == "an asyncio.Lock" and "loopgrid.Lock" in fix
+    assert adaptable  # idle: loopgrid can put its cross-loop Lock underneath
     condition = loopbound.describe(asyncio.Condition())
     assert condition is not None and "LoopLocal(asyncio.Condition)" in condition[1]
-    assert loopbound.describe(asyncio.PriorityQueue()) is not None  # a Queue subclass
+    priority = loopbound.describe(asyncio.PriorityQueue())  # a Queue subclass
+    assert priority is not None and priority[0] == "an asyncio.PriorityQueue"
+    assert not priority[2]
 
 
 def test_plain_values_and_loopgrid_primitives_are_not_bound() -> None:
@@ -56,12 +59,14 @@ def test_scan_looks_into_containers_and_session_makers() -> None:
     pytest.importorskip("aiosqlite", reason="the engine's driver")
     engine = sa.create_async_engine("sqlite+aiosqlite:///:memory:")
     maker = sa.async_sessionmaker(engine)
-    found = loopbound.scan([("state.locks", {"a": asyncio.Lock()}), ("Session", maker), ("n", 3)])
+    found = loopbound.scan(
+        [("state.conds", {"a": asyncio.Condition()}), ("Session", maker), ("n", 3)]
+    )
     assert [(f.where, f.adaptable) for f in found] == [
-        ("state.locks['a']", False),
+        ("state.conds['a']", False),
         ("Session.kw['bind']", True),
     ]
-    assert "state.locks['a'] is an asyncio.Lock, bound to one event loop" in str(found[0])
+    assert "state.conds['a'] is an asyncio.Condition, bound to one event loop" in str(found[0])
 
 
 def test_the_apps_modules_are_those_beside_the_module_that_holds_it(tmp_path: Path) -> None:

@@ -236,13 +236,31 @@ def test_a_module_level_engine_gets_a_pool_per_loop_and_waiting_requests_succeed
     assert grid_threads() == []
 
 
-def test_a_module_level_primitive_is_refused_by_name(tmp_path: Path) -> None:
+def test_a_module_level_lock_stays_one_lock_for_every_loop() -> None:
+    import web_apps_locked
+
+    web_apps_locked.inside[:] = [0, 0]
+    with (
+        web.Server(web_apps_locked.app, loops=2, port=0, inline=False) as server,
+        httpx.Client(base_url=server.url, timeout=WAIT) as client,
+    ):
+        replies = _concurrently(40, lambda i: client.get("/"))
+    assert [r.status_code for r in replies] == [200] * 40
+    assert {r.text for r in replies} == WORKERS
+    assert web_apps_locked.inside[1] == 1  # never two holders, on any loops
+    assert isinstance(web_apps_locked.lock, asyncio.Lock)
+    assert "shared by every loop" in repr(web_apps_locked.lock)
+
+
+def test_a_module_level_primitive_loopgrid_cannot_share_is_refused_by_name(
+    tmp_path: Path,
+) -> None:
     import sys
     import types
 
     module = types.ModuleType("loopgrid_test_refused_app")
     module.__file__ = str(tmp_path / "loopgrid_test_refused_app.py")
-    module.lock = asyncio.Lock()  # type: ignore[attr-defined]
+    module.ready = asyncio.Condition()  # type: ignore[attr-defined]
     module.app = FastAPI()  # type: ignore[attr-defined]
     sys.modules[module.__name__] = module
     try:
@@ -252,6 +270,6 @@ def test_a_module_level_primitive_is_refused_by_name(tmp_path: Path) -> None:
     finally:
         del sys.modules[module.__name__]
     message = str(caught.value)
-    assert "loopgrid_test_refused_app.lock is an asyncio.Lock" in message
-    assert "loopgrid.Lock" in message and "LoopLocal" in message
+    assert "loopgrid_test_refused_app.ready is an asyncio.Condition" in message
+    assert "LoopLocal(asyncio.Condition)" in message
     assert grid_threads() == []

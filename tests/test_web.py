@@ -338,14 +338,16 @@ def test_the_command_names_a_bad_target_and_a_failing_startup() -> None:
     assert "lifespan startup failed on worker 0: no database on 0" in err
 
 
-def test_the_command_refuses_a_module_level_lock_by_name_unless_told_not_to() -> None:
-    refused = serve_process("web_apps_locked:app", "--loops", "2")
+def test_the_command_refuses_a_module_level_condition_by_name_unless_told_not_to() -> None:
+    env = {"WEB_APPS_LOCKED_CONDITION": "1"}
+    refused = serve_process("web_apps_locked:app", "--loops", "2", env=env)
     _, err = refused.communicate(timeout=WAIT)
     assert refused.returncode == 1
-    assert "web_apps_locked.lock is an asyncio.Lock" in err
+    assert "web_apps_locked.condition is an asyncio.Condition" in err
+    assert "web_apps_locked.lock" not in err  # that one is shared by every loop
     assert "--no-loop-check" in err
-    with serving("web_apps_locked:app", "--loops", "2", "--no-loop-check") as port:
-        assert get_body(port, "/") == b"locked"
+    with serving("web_apps_locked:app", "--loops", "2", "--no-loop-check", env=env) as port:
+        assert get_body(port, "/").startswith(b"loopgrid-web-")
 
 
 @pytest.mark.parametrize("flags", [[], ["--no-inline"]])

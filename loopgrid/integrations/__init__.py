@@ -1,4 +1,4 @@
-"""Per-loop versions of known loop-bound client objects, behind the same object.
+"""Known loop-bound objects made safe for every loop of a grid, behind the same object.
 
 Why: applications make their database engine and HTTP client once, at module
 level, and use them from every request. Their connection pools are bound to
@@ -9,8 +9,12 @@ object keeps its identity (every ``from app import engine`` still sees it),
 and each loop that uses it gets its own connection pool, closed when that loop
 shuts down.
 
-``loopgrid serve`` calls :func:`make_per_loop` on the objects of the app's
-module at startup. Applications (or their own runners) can call it, or the
+asyncio primitives made at import are the other case: one per loop would
+change what they mean, so :mod:`.primitives` puts one of loopgrid's
+cross-loop primitives underneath instead.
+
+``loopgrid serve`` calls :func:`adapt` on the objects of the app's
+modules at startup. Applications (or their own runners) can call it, or the
 adapters directly: :func:`loopgrid.integrations.sqlalchemy.per_loop_engine`,
 :func:`loopgrid.integrations.httpx.per_loop_client`. The libraries are
 optional: nothing here imports them unless it is given one of their objects.
@@ -18,7 +22,9 @@ optional: nothing here imports them unless it is given one of their objects.
 
 from __future__ import annotations
 
-__all__ = ["make_per_loop"]
+from . import primitives
+
+__all__ = ["adapt"]
 
 # (top-level package, qualified name) of a known class -> the adapter module's
 # name. The package rather than the module: httpx sets its public classes'
@@ -38,14 +44,20 @@ def _kind(obj: object) -> str | None:
     return None
 
 
-def make_per_loop(obj: object) -> str | None:
-    """Give ``obj`` one connection pool per event loop if it is a known client.
+def adapt(obj: object) -> str | None:
+    """Make ``obj`` safe to use from every loop, in place, if loopgrid knows how.
 
     Known: a sqlalchemy ``AsyncEngine`` and an ``httpx.AsyncClient`` (and their
-    subclasses). Returns a short label of what was done (for a log line), or
-    None for any other object. Recognises the classes by name, so it imports
-    neither library. Applying it twice to an object is harmless.
+    subclasses) get one connection pool per event loop; an idle
+    ``asyncio.Lock``, ``Event``, ``Semaphore`` or ``Queue`` gets loopgrid's
+    cross-loop primitive underneath (:mod:`.primitives`). Returns a short label
+    of what was done (for a log line), or None for any other object.
+    Recognises the client classes by name, so it imports neither library.
+    Applying it twice to an object is harmless.
     """
+    label = primitives.cross_loop(obj)
+    if label is not None:
+        return label
     kind = _kind(obj)
     if kind == "sqlalchemy":
         from . import sqlalchemy

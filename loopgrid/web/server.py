@@ -526,9 +526,9 @@ class Server:
         for found in loopbound.scan_modules(loopbound.app_modules(self.app)):
             label = None
             if found.adaptable:
-                from ..integrations import make_per_loop
+                from ..integrations import adapt
 
-                label = make_per_loop(found.obj)
+                label = adapt(found.obj)
             if label is None:
                 refused.append(found)
             else:
