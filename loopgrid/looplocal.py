@@ -163,6 +163,10 @@ class LoopLocal(Generic[T]):
         entry = self._values.get(loop)
         return None if entry is None else entry[0]
 
+    def items(self) -> list[tuple[asyncio.AbstractEventLoop, T]]:
+        """A snapshot of each loop that holds a value, with its value (any thread)."""
+        return [(loop, entry[0]) for loop, entry in list(self._values.items())]
+
     def loops(self) -> int:
         """How many loops hold a value now."""
         return len(self._values)

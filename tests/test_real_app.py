@@ -76,11 +76,12 @@ def _rows(db: str, table: str) -> int:
     return count
 
 
+@pytest.mark.parametrize("dispatch", ["request", "connection"])
 def test_the_real_app_works_unchanged_with_defaults_on_two_loops(
-    settings: dict[str, str],
+    settings: dict[str, str], dispatch: str
 ) -> None:
     with (
-        web.Server(real_app.app, loops=2, port=0) as server,
+        web.Server(real_app.app, loops=2, port=0, dispatch=dispatch) as server,
         httpx.Client(base_url=server.url, timeout=WAIT) as client,
     ):
         posts = _concurrently(40, lambda i: client.post("/items", json={"name": f"item {i}"}))

@@ -65,20 +65,18 @@ class _PerLoopConnectionPool:
     with fresh per-connection state, and code that runs outside any event loop
     is answered by it.
 
-    Thread ownership: ``_pools`` mirrors the :class:`LoopLocal`, so that a loop
-    can be looked up without making its copy; as there, only a loop's own
-    thread adds or removes its entry, and other threads read copies.
+    Thread ownership: the copies live in a :class:`LoopLocal`: only a loop's
+    own thread makes or drops its copy.
     """
 
     def __init__(self, template: httpcore.AsyncConnectionPool) -> None:
         self.template = template
-        self._pools: dict[asyncio.AbstractEventLoop, httpcore.AsyncConnectionPool] = {}
         self._local: LoopLocal[httpcore.AsyncConnectionPool] = LoopLocal(
             self._make, close=self._close_on_loop, name=f"per-loop copy of {template!r}"
         )
 
     def __repr__(self) -> str:
-        return f"<loopgrid per-loop pool of {self.template!r} on {len(self._pools)} loop(s)>"
+        return f"<loopgrid per-loop pool of {self.template!r} on {self._local.loops()} loop(s)>"
 
     def current(self) -> httpcore.AsyncConnectionPool:
         """The running loop's copy, made now if this loop has none yet."""
@@ -93,11 +91,9 @@ class _PerLoopConnectionPool:
         pool._connections = []
         pool._requests = []
         pool._optional_thread_lock = type(self.template._optional_thread_lock)()
-        self._pools[asyncio.get_running_loop()] = pool
         return pool
 
     async def _close_on_loop(self, pool: httpcore.AsyncConnectionPool) -> None:
-        self._pools.pop(asyncio.get_running_loop(), None)
         await pool.aclose()
 
     def _target(self) -> httpcore.AsyncConnectionPool:
@@ -113,7 +109,7 @@ class _PerLoopConnectionPool:
 
     async def aclose(self) -> None:
         """Close the running loop's copy (its connections); the others stay open."""
-        pool = self._pools.get(asyncio.get_running_loop())
+        pool = self._local.for_loop(asyncio.get_running_loop())
         if pool is not None:
             await pool.aclose()
 
@@ -135,7 +131,7 @@ class _PerLoopConnectionPool:
         loop = _get_running_loop()
         if loop is None:
             return self.template.connections
-        pool = self._pools.get(loop)
+        pool = self._local.for_loop(loop)
         return [] if pool is None else pool.connections
 
     def __getattr__(self, name: str) -> Any:

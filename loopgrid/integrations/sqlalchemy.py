@@ -44,7 +44,6 @@ cache and engine-level events. Limits:
 
 from __future__ import annotations
 
-import asyncio
 from asyncio.events import _get_running_loop
 from typing import Any, cast
 
@@ -79,20 +78,18 @@ class _PerLoopPool:
     and code that runs outside any event loop (reading ``size()`` or
     ``echo`` at import time, say) is answered by it.
 
-    Thread ownership: ``_pools`` mirrors the :class:`LoopLocal`, so that a loop
-    can be looked up without making its pool; as there, only a loop's own
-    thread adds or removes its entry, and other threads read copies.
+    Thread ownership: the pools live in a :class:`LoopLocal`: only a loop's
+    own thread makes or drops its pool; other threads read snapshots.
     """
 
     def __init__(self, template: Pool) -> None:
         self.template = template
-        self._pools: dict[asyncio.AbstractEventLoop, Pool] = {}
         self._local: LoopLocal[Pool] = LoopLocal(
             self._make, close=self._dispose_on_loop, name=f"per-loop pool of {template!r}"
         )
 
     def __repr__(self) -> str:
-        return f"<loopgrid per-loop pool of {self.template!r} on {len(self._pools)} loop(s)>"
+        return f"<loopgrid per-loop pool of {self.template!r} on {self._local.loops()} loop(s)>"
 
     # -- loopgrid's own ---------------------------------------------------------
 
@@ -105,12 +102,9 @@ class _PerLoopPool:
         return self._local.loops()
 
     def _make(self) -> Pool:
-        pool = self.template.recreate()
-        self._pools[asyncio.get_running_loop()] = pool
-        return pool
+        return self.template.recreate()
 
     async def _dispose_on_loop(self, pool: Pool) -> None:
-        self._pools.pop(asyncio.get_running_loop(), None)
         # Closing a connection of an asyncio driver awaits inside the pool's
         # synchronous code, which needs SQLAlchemy's greenlet context.
         await greenlet_spawn(pool.dispose)
@@ -120,7 +114,7 @@ class _PerLoopPool:
         loop = _get_running_loop()
         if loop is None:
             return self.template
-        return self._pools.get(loop)
+        return self._local.for_loop(loop)
 
     def _target(self) -> Pool:
         """The running loop's pool (made now if need be); the template outside any loop."""
@@ -150,7 +144,7 @@ class _PerLoopPool:
         # its next checkout. A float written across threads: at worst a
         # connection is recycled one checkout later.
         stamp = owner._invalidate_time
-        for pool in (self.template, *dict(self._pools).values()):
+        for pool in (self.template, *(p for _, p in self._local.items())):
             if pool._invalidate_time < stamp:
                 pool._invalidate_time = stamp
 
@@ -169,9 +163,9 @@ class _PerLoopPool:
         pool = self._mine()
         if pool is not None and pool is not self.template:
             return pool.status()
-        pools = dict(self._pools)
+        pools = self._local.items()
         lines = [f"one pool per event loop, {len(pools)} loop(s) with a pool"]
-        lines += [f"  loop {id(loop):#x}: {p.status()}" for loop, p in pools.items()]
+        lines += [f"  loop {id(loop):#x}: {p.status()}" for loop, p in pools]
         lines.append(f"  template: {self.template.status()}")
         return "\n".join(lines)
 
