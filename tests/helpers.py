@@ -8,8 +8,18 @@ import sysconfig
 import threading
 from typing import Any
 
+import pytest
+
 #: A free-threaded build (3.13t and later).
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+#: SQLAlchemy's asyncio runs its synchronous core on greenlets; greenlet has
+#: not declared free-threading support, and it crashed the interpreter with the
+#: GIL disabled (3.13t, PYTHON_GIL=0, greenlet 3.5).
+needs_greenlet = pytest.mark.skipif(
+    FREE_THREADED,
+    reason="greenlet (SQLAlchemy's asyncio) crashes free-threaded builds with the GIL off",
+)
 
 #: Upper bound for any blocking wait in the tests: a guard against hangs, never
 #: an assertion about speed. A test that reaches it has failed for another reason.

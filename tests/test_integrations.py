@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from helpers import WAIT, Gate
+from helpers import WAIT, Gate, needs_greenlet
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
@@ -61,6 +61,7 @@ def _by_worker(results: list[tuple[Any, int, Any]]) -> dict[int, set[int]]:
 # -- SQLAlchemy ------------------------------------------------------------------
 
 
+@needs_greenlet
 def test_engine_gets_one_pool_per_loop_disposed_at_close(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
     lock = threading.Lock()
@@ -112,6 +113,7 @@ def test_engine_gets_one_pool_per_loop_disposed_at_close(tmp_path: Path) -> None
     assert sorted(closed) == sorted(opened)
 
 
+@needs_greenlet
 @pytest.mark.parametrize("per_loop", [False, True], ids=["shared-pool", "per-loop"])
 def test_contended_pool_across_loops(tmp_path: Path, per_loop: bool) -> None:
     """Worker 1 holds the one connection while a second task of its own waits
@@ -166,6 +168,7 @@ def test_contended_pool_across_loops(tmp_path: Path, per_loop: bool) -> None:
         assert re.search(r"(bound|attached) to a different (event )?loop", str(outcome))
 
 
+@needs_greenlet
 def test_engine_dispose_on_a_loop_keeps_pools_per_loop(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
     per_loop_engine(engine)
@@ -277,6 +280,7 @@ def test_client_gets_one_pool_per_loop_closed_at_close(http_server: _Server) -> 
 # -- adapt ---------------------------------------------------------------
 
 
+@needs_greenlet
 def test_adapt_knows_engines_and_clients(tmp_path: Path) -> None:
     engine = _engine(tmp_path)
     label = adapt(engine)

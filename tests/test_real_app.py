@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import WAIT, grid_threads
+from helpers import WAIT, grid_threads, needs_greenlet
 
 pytest.importorskip("uvicorn", reason="loopgrid.web needs the web extra (uvicorn)")
 pytest.importorskip("fastapi", reason="the real apps are FastAPI apps (test extra)")
@@ -217,6 +217,7 @@ def engine_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]
     sys.modules.pop("real_app_engine", None)
 
 
+@needs_greenlet
 def test_a_module_level_engine_gets_a_pool_per_loop_and_waiting_requests_succeed(
     engine_app: Any,
 ) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import web_apps
-from helpers import WAIT, grid_threads, wait_until
+from helpers import FREE_THREADED, WAIT, grid_threads, wait_until
 from web_client import InThread, get, get_body, request, serve_process, serving
 
 import loopgrid
@@ -29,6 +29,9 @@ pytest.importorskip("uvicorn", reason="loopgrid.web needs the web extra (uvicorn
 from loopgrid import web
 from loopgrid.web import inline
 from loopgrid.web.inline import PROMOTE
+
+#: Front loops of a 2-worker server by default: one with the GIL, one per worker without.
+FRONTS = 2 if FREE_THREADED else 1
 
 TESTS = Path(__file__).resolve().parent
 
@@ -200,8 +203,9 @@ def test_lifespan_shared_runs_once_and_shares_its_state(mode: str) -> None:
 def test_lifespan_per_loop_by_default_gives_each_loop_its_own_state() -> None:
     with web.Server(web_apps.app, loops=2, port=0) as server:
         assert server.lifespan == "loop"
-        # Each worker, and the front loop that runs short routes itself.
-        assert sorted(map(str, web_apps.startups)) == ["0", "1", "front"]
+        # Each worker, and each front loop (one per worker without a GIL),
+        # which runs short routes itself.
+        assert sorted(map(str, web_apps.startups)) == ["0", "1"] + ["front"] * FRONTS
         held = InThread(get_json, server, "/hold")
         assert web_apps.entered.wait(WAIT)
         other = get_json(server, "/state")  # runs on the worker /hold does not hold
@@ -312,11 +316,8 @@ def test_the_command_serves_and_sigterm_runs_lifespan_shutdown(tmp_path: Path) -
     env = {"WEB_APPS_SHUTDOWN_FILE": str(record)}
     with serving("web_apps:app", "--loops", "2", env=env) as port:
         assert get(port, "/ping").status == 200
-    assert sorted(record.read_text().splitlines()) == [
-        "shutdown on 0",
-        "shutdown on 1",
-        "shutdown on front",
-    ]
+    shutdowns = sorted(record.read_text().splitlines())
+    assert shutdowns == ["shutdown on 0", "shutdown on 1"] + ["shutdown on front"] * FRONTS
 
 
 def test_the_command_names_a_bad_target_and_a_failing_startup() -> None:
