@@ -96,3 +96,25 @@ def test_the_apps_modules_are_those_beside_the_module_that_holds_it(tmp_path: Pa
 
 def test_an_app_held_by_no_module_has_no_modules() -> None:
     assert loopbound.app_modules(object()) == []
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "what"),
+    [
+        ("aiohttp.client", "ClientSession", "an aiohttp.ClientSession"),
+        ("asyncpg.pool", "Pool", "an asyncpg pool"),
+        ("redis.asyncio.client", "Redis", "a redis.asyncio client"),
+        ("anyio._core._synchronization", "Lock", "an anyio.Lock"),
+    ],
+)
+def test_clients_loopgrid_cannot_adapt_are_named_with_the_fix(
+    module: str, name: str, what: str
+) -> None:
+    # A stand-in class with the library's module and name: these libraries
+    # are not installed for the tests, and recognising them imports nothing.
+    cls = type(name, (), {"__module__": module})
+    found = loopbound.describe(cls())
+    assert found is not None
+    assert found[0] == what
+    assert "LoopLocal" in found[1] and "lifespan" in found[1]
+    assert found[2] is False

@@ -91,6 +91,9 @@ def test_the_real_app_works_unchanged_with_defaults_on_two_loops(
     assert all(r.json()["upstream"] == {"value": 42} for r in gets)
     threads = {r.json()["thread"] for r in posts + gets}
     assert threads >= WORKERS, f"served by {threads}"
+    # Close put the app's own state back; the per-loop values went with their loops.
+    assert type(real_app.app.state).__name__ == "State"
+    assert not hasattr(real_app.app.state, "db")
     # Close waited for every request, its background audit write included.
     assert _rows(settings["db"], "items") == 40
     assert _rows(settings["db"], "audit") == 40

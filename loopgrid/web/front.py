@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import logs
+from ..affinity import name_loop
 from ..fairness import Fairness
 from ..fairness import needed as fairness_needed
 from ..grid import default_loop_factory
@@ -96,6 +97,7 @@ class FrontLoop:
     def _run_loop(self) -> None:
         _current.grid = self._grid  # spawn() works in requests run inline
         loop = default_loop_factory()()
+        name_loop(loop, f"{self.label} of grid {self._grid.name!r}")
         # The front loop runs short callbacks back to back, the pattern that
         # keeps other threads off the GIL (fairness.py): it yields it too.
         fair = Fairness(loop) if fairness_needed(2) else None
