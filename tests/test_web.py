@@ -214,6 +214,19 @@ def test_lifespan_per_loop_by_default_gives_each_loop_its_own_state() -> None:
     assert other["state"] == {"started_on": other["worker"]}
 
 
+def test_a_state_loopgrid_cannot_make_per_loop_is_checked_after_every_startup() -> None:
+    app = web_apps.OtherFrameworkApp()
+    with pytest.raises(web.StartupError) as caught:
+        web.Server(app, loops=2, port=0).start()
+    message = str(caught.value)
+    assert "app.state.lock is an asyncio.Lock" in message
+    assert "one object for every loop" in message
+    assert "app.state.name" not in message  # plain data is fine
+    assert grid_threads() == []
+    with web.Server(app, loops=2, port=0, loop_check=False) as server:
+        assert get_json(server, "/") == {"name": "other"}
+
+
 def test_lifespan_off_and_apps_that_do_not_speak_it() -> None:
     with web.Server(web_apps.app, loops=1, port=0, lifespan="off") as server:
         assert web_apps.startups == []

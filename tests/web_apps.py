@@ -11,6 +11,7 @@ import json
 import os
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,24 @@ async def _lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
         with open(record, "a") as f:  # one line per loop
             f.write(f"shutdown on {worker}\n")
     await send({"type": "lifespan.shutdown.complete"})
+
+
+class OtherFrameworkApp:
+    """An app of a framework whose ``state`` loopgrid cannot make per loop (a
+    plain namespace): its lifespan puts an asyncio.Lock there, on every loop."""
+
+    def __init__(self) -> None:
+        self.state = types.SimpleNamespace(name="other")
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            self.state.lock = asyncio.Lock()
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await _reply(send, 200, {"name": self.state.name})
 
 
 async def http_only(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from asyncio.events import AbstractEventLoop, _get_running_loop
 from collections import ChainMap
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -49,17 +49,21 @@ def enter() -> None:
     _serving_loop.set(_get_running_loop())
 
 
-def _holders(app: Any) -> list[Any]:
-    """The app and the apps it wraps (``.app``), those with a Starlette ``state``."""
+def _chain(app: Any) -> list[Any]:
+    """The app and the apps it wraps (``.app``, as middleware keep them)."""
     found = []
     seen: set[int] = set()
     obj = app
     while obj is not None and id(obj) not in seen and len(seen) < 16:
         seen.add(id(obj))
-        if _is_starlette_state(getattr(obj, "state", None)):
-            found.append(obj)
+        found.append(obj)
         obj = getattr(obj, "app", None)
     return found
+
+
+def _holders(app: Any) -> list[Any]:
+    """The apps of the chain with a Starlette ``state``."""
+    return [obj for obj in _chain(app) if _is_starlette_state(getattr(obj, "state", None))]
 
 
 def _is_starlette_state(value: Any) -> bool:
@@ -70,12 +74,25 @@ def _is_starlette_state(value: Any) -> bool:
 
 
 def state_values(app: Any) -> list[tuple[str, Any]]:
-    """``("app.state.NAME", value)`` for each value on the states of ``app``."""
+    """``("app.state.NAME", value)`` for each value that every loop shares on
+    the ``state`` of ``app`` and of the apps it wraps: a Starlette state not
+    made per loop, or the ``state`` of another framework (a mapping, or an
+    object's attributes), which loopgrid cannot make per loop."""
     out = []
-    for holder in _holders(app):
+    for holder in _chain(app):
+        state = getattr(holder, "state", None)
+        if state is None or callable(state) or type(state).__name__.startswith("PerLoop"):
+            continue
+        if _is_starlette_state(state):
+            values = dict(state._state)
+        elif isinstance(state, Mapping):
+            values = dict(state)
+        elif hasattr(state, "__dict__"):
+            values = dict(vars(state))
+        else:
+            continue
         prefix = "app.state" if holder is app else f"{type(holder).__qualname__}.state"
-        values = getattr(holder.state, "_state", {})
-        out += [(f"{prefix}.{name}", value) for name, value in list(values.items())]
+        out += [(f"{prefix}.{name}", value) for name, value in values.items()]
     return out
 
 

@@ -470,8 +470,7 @@ class Server:
         if self.lifespan == "loop":
             self._restore_state = appstate.install(self.app)
         self._lifespans, states = run_startup(self.app, self.lifespan, places)
-        if self.lifespan == "shared":
-            self._check_shared_state(states[0], len(places))
+        self._check_shared_state(states[0] if self.lifespan == "shared" else {}, len(places))
         with_state = _with_state(self.app, self._header, self.lifespan == "loop")
         if self._offload is not None:
             self._offload.start()
@@ -536,30 +535,40 @@ class Server:
         self._refuse(refused, loops, "The app's modules hold")
 
     def _check_shared_state(self, state: dict[str, Any], loops: int) -> None:
-        """With one state for every loop: nothing in it may be bound to a loop."""
+        """Nothing bound to a loop may be in a state every loop shares: the
+        lifespan state with lifespan='shared', and an ``app.state`` that is
+        not per loop (any, with lifespan='shared'; one of a framework other
+        than Starlette's, whatever the mode)."""
         if loops < 2:
             return
         values = appstate.state_values(self.app)
         values += [(f"the lifespan state[{k!r}]", v) for k, v in state.items()]
-        per_loop = (
-            "serve with lifespan='loop' (--lifespan loop, the default), where each loop's "
-            "lifespan makes its own"
-        )
+        if self.lifespan == "shared":
+            per_loop = (
+                "serve with lifespan='loop' (--lifespan loop, the default), where each loop's "
+                "lifespan makes its own"
+            )
+        else:
+            per_loop = (
+                "this app.state is one object for every loop (only Starlette's is made per "
+                "loop): keep it in the lifespan state (yield {...} from the lifespan, read "
+                "request.state), which is per loop"
+            )
         refused = [
             dataclasses.replace(
                 f, fix=per_loop if f.fix == loopbound.FIX_CLIENT else f"{per_loop}; or {f.fix}"
             )
             for f in loopbound.scan(values)
         ]
-        self._refuse(refused, loops, "With lifespan='shared', every loop shares")
+        self._refuse(refused, loops, "The app's state, shared by every loop, holds")
 
     def _refuse(self, found: list[loopbound.Finding], loops: int, intro: str) -> None:
         if not found:
             return
         lines = "\n".join(f"  - {f}" for f in found)
         message = (
-            f"{intro} objects bound to one event loop, which the {self._loops_text} of "
-            f"{self!r} would use: a request on another loop would fail with asyncio's "
+            f"{intro} objects bound to one event loop, used by all {self._loops_text} of "
+            f"{self!r}: a request on any other loop would fail with asyncio's "
             f"'bound to a different event loop'.\n{lines}\n"
             "Or pass loop_check=False (--no-loop-check) to serve anyway."
         )
