@@ -63,11 +63,12 @@ APP = "examples.webapp.app:app"
 PY = sys.executable
 
 
-def _command(name: str, loopgrid_flags: list[str]) -> list[str] | None:
+def _command(name: str, loopgrid_flags: list[str], app: str = APP) -> list[str] | None:
     """A server's command line, by name: uvicorn-N, granian-N, or
     loopgrid-N[-connection][-siMS][-prio][-noinline][-fK][-offload] (-si:
     ``--switch-interval MS/1000``; -prio: ``--priority /ping=high``; -noinline:
-    ``--no-inline``; -fK: ``--fronts K``; -offload: ``--offload /cpu``)."""
+    ``--no-inline``; -fK: ``--fronts K``; -offload: ``--offload /cpu``), serving
+    ``app`` (``module:attribute``; bench/web_engine.py passes its own)."""
     m = re.fullmatch(
         r"(uvicorn|granian|loopgrid)-(\d+)(-connection)?(?:-si([\d.]+))?(-prio)?(-noinline)?"
         r"(?:-f(\d+))?(-offload)?",
@@ -77,18 +78,18 @@ def _command(name: str, loopgrid_flags: list[str]) -> list[str] | None:
         return None
     kind, n = m.group(1), m.group(2)
     if kind == "uvicorn":
-        return [PY, "-m", "uvicorn", APP, "--no-access-log", "--log-level", "warning",
+        return [PY, "-m", "uvicorn", app, "--no-access-log", "--log-level", "warning",
                 "--workers", n]  # fmt: skip
     if kind == "granian":
         return [PY, "-m", "granian", "--interface", "asgi", "--workers", n,
-                "--log-level", "warning", "--no-ws", APP]  # fmt: skip
+                "--log-level", "warning", "--no-ws", app]  # fmt: skip
     dispatch = "connection" if m.group(3) else "request"
     si = ["--switch-interval", str(float(m.group(4)) / 1000)] if m.group(4) else []
     prio = ["--priority", "/ping=high"] if m.group(5) else []
     prio += ["--no-inline"] if m.group(6) else []
     prio += ["--fronts", m.group(7)] if m.group(7) else []
     prio += ["--offload", "/cpu"] if m.group(8) else []
-    return [PY, "-m", "loopgrid", "serve", APP, "--log-level", "warning", "--loops", n,
+    return [PY, "-m", "loopgrid", "serve", app, "--log-level", "warning", "--loops", n,
             "--dispatch", dispatch, *si, *prio, *loopgrid_flags]  # fmt: skip
 
 
