@@ -278,3 +278,24 @@ def test_a_module_level_primitive_loopgrid_cannot_share_is_refused_by_name(
     assert "loopgrid_test_refused_app.ready is an asyncio.Condition" in message
     assert "LoopLocal(asyncio.Condition)" in message
     assert grid_threads() == []
+
+
+@needs_greenlet
+def test_the_example_dbapp_serves_its_rows_from_every_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+    import sys
+
+    monkeypatch.setenv("DBAPP_DB", str(tmp_path / "dbapp.db"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))
+    sys.modules.pop("examples.dbapp.app", None)
+    module = importlib.import_module("examples.dbapp.app")
+    try:
+        with GridClient(module.app, loops=2, timeout=WAIT) as client:
+            replies = _concurrently(20, lambda i: client.get(f"/items/{i + 1}"))
+            missing = client.get("/items/100000")
+    finally:
+        sys.modules.pop("examples.dbapp.app", None)
+    assert [r.status_code for r in replies] == [200] * 20
+    assert missing.status_code == 404
