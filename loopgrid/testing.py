@@ -42,7 +42,16 @@ def _server(app: Any, loops: int, options: dict[str, Any]) -> Server:
 class _Served:
     """What both clients add: the server, and its websocket URLs."""
 
-    server: Server
+    def __init__(
+        self,
+        app: Any,
+        *,
+        loops: int = 2,
+        server_options: dict[str, Any] | None = None,
+        **client_options: Any,
+    ) -> None:
+        self.server = _server(app, loops, dict(server_options or {}))
+        super().__init__(**client_options)
 
     def ws_url(self, path: str) -> str:
         """The ``ws://`` URL of ``path`` on the server."""
@@ -55,17 +64,6 @@ class GridClient(_Served, httpx.Client):
     ``server_options`` go to :class:`loopgrid.web.Server` (``lifespan=``,
     ``worker_header=True``...); ``client_options`` to ``httpx.Client``.
     """
-
-    def __init__(
-        self,
-        app: Any,
-        *,
-        loops: int = 2,
-        server_options: dict[str, Any] | None = None,
-        **client_options: Any,
-    ) -> None:
-        self.server = _server(app, loops, dict(server_options or {}))
-        super().__init__(**client_options)
 
     def __enter__(self) -> GridClient:
         self.server.start()
@@ -89,17 +87,6 @@ class AsyncGridClient(_Served, httpx.AsyncClient):
 
     The server starts and stops in a thread, so the test's loop keeps running.
     """
-
-    def __init__(
-        self,
-        app: Any,
-        *,
-        loops: int = 2,
-        server_options: dict[str, Any] | None = None,
-        **client_options: Any,
-    ) -> None:
-        self.server = _server(app, loops, dict(server_options or {}))
-        super().__init__(**client_options)
 
     async def __aenter__(self) -> AsyncGridClient:
         await asyncio.to_thread(self.server.start)

@@ -58,6 +58,18 @@ def _by_worker(results: list[tuple[Any, int, Any]]) -> dict[int, set[int]]:
     return pools
 
 
+def _one_pool_per_worker(results: list[tuple[Any, int, Any]], per_loop: Any) -> list[Any]:
+    """Each of the two workers used one pool of its own, not the template: those pools."""
+    by_worker = _by_worker(results)
+    assert sorted(by_worker) == [0, 1]
+    assert all(len(ids) == 1 for ids in by_worker.values()), by_worker
+    assert by_worker[0] != by_worker[1]
+    pools = list({id(p): p for _, _, p in results}.values())
+    assert all(p is not per_loop.template for p in pools)
+    assert per_loop.loops() == 2
+    return pools
+
+
 # -- SQLAlchemy ------------------------------------------------------------------
 
 
@@ -94,13 +106,7 @@ def test_engine_gets_one_pool_per_loop_disposed_at_close(tmp_path: Path) -> None
         handles = [grid.spawn(insert_and_read, i, worker=i % 2) for i in range(TASKS)]
         results = [h.result(timeout=WAIT) for h in handles]
         assert [got for got, _, _ in results] == list(range(TASKS))
-        by_worker = _by_worker(results)
-        assert sorted(by_worker) == [0, 1]
-        assert all(len(ids) == 1 for ids in by_worker.values()), by_worker
-        assert by_worker[0] != by_worker[1]
-        pools = list({id(p): p for _, _, p in results}.values())
-        assert all(p is not per_loop.template for p in pools)
-        assert per_loop.loops() == 2
+        pools = _one_pool_per_worker(results, per_loop)
         # Each loop's pool keeps its one connection, idle.
         assert [p.checkedin() for p in pools] == [1, 1]
         assert "2 loop(s) with a pool" in per_loop.status()
@@ -257,13 +263,7 @@ def test_client_gets_one_pool_per_loop_closed_at_close(http_server: _Server) -> 
         handles = [grid.spawn(fetch, i, worker=i % 2) for i in range(TASKS)]
         results = [h.result(timeout=WAIT) for h in handles]
         assert [text for text, _, _ in results] == [f"/item/{i}" for i in range(TASKS)]
-        by_worker = _by_worker(results)
-        assert sorted(by_worker) == [0, 1]
-        assert all(len(ids) == 1 for ids in by_worker.values()), by_worker
-        assert by_worker[0] != by_worker[1]
-        pools = list({id(p): p for _, _, p in results}.values())
-        assert all(p is not per_loop.template for p in pools)
-        assert per_loop.loops() == 2
+        pools = _one_pool_per_worker(results, per_loop)
         # Each loop's copy keeps its one keep-alive connection open.
         connections = [c for p in pools for c in p.connections]
         assert len(connections) == 2

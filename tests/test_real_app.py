@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from loopgrid import Grid, web
-from loopgrid.testing import GridClient
+from loopgrid.testing import AsyncGridClient, GridClient
 
 WORKERS = {"loopgrid-web-0", "loopgrid-web-1"}
 
@@ -140,6 +140,18 @@ def test_every_kind_of_route_works_through_the_grid_client(settings: dict[str, s
                 assert ws.recv(timeout=WAIT) == f"echo {text}"
         threads = {client.post("/items", json={"name": "x"}).json()["thread"] for _ in range(4)}
     assert threads == WORKERS  # in turn, never on the front loop
+
+
+def test_the_async_grid_client_serves_from_a_test_loop(settings: dict[str, str]) -> None:
+    async def main() -> list[Any]:
+        async with AsyncGridClient(real_app.app, loops=2, timeout=WAIT) as client:
+            return [
+                (await client.post("/items", json={"name": f"a{i}"})).json()["thread"]
+                for i in range(4)
+            ]
+
+    assert set(asyncio.run(main())) == WORKERS
+    assert _rows(settings["db"], "items") == 4
 
 
 # -- the test client catches loop affinity --------------------------------------------

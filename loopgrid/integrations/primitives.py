@@ -34,15 +34,15 @@ from .. import sync
 __all__ = ["adoptable", "cross_loop"]
 
 
-class _GridLock(asyncio.Lock):
-    """An ``asyncio.Lock`` shared by every loop: a :class:`loopgrid.Lock` underneath."""
+class _Acquired:
+    """What a shared lock and a shared semaphore both do: go to ``_grid``."""
 
-    _grid: sync.Lock
+    _grid: sync.Lock | sync.Semaphore
 
     def __repr__(self) -> str:
-        return f"<asyncio.Lock shared by every loop: {self._grid!r}>"
+        return f"<asyncio.{_asyncio_name(self)} shared by every loop: {self._grid!r}>"
 
-    async def acquire(self) -> bool:  # type: ignore[override]
+    async def acquire(self) -> bool:
         return await self._grid.acquire()
 
     def release(self) -> None:
@@ -56,6 +56,10 @@ class _GridLock(asyncio.Lock):
 
     async def __aexit__(self, *exc: object) -> None:
         self._grid.release()
+
+
+class _GridLock(_Acquired, asyncio.Lock):  # type: ignore[misc]
+    """An ``asyncio.Lock`` shared by every loop: a :class:`loopgrid.Lock` underneath."""
 
 
 class _GridEvent(asyncio.Event):
@@ -79,28 +83,8 @@ class _GridEvent(asyncio.Event):
         return await self._grid.wait()
 
 
-class _GridSemaphore(asyncio.Semaphore):
+class _GridSemaphore(_Acquired, asyncio.Semaphore):  # type: ignore[misc]
     """An ``asyncio.Semaphore`` shared by every loop: a :class:`loopgrid.Semaphore` underneath."""
-
-    _grid: sync.Semaphore
-
-    def __repr__(self) -> str:
-        return f"<asyncio.Semaphore shared by every loop: {self._grid!r}>"
-
-    async def acquire(self) -> bool:  # type: ignore[override]
-        return await self._grid.acquire()
-
-    def release(self) -> None:
-        self._grid.release()
-
-    def locked(self) -> bool:
-        return self._grid.locked()
-
-    async def __aenter__(self) -> None:
-        await self._grid.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._grid.release()
 
 
 class _GridQueue(asyncio.Queue):  # type: ignore[type-arg]
@@ -207,8 +191,13 @@ def cross_loop(obj: Any) -> str | None:
     return _label(obj)
 
 
+def _asyncio_name(obj: object) -> str:
+    """The name of the asyncio class an adopted object still is an instance of."""
+    return next(c.__name__ for c in type(obj).__mro__ if c.__module__.startswith("asyncio"))
+
+
 def _label(obj: object) -> str:
-    name = type(obj).__mro__[1].__name__
+    name = _asyncio_name(obj)
     return f"asyncio.{name}: one {name} shared by every loop (loopgrid.{name} underneath)"
 
 
