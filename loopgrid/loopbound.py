@@ -97,7 +97,7 @@ class Finding:
 
 def describe(obj: Any) -> tuple[str, str, bool] | None:
     """``(what, fix, adaptable)`` if ``obj`` is bound to one event loop, else None."""
-    if isinstance(obj, _NOT_OBJECTS):
+    if isinstance(obj, _NOT_OBJECTS) or primitives.is_shared(obj):
         return None
     for kind, name in _PRIMITIVES.items():
         if isinstance(obj, kind):

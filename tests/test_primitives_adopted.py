@@ -11,7 +11,7 @@ import pytest
 from helpers import WAIT
 
 import loopgrid
-from loopgrid import Grid
+from loopgrid import Grid, loopbound
 from loopgrid.integrations import adapt
 from loopgrid.integrations.primitives import adoptable, cross_loop
 
@@ -22,6 +22,7 @@ def test_a_lock_stays_one_lock_across_loops_and_an_asyncio_lock() -> None:
         "asyncio.Lock: one Lock shared by every loop (loopgrid.Lock underneath)"
     )
     assert isinstance(lock, asyncio.Lock)
+    assert loopbound.describe(lock) is None  # loop-free now: never flagged again
     inside = [0, 0]
     count = threading.Lock()
 

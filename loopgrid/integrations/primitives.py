@@ -31,7 +31,7 @@ from typing import Any
 
 from .. import sync
 
-__all__ = ["adoptable", "cross_loop"]
+__all__ = ["adoptable", "cross_loop", "is_shared"]
 
 
 class _Acquired:
@@ -159,6 +159,11 @@ _ADOPT: dict[type, type] = {
 }
 
 
+def is_shared(obj: object) -> bool:
+    """Whether ``obj`` was taken over by :func:`cross_loop` (it is loop-free now)."""
+    return type(obj) in _SHARED
+
+
 def adoptable(obj: object) -> bool:
     """Whether :func:`cross_loop` can take ``obj`` over (see the docstring)."""
     return type(obj) in _ADOPT and _idle(obj)
@@ -168,7 +173,7 @@ def cross_loop(obj: Any) -> str | None:
     """Make an idle asyncio primitive shared by every loop, in place; returns
     a label of what was done, or None if ``obj`` cannot be taken over (it is
     then left as it was). Applying it twice is harmless."""
-    if type(obj) in _ADOPT.values():
+    if is_shared(obj):
         return _label(obj)
     if not adoptable(obj):
         return None
@@ -189,6 +194,9 @@ def cross_loop(obj: Any) -> str | None:
     obj._grid = inner
     obj.__class__ = _ADOPT[kind]
     return _label(obj)
+
+
+_SHARED = frozenset(_ADOPT.values())
 
 
 def _asyncio_name(obj: object) -> str:
