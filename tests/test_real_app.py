@@ -311,3 +311,24 @@ def test_the_example_dbapp_serves_its_rows_from_every_loop(
         sys.modules.pop("examples.dbapp.app", None)
     assert [r.status_code for r in replies] == [200] * 20
     assert missing.status_code == 404
+
+
+def test_a_value_put_on_app_state_at_import_is_checked_before_serving(
+    settings: dict[str, str],
+) -> None:
+    app = FastAPI()
+    app.state.lock = asyncio.Lock()  # at import: one for every loop
+    app.state.ready = asyncio.Condition()  # which loopgrid cannot share
+
+    @app.get("/")
+    async def root() -> dict[str, bool]:
+        async with app.state.lock:
+            return {"locked": app.state.lock.locked()}
+
+    with pytest.raises(web.StartupError, match=r"app\.state\.ready is an asyncio\.Condition"):
+        web.Server(app, loops=2, port=0).start()
+    del app.state.ready
+    with web.Server(app, loops=2, port=0) as server:
+        replies = _concurrently(8, lambda i: httpx.get(f"{server.url}/", timeout=WAIT))
+    assert [r.json() for r in replies] == [{"locked": True}] * 8
+    assert "shared by every loop" in repr(app.state.lock)

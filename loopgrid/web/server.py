@@ -397,6 +397,7 @@ class Server:
         self._restore_state: Callable[[], None] | None = None
         self._spread = False  # round-robin requests over workers (loopgrid.testing)
         self._loops_text = ""
+        self._checked: set[int] = set()  # ids of the objects checked before startup
         self._state = "new"  # new -> started -> closed; controlling thread only
         self._stopping = False  # any thread (stop); read by start
 
@@ -517,12 +518,18 @@ class Server:
     # -- loop-bound objects ---------------------------------------------------------
 
     def _check_modules(self, loops: int) -> None:
-        """Module-level objects bound to one loop, that every loop would share:
-        made per loop where loopgrid knows how, refused otherwise."""
+        """Objects bound to one loop that every loop would share, made before
+        serving (module globals of the app's code, values put on its
+        ``app.state`` at import): made safe for every loop where loopgrid
+        knows how, refused otherwise. Remembered, so that the check after
+        startup looks only at what the lifespan added."""
         if loops < 2:
             return
         refused = []
-        for found in loopbound.scan_modules(loopbound.app_modules(self.app)):
+        found_all = loopbound.scan_modules(loopbound.app_modules(self.app))
+        found_all += loopbound.scan(appstate.state_values(self.app))
+        for found in found_all:
+            self._checked.add(id(found.obj))
             label = None
             if found.adaptable:
                 from ..integrations import adapt
@@ -559,6 +566,7 @@ class Server:
                 f, fix=per_loop if f.fix == loopbound.FIX_CLIENT else f"{per_loop}; or {f.fix}"
             )
             for f in loopbound.scan(values)
+            if id(f.obj) not in self._checked
         ]
         self._refuse(refused, loops, "The app's state, shared by every loop, holds")
 
