@@ -8,6 +8,7 @@ decorator, and returns a :class:`~loopgrid.Handle`.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from collections.abc import Callable, Coroutine
@@ -33,8 +34,12 @@ class TaskFunction(Generic[P, T]):
         self.priority = priority
         self.name = fn.__qualname__ if name is None else name
         functools.update_wrapper(self, fn)
+        # So that spawn(), asyncio and inspect take it for the async function
+        # it stands for: 3.12 has a marker; before it, asyncio's own.
         if hasattr(inspect, "markcoroutinefunction"):
             inspect.markcoroutinefunction(self)
+        else:
+            self._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
         return self.fn(*args, **kwargs)

@@ -25,6 +25,7 @@ import contextvars
 import inspect
 import itertools
 import os
+import sys
 import sysconfig
 import threading
 import time
@@ -96,6 +97,10 @@ def _is_async_callable(fn: Any) -> bool:
     if code is not None and code.co_flags & _CO_COROUTINE:
         return True
     if inspect.iscoroutinefunction(fn):
+        return True
+    # 3.10 and 3.11: what asyncio marks as a coroutine function (such as a
+    # @loopgrid.task; from 3.12 inspect.markcoroutinefunction covers it).
+    if sys.version_info < (3, 12) and asyncio.iscoroutinefunction(fn):
         return True
     call = getattr(type(fn), "__call__", None)  # noqa: B004
     return call is not None and inspect.iscoroutinefunction(call)
