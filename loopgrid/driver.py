@@ -227,6 +227,16 @@ class _Pause:
                 self.timed = False  # timing was switched off: the next step disarms
 
 
+def user_coroutine(task_coro: Any) -> Any:
+    """The coroutine of a started grid task, given its asyncio task's coroutine
+    (a :class:`Driver`): the one :func:`drive` awaits; None before its first
+    step made it, and once it ended. Reads only that local of drive()'s frame."""
+    if type(task_coro) is not Driver:
+        return None
+    frame = task_coro._inner().cr_frame
+    return None if frame is None else frame.f_locals.get("coro")
+
+
 class Driver:
     """The coroutine an asyncio.Task runs for a grid task (see the module doc).
 

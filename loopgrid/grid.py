@@ -298,6 +298,7 @@ class Grid(GridBase):
         priority: Priority | int = ...,
         name: str | None = ...,
         worker: int | None = ...,
+        context: contextvars.Context | None = ...,
     ) -> Handle[T]: ...
 
     @overload
@@ -309,6 +310,7 @@ class Grid(GridBase):
         priority: Priority | int = ...,
         name: str | None = ...,
         worker: int | None = ...,
+        context: contextvars.Context | None = ...,
     ) -> Handle[T]: ...
 
     def spawn(
@@ -319,6 +321,7 @@ class Grid(GridBase):
         priority: Priority | int = _NORMAL,
         name: str | None = None,
         worker: int | None = None,
+        context: contextvars.Context | None = None,
     ) -> Handle[Any]:
         """Schedule ``fn(*args)`` (or a coroutine object) and return its handle.
 
@@ -327,13 +330,13 @@ class Grid(GridBase):
         is preferred to a coroutine object: its coroutine is created only when
         a worker starts it, so a task cancelled while pending costs nothing.
         ``worker=i`` pins the task to worker ``i``; pinned tasks are never stolen.
-        The task runs in a copy of the caller's context (contextvars), as
-        ``asyncio.create_task`` does.
+        The task runs in a copy of the caller's context (contextvars), or in
+        ``context`` if given, as with ``asyncio.create_task``.
         """
         cur = _current.worker
         if cur is not None and cur.grid is not self:
             cur = None
-        return self._spawn(cur, fn, args, priority, name, worker)
+        return self._spawn(cur, fn, args, priority, name, worker, context)
 
     def _spawn(
         self,
@@ -343,6 +346,7 @@ class Grid(GridBase):
         priority: Priority | int,
         name: str | None,
         worker: int | None,
+        context: contextvars.Context | None = None,
     ) -> Handle[Any]:
         # cur: the calling thread's worker if it is one of ours, else None.
         if self._accept != _ACCEPT_ALL and (cur is None or self._accept == _ACCEPT_NONE):
@@ -353,13 +357,17 @@ class Grid(GridBase):
         else:
             default_name, is_coro = _describe_target(fn, args)
             targs = None if is_coro else args
-        if priority is not _NORMAL or name is not None or worker is not None:
+        if priority is not _NORMAL or name is not None or worker is not None or context is not None:
             try:
                 priority = check_priority(priority)
                 if name is not None and not isinstance(name, str):
                     raise TypeError(f"name must be a str or None, got {name!r}")
                 if worker is not None:
                     self._check_worker_index(worker)
+                if context is not None and not isinstance(context, contextvars.Context):
+                    raise TypeError(
+                        f"context must be a contextvars.Context or None, got {context!r}"
+                    )
             except BaseException:
                 if targs is None:
                     fn.close()  # never awaited, and no warning saying so
@@ -376,7 +384,7 @@ class Grid(GridBase):
         h._priority = priority
         h._fn = fn
         h._args = targs
-        h._ctx = _copy_context()
+        h._ctx = _copy_context() if context is None else context
         h._pin = worker
         h._enqueued = _monotonic()
         h._state = _PENDING
@@ -631,12 +639,15 @@ def spawn(
     priority: Priority | int = _NORMAL,
     name: str | None = None,
     worker: int | None = None,
+    context: contextvars.Context | None = None,
 ) -> Handle[Any]:
     """Spawn on the current grid: ``current_grid().spawn(...)``."""
     w = _current.worker
     if w is None:
         if _current.grid is not None:
-            return _current.grid.spawn(fn, *args, priority=priority, name=name, worker=worker)
+            return _current.grid.spawn(
+                fn, *args, priority=priority, name=name, worker=worker, context=context
+            )
         if asyncio.iscoroutine(fn):
             fn.close()
         raise NotOnGridError(
@@ -644,4 +655,4 @@ def spawn(
             f"{threading.current_thread().name!r}); call it from code running on a grid "
             "(inside loopgrid.run() or a spawned task), or use grid.spawn()"
         )
-    return w.grid._spawn(w, fn, args, priority, name, worker)
+    return w.grid._spawn(w, fn, args, priority, name, worker, context)

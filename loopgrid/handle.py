@@ -51,7 +51,9 @@ import operator
 import sys
 import threading
 import time
-from collections.abc import Callable, Generator
+import traceback
+import types
+from collections.abc import Callable, Coroutine, Generator
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -190,6 +192,74 @@ class Handle(Generic[T]):
     def pinned(self) -> int | None:
         """The worker index this task is pinned to (never stolen), or None."""
         return self._pin
+
+    # -- asyncio.Task's accessors ------------------------------------------------
+
+    def get_name(self) -> str:
+        """The task's name, as :meth:`asyncio.Task.get_name`."""
+        return self._name
+
+    def set_name(self, value: object) -> None:
+        """Rename the task (``str(value)``), its asyncio task too once started."""
+        self._name = str(value)
+        task = self._task
+        if task is not None:
+            task.set_name(self._name)
+
+    def get_coro(self) -> Coroutine[Any, Any, T] | None:
+        """The task's coroutine, as :meth:`asyncio.Task.get_coro`: the coroutine
+        object given to spawn(), or, once the task started, the one its
+        function returned. None for a function not started yet (its coroutine
+        is made when a worker starts it) and once the task is done (the handle
+        lets go of it, so that a finished task holds no frames)."""
+        if self._args is None and self._state == PENDING:
+            coro: Coroutine[Any, Any, T] = self._fn
+            return coro
+        task = self._task
+        if task is None:
+            return None
+        from .driver import user_coroutine
+
+        started: Coroutine[Any, Any, T] | None = user_coroutine(task.get_coro())
+        return started
+
+    def get_context(self) -> contextvars.Context | None:
+        """The context the task runs in, as :meth:`asyncio.Task.get_context`
+        (a copy of the spawner's, or ``spawn(context=...)``); None once done."""
+        return self._ctx
+
+    def get_stack(self, *, limit: int | None = None) -> list[types.FrameType]:
+        """The task's frames, as :meth:`asyncio.Task.get_stack`: the frame
+        where its coroutine is suspended, or for a failed task the frames of
+        its traceback (the last ``limit``); empty when there are none."""
+        if self._state == FAILED:
+            frames: list[types.FrameType] = []
+            tb = self._aux[0]
+            while tb is not None:
+                frames.append(tb.tb_frame)
+                tb = tb.tb_next
+            return frames if limit is None else frames[-limit:] if limit > 0 else []
+        # Only the coroutine's own frame: suspended, it has no f_back; running,
+        # its f_back is another thread's loop, not the task's stack.
+        frame = getattr(self.get_coro(), "cr_frame", None)
+        return [frame] if frame is not None and limit != 0 else []
+
+    def print_stack(self, *, limit: int | None = None, file: Any = None) -> None:
+        """Print :meth:`get_stack` as :meth:`asyncio.Task.print_stack` does."""
+        extracted = traceback.StackSummary.extract(
+            (f, f.f_lineno) for f in self.get_stack(limit=limit)
+        )
+        exc = self._result if self._state == FAILED else None
+        if not extracted:
+            print(f"No stack for {self!r}", file=file)
+        elif exc is not None:
+            print(f"Traceback for {self!r} (most recent call last):", file=file)
+        else:
+            print(f"Stack for {self!r} (most recent call last):", file=file)
+        traceback.print_list(extracted, file=file)
+        if exc is not None:
+            for line in traceback.format_exception_only(type(exc), exc):
+                print(line, file=file, end="")
 
     def __repr__(self) -> str:
         where = "" if self._worker is None else f" worker={self._worker.index}"

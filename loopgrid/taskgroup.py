@@ -66,6 +66,7 @@ about to finish.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sys
 import threading
 from collections.abc import Callable, Coroutine
@@ -310,6 +311,7 @@ class TaskGroup:
         priority: Priority | int = ...,
         name: str | None = ...,
         worker: int | None = ...,
+        context: contextvars.Context | None = ...,
     ) -> Handle[T]: ...
 
     @overload
@@ -321,6 +323,7 @@ class TaskGroup:
         priority: Priority | int = ...,
         name: str | None = ...,
         worker: int | None = ...,
+        context: contextvars.Context | None = ...,
     ) -> Handle[T]: ...
 
     def spawn(
@@ -331,6 +334,7 @@ class TaskGroup:
         priority: Priority | int = _NORMAL,
         name: str | None = None,
         worker: int | None = None,
+        context: contextvars.Context | None = None,
     ) -> Handle[Any]:
         """Spawn ``fn(*args)`` (or a coroutine object) as a child of this group.
 
@@ -340,40 +344,39 @@ class TaskGroup:
         has finished, or is shutting down (a child failed, or the body raised
         or was cancelled). Callable from any thread.
         """
+        options = {"priority": priority, "name": name, "worker": worker, "context": context}
         if threading.get_ident() == self._thread:
-            return self._spawn_here(fn, args, priority, name, worker)
-        return self._spawn_elsewhere(fn, args, priority, name, worker)
+            return self._spawn_here(fn, args, options)
+        return self._spawn_elsewhere(fn, args, options)
+
+    def create_task(
+        self,
+        coro: Coroutine[Any, Any, T],
+        *,
+        name: str | None = None,
+        context: contextvars.Context | None = None,
+    ) -> Handle[T]:
+        """:meth:`spawn` with :meth:`asyncio.TaskGroup.create_task`'s signature."""
+        return self.spawn(coro, name=name, context=context)
 
     def _refuse(self, fn: object, why: str) -> RuntimeError:
         _close(fn)
         return RuntimeError(f"cannot spawn into {self!r}: {_WHY[why]}")
 
-    def _spawn_here(
-        self,
-        fn: Any,
-        args: tuple[Any, ...],
-        priority: Priority | int,
-        name: str | None,
-        worker: int | None,
-    ) -> Handle[Any]:
+    def _spawn_here(self, fn: Any, args: tuple[Any, ...], options: dict[str, Any]) -> Handle[Any]:
         # On the owner thread: the state is ours to read and write.
         if self._sealed or (self._exiting and not self._tasks and not self._inbound):
             raise self._refuse(fn, "finished")
         if self._aborting:
             raise self._refuse(fn, "aborting")
         assert self._grid is not None
-        h = self._grid.spawn(fn, *args, priority=priority, name=name, worker=worker)
+        h = self._grid.spawn(fn, *args, **options)
         self._tasks.add(h)
         h.add_done_callback(self._on_task_done)
         return h
 
     def _spawn_elsewhere(
-        self,
-        fn: Any,
-        args: tuple[Any, ...],
-        priority: Priority | int,
-        name: str | None,
-        worker: int | None,
+        self, fn: Any, args: tuple[Any, ...], options: dict[str, Any]
     ) -> Handle[Any]:
         # On another thread: count ourselves in under the gate, hand the
         # handle to the owner thread (see the module docstring).
@@ -388,7 +391,7 @@ class TaskGroup:
         loop = self._loop
         assert loop is not None and self._grid is not None
         try:
-            h = self._grid.spawn(fn, *args, priority=priority, name=name, worker=worker)
+            h = self._grid.spawn(fn, *args, **options)
         except BaseException:
             try:
                 loop.call_soon_threadsafe(self._adopt, None)  # count it out
