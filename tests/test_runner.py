@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
 import os
 import signal
 import subprocess
@@ -145,16 +147,36 @@ def test_runner_lazy_grid_and_close_without_run() -> None:
 
 
 @pytest.mark.asyncio
-async def test_run_from_a_running_loop_raises_and_closes_the_coroutine() -> None:
+async def test_run_from_a_running_loop_raises_and_leaves_the_coroutine_unawaited() -> None:
+    # As asyncio (test_asyncio_run_from_running_loop, test_recursive_run): the
+    # coroutine is not closed, so it warns that it was never awaited.
     coro = main_info()
-    with pytest.raises(RuntimeError, match="running event loop"):
+    with pytest.raises(RuntimeError, match=r"loopgrid\.run\(\) cannot be called from a running"):
         loopgrid.run(coro)
-    assert coro.cr_frame is None
+    assert coro.cr_frame is not None
+    coro.close()
     with loopgrid.Runner(loops=1) as runner:
         coro2 = main_info()
-        with pytest.raises(RuntimeError, match="running event loop"):
+        with pytest.raises(RuntimeError, match=r"Runner\.run\(\) cannot be called from a running"):
             runner.run(coro2)
-        assert coro2.cr_frame is None
+        assert coro2.cr_frame is not None
+        coro2.close()
+
+
+def test_recursive_run_warns_that_the_coroutine_was_never_awaited() -> None:
+    async def g() -> None:
+        pass
+
+    async def f() -> None:
+        runner.run(g())
+
+    with loopgrid.Runner(loops=1) as runner:  # noqa: SIM117
+        with pytest.warns(RuntimeWarning, match="coroutine .+ was never awaited"):
+            with pytest.raises(
+                RuntimeError, match=r"Runner\.run\(\) cannot be called from a running"
+            ):
+                runner.run(f())
+            gc.collect()
 
 
 def test_run_rejects_non_coroutines() -> None:
@@ -222,3 +244,339 @@ def test_ctrl_c_cancels_main_then_raises_keyboard_interrupt(tmp_path: Path) -> N
     assert proc.returncode == 3, (out, err)
     assert "main cleanup" in out
     assert "KeyboardInterrupt threads-left=0" in out
+
+
+# -- ported from CPython's Lib/test/test_asyncio/test_runners.py -------------------
+
+
+def test_runner_get_loop_is_worker_0s_and_is_closed_with_the_runner() -> None:
+    async def f() -> str:
+        await asyncio.sleep(0)
+        return "done"
+
+    with loopgrid.Runner(loops=2) as runner:
+        assert runner.run(f()) == "done"
+        loop = runner.get_loop()
+        assert loop is runner.get_grid().workers[0].loop
+    with pytest.raises(RuntimeError, match="Runner is closed"):
+        runner.get_loop()
+    assert loop.is_closed()
+    runner.close()  # a second close does nothing
+    assert grid_threads() == []
+
+
+def test_runner_explicit_close_and_second_with_block() -> None:
+    ret: list[int] = []
+
+    async def f(arg: int) -> None:
+        ret.append(arg)
+
+    runner = loopgrid.Runner(loops=1)
+    loop = runner.get_loop()
+    with runner:
+        runner.run(f(1))
+    assert loop.is_closed()
+    with pytest.raises(RuntimeError, match="Runner is closed"):  # noqa: SIM117
+        with runner:
+            runner.run(f(2))
+    assert ret == [1]
+    assert grid_threads() == []
+
+
+@pytest.mark.parametrize("factory", [None, asyncio.new_event_loop])
+@pytest.mark.parametrize("debug", [True, False])
+def test_runner_debug(debug: bool, factory: Any) -> None:
+    async def main() -> bool:
+        return asyncio.get_running_loop().get_debug()
+
+    with loopgrid.Runner(loops=2, debug=debug, loop_factory=factory) as runner:
+        assert runner.get_loop().get_debug() is debug
+        assert all(w.loop.get_debug() is debug for w in runner.get_grid().workers)
+        assert runner.run(main()) is debug
+    assert loopgrid.run(main(), loops=1, debug=debug, loop_factory=factory) is debug
+
+
+def test_runner_custom_factory() -> None:
+    made: list[asyncio.AbstractEventLoop] = []
+
+    def factory() -> asyncio.AbstractEventLoop:
+        loop = asyncio.new_event_loop()
+        made.append(loop)
+        return loop
+
+    with loopgrid.Runner(loops=2, loop_factory=factory) as runner:
+        assert runner.get_loop() in made
+        assert len(made) == 2
+
+
+def test_run_non_coro_and_future() -> None:
+    with loopgrid.Runner(loops=1) as runner:
+        with pytest.raises(ValueError, match="a coroutine was expected"):
+            runner.run(123)  # type: ignore[arg-type]
+        fut = runner.get_loop().create_future()
+        with pytest.raises(ValueError, match="a coroutine was expected"):
+            runner.run(fut)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="3.10's asyncio.Task takes no context= (it runs in a copy): no asyncio.Runner there",
+)
+def test_run_keeps_context() -> None:
+    cvar: contextvars.ContextVar[int] = contextvars.ContextVar("cvar", default=-1)
+
+    async def f(val: int) -> int:
+        old = cvar.get()
+        await asyncio.sleep(0)
+        cvar.set(val)
+        return old
+
+    async def get_context() -> contextvars.Context:
+        return contextvars.copy_context()
+
+    with loopgrid.Runner(loops=2) as runner:
+        assert runner.run(f(1)) == -1
+        assert runner.run(f(2)) == 1
+        assert runner.run(get_context()).get(cvar) == 2
+        ctx = contextvars.Context()
+        assert runner.run(f(3), context=ctx) == -1
+        assert ctx.get(cvar) == 3
+        assert runner.run(f(4)) == 2  # the runner's own context again
+    assert cvar.get() == -1  # the caller's is untouched
+
+
+def test_no_repr_is_called_on_the_task_result() -> None:
+    class MyResult:
+        repr_count = 0
+
+        def __repr__(self) -> str:
+            self.repr_count += 1
+            return super().__repr__()
+
+    async def coro() -> MyResult:
+        return MyResult()
+
+    with loopgrid.Runner(loops=1) as runner:
+        result = runner.run(coro())
+    assert result.repr_count == 0
+
+
+def test_run_reports_hanging_tasks_errors_to_the_exception_handler() -> None:
+    reports: list[dict[str, Any]] = []
+    plain: list[Any] = []
+
+    async def leftover() -> None:
+        try:
+            await forever()
+        except asyncio.CancelledError:
+            1 / 0  # noqa: B018
+
+    async def main() -> tuple[int, Any]:
+        for w in loopgrid.current_grid().workers:
+            w.loop.set_exception_handler(lambda loop, ctx: reports.append(ctx))
+        plain.append(asyncio.get_running_loop().create_task(leftover()))
+        return 123, loopgrid.spawn(leftover, worker=1)
+
+    result, handle = loopgrid.run(main(), loops=2)
+    assert result == 123
+    assert plain[0].done() and handle.done()
+    assert len(reports) == 2, reports
+    assert {id(r["task"]) for r in reports} == {id(plain[0]), id(handle)}
+    for r in reports:
+        assert "loopgrid.run() shutdown" in r["message"]
+        assert isinstance(r["exception"], ZeroDivisionError)
+    assert grid_threads() == []
+
+
+def test_run_closes_gens_after_hanging_tasks_errors() -> None:
+    spinner: list[Any] = []
+    lazyboy: list[Any] = []
+
+    class FancyExit(Exception):
+        pass
+
+    async def fidget() -> Any:
+        while True:
+            yield 1
+            await forever()
+
+    async def spin() -> None:
+        spinner.append(fidget())
+        try:
+            async for _ in spinner[0]:
+                pass
+        except asyncio.CancelledError:
+            1 / 0  # noqa: B018
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: None)
+        lazyboy.append(asyncio.get_running_loop().create_task(spin()))
+        await asyncio.sleep(0)
+        raise FancyExit
+
+    with pytest.raises(FancyExit):
+        loopgrid.run(main(), loops=1)
+    assert lazyboy[0].done()
+    assert spinner[0].ag_frame is None
+    assert not spinner[0].ag_running
+
+
+# The worker thread whose loop stopped does end with the SystemExit.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("worker", [0, 1])
+@pytest.mark.parametrize("factory", [None, asyncio.new_event_loop])
+def test_sys_exit_from_a_callback_raises_system_exit(worker: int, factory: Any) -> None:
+    async def exit_soon() -> None:
+        asyncio.get_running_loop().call_soon(sys.exit, 5)
+        await forever()
+
+    async def main() -> None:
+        if worker == 0:
+            await exit_soon()
+        loopgrid.spawn(exit_soon, worker=worker)
+        await forever()
+
+    with pytest.raises(SystemExit) as info:
+        loopgrid.run(main(), loops=2, loop_factory=factory)
+    assert info.value.code == 5
+    assert grid_threads() == []
+
+
+# -- Ctrl-C, as asyncio.Runner (3.11+) or asyncio.run (3.10) ------------------------
+
+_CTRL_C_PRELUDE = """
+import asyncio, signal, sys, threading
+import loopgrid
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # see _SIGINT_SCRIPT
+
+def report(what):
+    left = [t.name for t in threading.enumerate() if t.name.startswith("loopgrid-")]
+    print("%s threads-left=%d" % (what, len(left)), flush=True)
+"""
+
+_CTRL_C_CASES = {
+    # A main task busy in call_soon callbacks (test_interrupt_call_soon).
+    "call_soon": """
+async def main():
+    print("ready", flush=True)
+    try:
+        while True:
+            await asyncio.sleep(0)
+    except asyncio.CancelledError:
+        print("main cancelled", flush=True)
+        raise
+""",
+    # One waiting on a future (test_interrupt_wait): both are cancelled.
+    "wait": """
+async def main():
+    fut = asyncio.get_running_loop().create_future()
+    try:
+        print("ready", flush=True)
+        await fut
+    finally:
+        print("main cancelled fut-cancelled=%s" % fut.cancelled(), flush=True)
+""",
+    # One already cancelled (test_interrupt_cancelled_task): CancelledError.
+    "cancelled": """
+async def main():
+    asyncio.get_running_loop().call_soon(asyncio.current_task().cancel)
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        print("ready", flush=True)
+        await asyncio.Event().wait()  # the SIGINT's cancellation ends this
+""",
+    # One that swallows every cancellation: each SIGINT is answered by a line.
+    "swallow": """
+async def main():
+    print("ready", flush=True)
+    while True:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            print("swallowed", flush=True)
+""",
+}
+
+_CTRL_C_RUN = """
+try:
+    loopgrid.run(main(), loops=2)
+except KeyboardInterrupt:
+    report("KeyboardInterrupt")
+    sys.exit(3)
+except asyncio.CancelledError:
+    report("CancelledError")
+    sys.exit(4)
+"""
+
+
+def _ctrl_c(tmp_path: Path, case: str) -> tuple[int, str, str, int]:
+    """Run a case in a child; send SIGINT at each "ready"/"swallowed" line."""
+    script = tmp_path / f"ctrl_c_{case}.py"
+    script.write_text(_CTRL_C_PRELUDE + _CTRL_C_CASES[case] + _CTRL_C_RUN)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    out: list[str] = []
+    sent = 0
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.append(line)
+            if line.strip() in ("ready", "swallowed"):
+                proc.send_signal(signal.SIGINT)
+                sent += 1
+                assert sent <= 5, out
+        _, err = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, "".join(out), err, sent
+
+
+_POSIX = pytest.mark.skipif(sys.platform == "win32", reason="SIGINT via os.kill is POSIX-only")
+
+
+@_POSIX
+def test_ctrl_c_while_main_is_busy_in_call_soon_callbacks(tmp_path: Path) -> None:
+    rc, out, err, sent = _ctrl_c(tmp_path, "call_soon")
+    assert (rc, sent) == (3, 1), (out, err)
+    assert "main cancelled" in out
+    assert "KeyboardInterrupt threads-left=0" in out
+
+
+@_POSIX
+def test_ctrl_c_while_main_waits_cancels_what_it_waits_on(tmp_path: Path) -> None:
+    rc, out, err, sent = _ctrl_c(tmp_path, "wait")
+    assert (rc, sent) == (3, 1), (out, err)
+    assert "main cancelled fut-cancelled=True" in out
+    assert "KeyboardInterrupt threads-left=0" in out
+
+
+@_POSIX
+def test_ctrl_c_on_a_main_already_cancelled(tmp_path: Path) -> None:
+    rc, out, err, sent = _ctrl_c(tmp_path, "cancelled")
+    if sys.version_info >= (3, 11):
+        # asyncio.Runner: the cancellation was not the SIGINT's own.
+        assert (rc, sent) == (4, 1), (out, err)
+        assert "CancelledError threads-left=0" in out
+    else:
+        # asyncio.run on 3.10 installs no handler: KeyboardInterrupt.
+        assert (rc, sent) == (3, 1), (out, err)
+        assert "KeyboardInterrupt threads-left=0" in out
+
+
+@_POSIX
+def test_ctrl_c_on_a_main_that_swallows_cancellation_ends_as_asyncio_does(
+    tmp_path: Path,
+) -> None:
+    rc, out, err, sent = _ctrl_c(tmp_path, "swallow")
+    # 3.11+: the 1st SIGINT cancels main, the 2nd raises KeyboardInterrupt out
+    # of run(), whose close() cancels main again; the 3rd ends the wait there.
+    # 3.10: the 1st raises out of run(), the 2nd ends close()'s wait.
+    assert sent == (3 if sys.version_info >= (3, 11) else 2), (out, err)
+    assert rc == 3, (out, err)
+    assert "KeyboardInterrupt threads-left=" in out
+    assert out.count("swallowed") == sent - 1
