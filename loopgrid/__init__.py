@@ -20,22 +20,41 @@ from .logs import configure_logging
 from .looplocal import LoopLocal
 from .priority import Priority
 from .runner import Runner, run
-from .sync import Event, Lock, Queue, Semaphore
+from .sync import (
+    Barrier,
+    BoundedSemaphore,
+    BrokenBarrierError,
+    Condition,
+    Event,
+    LifoQueue,
+    Lock,
+    PriorityQueue,
+    Queue,
+    QueueShutDown,
+    Semaphore,
+)
 from .taskgroup import TaskGroup
 from .worker import Worker, current_worker
 
 __all__ = [
+    "Barrier",
+    "BoundedSemaphore",
+    "BrokenBarrierError",
+    "Condition",
     "DeadlockError",
     "Event",
     "Grid",
     "GridClosedError",
     "Handle",
+    "LifoQueue",
     "Lock",
     "LoopLocal",
     "LoopgridError",
     "NotOnGridError",
     "Priority",
+    "PriorityQueue",
     "Queue",
+    "QueueShutDown",
     "Runner",
     "Semaphore",
     "TaskFunction",

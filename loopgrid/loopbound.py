@@ -46,16 +46,21 @@ FIX_CLIENT = (
     "module-level one"
 )
 
+#: Subclasses before their bases: the first match names the fix.
 _PRIMITIVES = {
     asyncio.Lock: "Lock",
     asyncio.Event: "Event",
     asyncio.Condition: "Condition",
+    asyncio.BoundedSemaphore: "BoundedSemaphore",
     asyncio.Semaphore: "Semaphore",
+    asyncio.PriorityQueue: "PriorityQueue",
+    asyncio.LifoQueue: "LifoQueue",
     asyncio.Queue: "Queue",
 }
 if sys.version_info >= (3, 11):
     _PRIMITIVES[asyncio.Barrier] = "Barrier"
-_LOOPGRID_EQUIVALENT = {"Lock", "Event", "Semaphore", "Queue"}
+#: Every asyncio primitive has a cross-loop loopgrid equivalent of the same name.
+_LOOPGRID_EQUIVALENT = set(_PRIMITIVES.values())
 
 #: (module prefix, class name) -> (what it is, whether loopgrid.integrations
 #: can give each loop its own pool behind the same object).
@@ -104,7 +109,13 @@ def describe(obj: Any) -> tuple[str, str, bool] | None:
             fix = FIX_PRIMITIVE.format(name=name)
             if name not in _LOOPGRID_EQUIVALENT:
                 fix = f"use loopgrid.LoopLocal(asyncio.{name}) for one per loop"
-            return f"an asyncio.{type(obj).__name__}", fix, primitives.adoptable(obj)
+            cls = type(obj)
+            what = (
+                f"an asyncio.{cls.__name__}"
+                if cls.__module__.startswith("asyncio")
+                else f"a {cls.__qualname__} (an asyncio.{name})"
+            )
+            return what, fix, primitives.adoptable(obj)
     if isinstance(obj, asyncio.Future):
         return "an asyncio future or task", "create it inside the code that awaits it", False
     for cls in type(obj).__mro__:

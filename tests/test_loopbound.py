@@ -25,10 +25,32 @@ def test_asyncio_primitives_are_bound_and_loopgrids_equivalents_are_named() -> N
     assert what == "an asyncio.Lock" and "loopgrid.Lock" in fix
     assert adaptable  # idle: loopgrid can put its cross-loop Lock underneath
     condition = loopbound.describe(asyncio.Condition())
-    assert condition is not None and "LoopLocal(asyncio.Condition)" in condition[1]
+    assert condition is not None and "loopgrid.Condition" in condition[1]
+    assert "LoopLocal(asyncio.Condition)" in condition[1] and condition[2]
     priority = loopbound.describe(asyncio.PriorityQueue())  # a Queue subclass
     assert priority is not None and priority[0] == "an asyncio.PriorityQueue"
-    assert not priority[2]
+    assert "loopgrid.PriorityQueue" in priority[1] and priority[2]
+    bounded = loopbound.describe(asyncio.BoundedSemaphore())  # a Semaphore subclass
+    assert bounded is not None and "loopgrid.BoundedSemaphore" in bounded[1]
+    lifo = loopbound.describe(asyncio.LifoQueue())
+    assert lifo is not None and "loopgrid.LifoQueue" in lifo[1]
+    if sys.version_info >= (3, 11):
+        barrier = loopbound.describe(asyncio.Barrier(2))
+        assert barrier is not None and "loopgrid.Barrier" in barrier[1] and barrier[2]
+
+
+class _MyCondition(asyncio.Condition):
+    """A subclass: loopgrid cannot know what it adds, so it is never taken over."""
+
+
+def test_a_subclass_or_a_held_lock_is_named_but_not_adaptable() -> None:
+    found = loopbound.describe(_MyCondition())
+    assert found is not None and "loopgrid.Condition" in found[1] and not found[2]
+    held = asyncio.Lock()
+    asyncio.run(held.acquire())
+    cond = asyncio.Condition(held)
+    found = loopbound.describe(cond)
+    assert found is not None and not found[2]
 
 
 def test_plain_values_and_loopgrid_primitives_are_not_bound() -> None:
@@ -59,14 +81,13 @@ def test_scan_looks_into_containers_and_session_makers() -> None:
     pytest.importorskip("aiosqlite", reason="the engine's driver")
     engine = sa.create_async_engine("sqlite+aiosqlite:///:memory:")
     maker = sa.async_sessionmaker(engine)
-    found = loopbound.scan(
-        [("state.conds", {"a": asyncio.Condition()}), ("Session", maker), ("n", 3)]
-    )
+    found = loopbound.scan([("state.conds", {"a": _MyCondition()}), ("Session", maker), ("n", 3)])
     assert [(f.where, f.adaptable) for f in found] == [
         ("state.conds['a']", False),
         ("Session.kw['bind']", True),
     ]
-    assert "state.conds['a'] is an asyncio.Condition, bound to one event loop" in str(found[0])
+    expected = "state.conds['a'] is a _MyCondition (an asyncio.Condition), bound to one"
+    assert expected in str(found[0])
 
 
 def test_the_apps_modules_are_those_beside_the_module_that_holds_it(tmp_path: Path) -> None:

@@ -1015,8 +1015,8 @@ def test_blocking_variant_on_a_loop_thread_raises_would_block(
 @pytest.mark.parametrize(
     ("make", "exc", "needle"),
     [
-        (lambda: Queue(-1), ValueError, "-1"),
-        (lambda: Queue(2.5), TypeError, "2.5"),
+        (lambda: Queue(float("nan")), ValueError, "nan"),
+        (lambda: Queue(None), TypeError, "None"),
         (lambda: Queue("3"), TypeError, "'3'"),
         (lambda: Queue(True), TypeError, "True"),
         (lambda: Semaphore(-2), ValueError, "-2"),

@@ -357,7 +357,7 @@ def test_the_command_refuses_a_module_level_condition_by_name_unless_told_not_to
     refused = serve_process("web_apps_locked:app", "--loops", "2", env=env)
     _, err = refused.communicate(timeout=WAIT)
     assert refused.returncode == 1
-    assert "web_apps_locked.condition is an asyncio.Condition" in err
+    assert "web_apps_locked.condition is a Ready (an asyncio.Condition)" in err
     assert "web_apps_locked.lock" not in err  # that one is shared by every loop
     assert "--no-loop-check" in err
     with serving("web_apps_locked:app", "--loops", "2", "--no-loop-check", env=env) as port:

@@ -4,8 +4,9 @@ every request (tests/test_web.py, tests/test_real_app.py).
 ``lock`` is taken by every request: ``loopgrid serve`` puts a loopgrid.Lock
 underneath, so it stays one lock for every loop. With the environment
 variable ``WEB_APPS_LOCKED_CONDITION`` set, the module also holds an
-``asyncio.Condition``, which loopgrid cannot share between loops: the server
-refuses to start, naming it.
+instance of its own subclass of ``asyncio.Condition``, which loopgrid cannot
+take over (it cannot know what the subclass changed): the server refuses to
+start, naming it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from typing import Any
 
 lock = asyncio.Lock()
 if os.environ.get("WEB_APPS_LOCKED_CONDITION"):
-    condition = asyncio.Condition()
+
+    class Ready(asyncio.Condition):
+        """A condition of the app's own."""
+
+    condition = Ready()
 
 #: Requests inside the lock now, and the most there ever were at once.
 inside = [0, 0]

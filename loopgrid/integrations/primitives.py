@@ -6,18 +6,19 @@ to wait for it binds it to that task's loop, and a request on another loop
 then fails with "bound to a different event loop" - only when two requests
 meet, so only under load. One lock per loop would change what it means (two
 requests on two loops would both hold "the" lock); loopgrid's primitives
-(``loopgrid.Lock``, ``Event``, ``Semaphore``, ``Queue``) work across loops and
-keep it. So :func:`cross_loop` turns such an object, in place, into one whose
-methods go to a loopgrid primitive: it keeps its identity (every ``from app
-import lock`` sees it) and stays an instance of its asyncio class.
+(``loopgrid.Lock``, ``Event``, ``Condition``, ``Semaphore``,
+``BoundedSemaphore``, ``Barrier``, ``Queue``, ``PriorityQueue``,
+``LifoQueue``) work across loops and keep it. So :func:`cross_loop` turns
+such an object, in place, into one whose methods go to a loopgrid primitive:
+it keeps its identity (every ``from app import lock`` sees it) and stays an
+instance of its asyncio class.
 
-Only what can be taken over safely is: an object of exactly
-``asyncio.Lock``, ``Event``, ``Semaphore`` or ``Queue`` (``BoundedSemaphore``,
-``PriorityQueue``, ``LifoQueue``, ``Condition`` and ``Barrier`` have no
-loopgrid counterpart yet), not bound to a loop yet, and idle (no waiters; a
-lock not held). A queue's items are moved over. What differs from asyncio is
-what differs between loopgrid's primitives and asyncio's (README, "Porting"),
-and a queue's ``shutdown()`` (3.13), which is refused.
+Only what can be taken over safely is: an object of exactly one of those
+asyncio classes (not a subclass), not bound to a loop yet, and idle (no
+waiters; a lock not held; a barrier empty). A queue's items are moved over; a
+condition's lock is taken over with it (so the lock, wherever else it is
+kept, stays the condition's lock). What differs from asyncio is what differs
+between loopgrid's primitives and asyncio's (README, "Porting").
 
 Thread ownership: the swap is made at startup, before any loop uses the
 object; afterwards the loopgrid primitive does its own locking.
@@ -37,7 +38,7 @@ __all__ = ["adoptable", "cross_loop", "is_shared"]
 class _Acquired:
     """What a shared lock and a shared semaphore both do: go to ``_grid``."""
 
-    _grid: sync.Lock | sync.Semaphore
+    _grid: sync.Lock | sync.Semaphore | sync.Condition
 
     def __repr__(self) -> str:
         return f"<asyncio.{_asyncio_name(self)} shared by every loop: {self._grid!r}>"
@@ -87,13 +88,36 @@ class _GridSemaphore(_Acquired, asyncio.Semaphore):  # type: ignore[misc]
     """An ``asyncio.Semaphore`` shared by every loop: a :class:`loopgrid.Semaphore` underneath."""
 
 
+class _GridBoundedSemaphore(_Acquired, asyncio.BoundedSemaphore):  # type: ignore[misc]
+    """An ``asyncio.BoundedSemaphore`` shared by every loop: a
+    :class:`loopgrid.BoundedSemaphore` underneath."""
+
+
+class _GridCondition(_Acquired, asyncio.Condition):  # type: ignore[misc]
+    """An ``asyncio.Condition`` shared by every loop: a :class:`loopgrid.Condition` underneath."""
+
+    _grid: sync.Condition
+
+    async def wait(self) -> bool:  # type: ignore[override]
+        return await self._grid.wait()
+
+    async def wait_for(self, predicate: Any) -> Any:
+        return await self._grid.wait_for(predicate)
+
+    def notify(self, n: int = 1) -> None:
+        self._grid.notify(n)
+
+    def notify_all(self) -> None:
+        self._grid.notify_all()
+
+
 class _GridQueue(asyncio.Queue):  # type: ignore[type-arg]
     """An ``asyncio.Queue`` shared by every loop: a :class:`loopgrid.Queue` underneath."""
 
     _grid: sync.Queue[Any]
 
     def __repr__(self) -> str:
-        return f"<asyncio.Queue shared by every loop: {self._grid!r}>"
+        return f"<asyncio.{_asyncio_name(self)} shared by every loop: {self._grid!r}>"
 
     @property
     def maxsize(self) -> int:
@@ -127,11 +151,16 @@ class _GridQueue(asyncio.Queue):  # type: ignore[type-arg]
         await self._grid.join()
 
     def shutdown(self, immediate: bool = False) -> None:
-        raise RuntimeError(
-            f"{self!r} was made at import and is shared by every loop of a grid "
-            "(loopgrid.integrations.primitives): shutdown() is not supported there; "
-            "use a queue per loop (loopgrid.LoopLocal(asyncio.Queue)) to shut it down"
-        )
+        self._grid.shutdown(immediate)
+
+
+class _GridPriorityQueue(_GridQueue, asyncio.PriorityQueue):  # type: ignore[type-arg]
+    """An ``asyncio.PriorityQueue`` shared by every loop: a :class:`loopgrid.PriorityQueue`
+    underneath."""
+
+
+class _GridLifoQueue(_GridQueue, asyncio.LifoQueue):  # type: ignore[type-arg]
+    """An ``asyncio.LifoQueue`` shared by every loop: a :class:`loopgrid.LifoQueue` underneath."""
 
 
 def _idle(obj: Any) -> bool:
@@ -140,6 +169,12 @@ def _idle(obj: Any) -> bool:
     waiters = getattr(obj, "_waiters", None)
     if waiters:
         return False
+    if isinstance(obj, asyncio.Condition):
+        lock: Any = obj._lock  # type: ignore[attr-defined]
+        return is_shared(lock) or (type(lock) is asyncio.Lock and _idle(lock))
+    if sys.version_info >= (3, 11) and isinstance(obj, asyncio.Barrier):
+        barrier: Any = obj
+        return barrier._count == 0 and not barrier.broken and _idle(barrier._cond)
     if isinstance(obj, asyncio.Queue):
         # No waiters, and no item taken and not yet marked done.
         queue: Any = obj
@@ -154,9 +189,52 @@ def _idle(obj: Any) -> bool:
 _ADOPT: dict[type, type] = {
     asyncio.Lock: _GridLock,
     asyncio.Event: _GridEvent,
+    asyncio.Condition: _GridCondition,
     asyncio.Semaphore: _GridSemaphore,
+    asyncio.BoundedSemaphore: _GridBoundedSemaphore,
     asyncio.Queue: _GridQueue,
+    asyncio.PriorityQueue: _GridPriorityQueue,
+    asyncio.LifoQueue: _GridLifoQueue,
 }
+
+if sys.version_info >= (3, 11):
+
+    class _GridBarrier(asyncio.Barrier):
+        """An ``asyncio.Barrier`` shared by every loop: a :class:`loopgrid.Barrier` underneath."""
+
+        _grid: sync.Barrier
+
+        def __repr__(self) -> str:
+            return f"<asyncio.Barrier shared by every loop: {self._grid!r}>"
+
+        async def __aenter__(self) -> int:
+            return await self._grid.wait()
+
+        async def __aexit__(self, *args: object) -> None:
+            pass
+
+        async def wait(self) -> int:
+            return await self._grid.wait()
+
+        async def reset(self) -> None:
+            await self._grid.reset()
+
+        async def abort(self) -> None:
+            await self._grid.abort()
+
+        @property
+        def parties(self) -> int:
+            return self._grid.parties
+
+        @property
+        def n_waiting(self) -> int:
+            return self._grid.n_waiting
+
+        @property
+        def broken(self) -> bool:
+            return self._grid.broken
+
+    _ADOPT[asyncio.Barrier] = _GridBarrier
 
 
 def is_shared(obj: object) -> bool:
@@ -185,16 +263,34 @@ def cross_loop(obj: Any) -> str | None:
         inner = sync.Event()
         if obj.is_set():
             inner.set()
+    elif kind is asyncio.Condition:
+        cross_loop(obj._lock)  # the lock object stays the condition's lock
+        inner = sync.Condition(obj._lock._grid)
+        for name in ("locked", "acquire", "release"):
+            # asyncio.Condition keeps its lock's bound methods on the instance.
+            vars(obj).pop(name, None)
     elif kind is asyncio.Semaphore:
         inner = sync.Semaphore(obj._value)
+    elif kind is asyncio.BoundedSemaphore:
+        inner = sync.BoundedSemaphore(obj._bound_value)
+        inner._value = obj._value  # permits taken without waiting stay taken
+    elif sys.version_info >= (3, 11) and kind is asyncio.Barrier:
+        inner = sync.Barrier(obj.parties)
     else:
-        inner = sync.Queue(obj.maxsize)
-        while not obj.empty():
-            inner.put_nowait(obj.get_nowait())
+        inner = _QUEUES[kind](obj.maxsize)
+        for item in list(obj._queue):  # in storage order: the order is kept
+            inner.put_nowait(item)
+        obj._queue.clear()
     obj._grid = inner
     obj.__class__ = _ADOPT[kind]
     return _label(obj)
 
+
+_QUEUES: dict[type, type] = {
+    asyncio.Queue: sync.Queue,
+    asyncio.PriorityQueue: sync.PriorityQueue,
+    asyncio.LifoQueue: sync.LifoQueue,
+}
 
 _SHARED = frozenset(_ADOPT.values())
 
