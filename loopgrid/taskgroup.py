@@ -87,13 +87,13 @@ T = TypeVar("T")
 
 _NORMAL = Priority.NORMAL
 
-#: Why spawn() refuses, by the group's state.
+#: Why spawn() refuses, by the group's state: asyncio.TaskGroup's words, and why.
 _WHY = {
-    "new": "the group has not been entered; spawn inside 'async with TaskGroup() as tg:'",
-    "finished": "the group has finished (its 'async with' block is over)",
+    "new": "has not been entered; spawn inside 'async with TaskGroup() as tg:'",
+    "finished": "is finished (its 'async with' block is over)",
     "aborting": (
-        "the group is shutting down (a child failed, or its block raised or was "
-        "cancelled) and takes no new children"
+        "is shutting down (a child failed, or its block raised or was cancelled) and "
+        "takes no new children"
     ),
 }
 
@@ -361,7 +361,7 @@ class TaskGroup:
 
     def _refuse(self, fn: object, why: str) -> RuntimeError:
         _close(fn)
-        return RuntimeError(f"cannot spawn into {self!r}: {_WHY[why]}")
+        return RuntimeError(f"TaskGroup {self!r} {_WHY[why]}")
 
     def _spawn_here(self, fn: Any, args: tuple[Any, ...], options: dict[str, Any]) -> Handle[Any]:
         # On the owner thread: the state is ours to read and write.

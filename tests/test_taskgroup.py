@@ -415,7 +415,7 @@ def test_spawn_outside_the_block_or_while_shutting_down_raises(grid: Grid) -> No
                     messages.append(str(info.value))
                     raise
         late = identity(3)
-        with pytest.raises(RuntimeError, match="has finished") as info:
+        with pytest.raises(RuntimeError, match="is finished") as info:
             tg.spawn(late)
         messages.append(str(info.value))
         assert inspect.getcoroutinestate(late) == inspect.CORO_CLOSED
