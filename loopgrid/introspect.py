@@ -31,7 +31,16 @@ from .handle import Handle
 if TYPE_CHECKING:
     from .grid import Grid
 
-__all__ = ["await_chain", "frame_stack", "short_repr", "task_rows", "tasks_of", "thread_stack"]
+__all__ = [
+    "await_chain",
+    "frame_stack",
+    "queued",
+    "short_repr",
+    "task_rows",
+    "task_where",
+    "tasks_of",
+    "thread_stack",
+]
 
 #: Rows of ``task_rows`` by default: a grid may hold a million pending tasks.
 TASK_LIMIT = 1000
@@ -62,6 +71,16 @@ def await_chain(coro: Any) -> list[str]:
         lines.append(_where(frame))
         obj = _awaited_by(obj)
     return lines
+
+
+def task_where(task: asyncio.Task[Any]) -> list[str]:
+    """Where ``task`` waits: its :func:`await_chain`, then the lock, event or
+    handle it waits for when the deadlock detector knows it (``waiting for ...``)."""
+    where = await_chain(task.get_coro())
+    edge = waiting_for(task)
+    if edge is not None:
+        where.append(f"waiting for {edge[1] or describe(edge[0])}")
+    return where
 
 
 def frame_stack(frame: types.FrameType | None, limit: int = 30) -> list[str]:
@@ -111,11 +130,11 @@ def task_rows(grid: Grid, limit: int = TASK_LIMIT) -> list[dict[str, Any]]:
             if task is current:
                 # Executing right now: it awaits nothing; say where its thread is.
                 where = [f"running: {line}" for line in thread_stack(w.thread, limit=1)]
+                edge = waiting_for(task)
+                if edge is not None:
+                    where.append(f"waiting for {edge[1] or describe(edge[0])}")
             else:
-                where = await_chain(task.get_coro())
-            edge = waiting_for(task)
-            if edge is not None:
-                where.append(f"waiting for {edge[1] or describe(edge[0])}")
+                where = task_where(task)
             row = _row(h, now, w.index, where)
             timing = _timing_of(task)
             if timing is not None:
@@ -123,7 +142,7 @@ def task_rows(grid: Grid, limit: int = TASK_LIMIT) -> list[dict[str, Any]]:
             rows.append(row)
             if len(rows) >= limit:
                 return rows
-    for queue_name, worker, handles in _queued(grid):
+    for queue_name, worker, handles in queued(grid):
         for h in handles:
             if h._id in seen or h.done():
                 continue
@@ -153,24 +172,33 @@ def _timing_of(task: asyncio.Task[Any]) -> tuple[int, float] | None:
     return drv.timing()
 
 
-def _queued(grid: Grid) -> Iterable[tuple[str, int | None, list[Handle[Any]]]]:
+def queued(grid: Grid) -> Iterable[tuple[str, int | None, list[Handle[Any]]]]:
+    """The handles waiting in ``grid``'s queues, not started yet: per queue, its
+    description, the worker it belongs to (None: any worker), and its handles,
+    highest priority first. A snapshot, taken from any thread: a handle may
+    start meanwhile (its state says)."""
     for w in grid.workers:
         yield f"queued on worker {w.index}", w.index, _copy(w._pinned.levels, w._local.levels)
     yield "queued for any worker (injection queue)", None, _copy(grid._injection.levels)
-    yield "paused before starting", None, list(grid._shelf.values())
+    yield "paused before starting", None, _copied(grid._shelf.values())
 
 
 def _copy(*level_lists: Any) -> list[Handle[Any]]:
     out: list[Handle[Any]] = []
     for levels in level_lists:
         for d in reversed(levels):  # highest priority first
-            for _ in range(100):
-                try:
-                    out.extend(list(d))
-                    break
-                except RuntimeError:  # deque mutated during iteration
-                    continue
+            out.extend(_copied(d))
     return out
+
+
+def _copied(items: Iterable[Handle[Any]]) -> list[Handle[Any]]:
+    """``list(items)``, retried when another thread changes them meanwhile."""
+    for _ in range(100):
+        try:
+            return list(items)
+        except RuntimeError:  # deque or dict mutated during iteration
+            continue
+    return []
 
 
 def _where(frame: types.FrameType) -> str:

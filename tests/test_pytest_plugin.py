@@ -572,7 +572,8 @@ def test_both_markers_are_an_error_and_the_test_never_runs(
             "*ERROR at setup of test_module_asyncio_function_loopgrid*",
             "*marked with both @pytest.mark.asyncio and @pytest.mark.loopgrid*",
             "*ERROR at setup of test_anyio_and_loopgrid[[]asyncio[]]*",
-            "*marked with both @pytest.mark.anyio and @pytest.mark.loopgrid*",
+            "*marked with both @pytest.mark.anyio and @pytest.mark.loopgrid*"
+            "*from the anyio_backend fixture.",
             "*ERROR at setup of test_anyio_and_loopgrid[[]trio[]]*",
         ]
     )
@@ -701,8 +702,8 @@ def test_pytest_asyncio_tests_run_on_a_grid_through_the_loop_factories_hook(
     result.stdout.fnmatch_lines(
         [
             "*ERROR at teardown of test_leaks*",
-            "loopgrid: 1 task(s) of grid 'pytest-asyncio' still pending or running when "
-            "pytest-asyncio closed its loop (they were cancelled):",
+            "loopgrid: 1 task(s) of grid 'pytest-gridloop' still pending or running when "
+            "its runner closed the GridLoop (they were cancelled):",
             "  task 'left-behind' (id *, running on worker 2), waiting at:",
             f"*test_inner.py:{line_of(src, 'PARKED HERE')} in parked",
             "*assert 1 == 2",
