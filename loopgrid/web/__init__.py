@@ -2,9 +2,11 @@
 
 Needs the ``web`` extra (``pip install 'loopgrid[web]'``: uvicorn). See
 ``server.py`` for the two ways requests reach the loops, ``bridge.py`` for
-requests run as grid tasks, ``inline.py`` for the short routes the front loop
-runs itself, ``offload.py`` for routes served by processes of their own, and
-``lifespan.py`` for the app's lifespan.
+requests run as grid tasks, ``front.py`` for the front loops, ``inline.py`` for
+the short routes the front loop runs itself, ``offload.py`` for routes served
+by processes of their own, ``lifespan.py`` for the app's lifespan,
+``appstate.py`` for a per-loop ``app.state``, and ``loopcheck.py`` for the
+startup check that no loop-bound object is shared by the loops.
 """
 
 from .lifespan import StartupError

@@ -51,7 +51,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import dataclasses
 import errno
 import functools
 import signal
@@ -62,7 +61,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import Any, Literal
 
-from .. import logs, loopbound
+from .. import logs
 from .._target import import_target
 from ..errors import check_seconds
 from ..grid import Grid, _is_async_callable
@@ -74,6 +73,7 @@ from .bridge import RequestBridge
 from .front import FrontLoop
 from .inline import Routes
 from .lifespan import StartupError, _Lifespan, check_mode, run_shutdown, run_startup, workers
+from .loopcheck import LoopCheck
 from .offload import Offload, check_prefixes, with_header
 
 __all__ = ["DISPATCH", "SERVE_SWITCH_INTERVAL", "Server", "serve"]
@@ -396,8 +396,6 @@ class Server:
         self._front_loops: list[FrontLoop] = []  # appended to by start
         self._restore_state: Callable[[], None] | None = None
         self._spread = False  # round-robin requests over workers (loopgrid.testing)
-        self._loops_text = ""
-        self._checked: set[int] = set()  # ids of the objects checked before startup
         self._state = "new"  # new -> started -> closed; controlling thread only
         self._stopping = False  # any thread (stop); read by start
 
@@ -464,14 +462,15 @@ class Server:
                 if self.inline:  # it runs app code too: a loop of its own
                     places.append((front.label, front.call))
         fronts = len(places) - len(grid.workers)
-        self._loops_text = f"{len(places)} loops ({len(grid.workers)} workers" + (
+        loops_text = f"{len(places)} loops ({len(grid.workers)} workers" + (
             f", {fronts} front)" if fronts else ")"
         )
-        self._check_modules(len(places))
+        check = LoopCheck(self.app, self, len(places), loops_text, self.loop_check)
+        check.before_startup()
         if self.lifespan == "loop":
             self._restore_state = appstate.install(self.app)
         self._lifespans, states = run_startup(self.app, self.lifespan, places)
-        self._check_shared_state(states[0] if self.lifespan == "shared" else {}, len(places))
+        check.after_startup(self.lifespan, states[0])
         with_state = _with_state(self.app, self._header, self.lifespan == "loop")
         if self._offload is not None:
             self._offload.start()
@@ -514,76 +513,6 @@ class Server:
             lifespan=self.lifespan,
             lifespan_runs=len(self._lifespans),
         )
-
-    # -- loop-bound objects ---------------------------------------------------------
-
-    def _check_modules(self, loops: int) -> None:
-        """Objects bound to one loop that every loop would share, made before
-        serving (module globals of the app's code, values put on its
-        ``app.state`` at import): made safe for every loop where loopgrid
-        knows how, refused otherwise. Remembered, so that the check after
-        startup looks only at what the lifespan added."""
-        if loops < 2:
-            return
-        refused = []
-        found_all = loopbound.scan_modules(loopbound.app_modules(self.app))
-        found_all += loopbound.scan(appstate.state_values(self.app))
-        for found in found_all:
-            self._checked.add(id(found.obj))
-            label = None
-            if found.adaptable:
-                from ..integrations import adapt
-
-                label = adapt(found.obj)
-            if label is None:
-                refused.append(found)
-            else:
-                logs.info("web.per_loop", object=found.where, made=label)
-        self._refuse(refused, loops, "The app's modules hold")
-
-    def _check_shared_state(self, state: dict[str, Any], loops: int) -> None:
-        """Nothing bound to a loop may be in a state every loop shares: the
-        lifespan state with lifespan='shared', and an ``app.state`` that is
-        not per loop (any, with lifespan='shared'; one of a framework other
-        than Starlette's, whatever the mode)."""
-        if loops < 2:
-            return
-        values = appstate.state_values(self.app)
-        values += [(f"the lifespan state[{k!r}]", v) for k, v in state.items()]
-        if self.lifespan == "shared":
-            per_loop = (
-                "serve with lifespan='loop' (--lifespan loop, the default), where each loop's "
-                "lifespan makes its own"
-            )
-        else:
-            per_loop = (
-                "this app.state is one object for every loop (only Starlette's is made per "
-                "loop): keep it in the lifespan state (yield {...} from the lifespan, read "
-                "request.state), which is per loop"
-            )
-        refused = [
-            dataclasses.replace(
-                f, fix=per_loop if f.fix == loopbound.FIX_CLIENT else f"{per_loop}; or {f.fix}"
-            )
-            for f in loopbound.scan(values)
-            if id(f.obj) not in self._checked
-        ]
-        self._refuse(refused, loops, "The app's state, shared by every loop, holds")
-
-    def _refuse(self, found: list[loopbound.Finding], loops: int, intro: str) -> None:
-        if not found:
-            return
-        lines = "\n".join(f"  - {f}" for f in found)
-        message = (
-            f"{intro} objects bound to one event loop, used by all {self._loops_text} of "
-            f"{self!r}: a request on any other loop would fail with asyncio's "
-            f"'bound to a different event loop'.\n{lines}\n"
-            "Or pass loop_check=False (--no-loop-check) to serve anyway."
-        )
-        if self.loop_check:
-            raise StartupError(message)
-        for f in found:
-            logs.warning("web.loop_bound", object=f.where, what=f.what, fix=f.fix)
 
     def _make_server(self, app: Any) -> Any:
         uvicorn = self._uvicorn
