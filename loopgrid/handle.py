@@ -643,7 +643,12 @@ _SIGNAL_SLICE = 0.1
 
 
 def _wait(event: threading.Event, timeout: float | None) -> bool:
-    """``event.wait(timeout)``, in slices on the main thread.
+    """``event.wait(timeout)``, in slices on the main thread (:func:`_wait_sliced`)."""
+    return _wait_sliced(event.wait, timeout)
+
+
+def _wait_sliced(wait: Callable[[float | None], bool], timeout: float | None) -> bool:
+    """``wait(timeout)`` (a blocking wait: True once done), in slices on the main thread.
 
     A signal that arrives just before the thread blocks in the lock (after the
     interpreter last looked for one) is handled only when the wait returns:
@@ -652,11 +657,11 @@ def _wait(event: threading.Event, timeout: float | None) -> bool:
     second; other threads get no signals and wait in one piece.
     """
     if threading.current_thread() is not threading.main_thread():
-        return event.wait(timeout)
+        return wait(timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         left = _SIGNAL_SLICE if deadline is None else deadline - time.monotonic()
-        if event.wait(max(0.0, min(left, _SIGNAL_SLICE))):
+        if wait(max(0.0, min(left, _SIGNAL_SLICE))):
             return True
         if deadline is not None and time.monotonic() >= deadline:
             return False

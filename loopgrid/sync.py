@@ -74,7 +74,7 @@ from typing import Any, Generic, TypeVar
 
 from . import deadlock
 from .errors import DeadlockError, WouldBlockError
-from .handle import not_on_asyncio
+from .handle import _wait_sliced, not_on_asyncio
 from .mailbox import Mailbox, mailbox_for_running_loop, running_loop
 
 __all__ = [
@@ -225,9 +225,13 @@ def _park(w: _Waiter, deadline: float | None) -> bool:
     """Block this thread until woken (True) or ``deadline`` passes (False)."""
     parked = w.parked
     assert parked is not None
-    if deadline is None:
-        return parked.acquire()
-    return parked.acquire(timeout=max(0.0, deadline - _monotonic()))
+
+    def acquire(timeout: float | None) -> bool:
+        return parked.acquire(timeout=-1 if timeout is None else timeout)
+
+    # In slices on the main thread, so that Ctrl-C is not lost (handle.py).
+    left = None if deadline is None else max(0.0, deadline - _monotonic())
+    return _wait_sliced(acquire, left)
 
 
 def _no_blocking_here(what: str, obj: object) -> None:

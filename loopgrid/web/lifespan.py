@@ -37,7 +37,6 @@ after it got that reply (the queue's lock orders the two).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -62,9 +61,6 @@ Place = tuple[str, Callable[[Callable[[], Coroutine[Any, Any, None]], str], obje
 _SHUTDOWN_WAIT = 30.0
 
 _ENDED = "loopgrid.lifespan.ended"
-
-#: The longest a wait for the app's reply blocks at once (see ``_reply``).
-_SLICE = 0.1
 
 
 class StartupError(LoopgridError, RuntimeError):
@@ -130,7 +126,7 @@ class _Lifespan:
 
     def wait_started(self) -> None:
         """Block until the app answered startup; raise StartupError if it failed."""
-        reply = self._reply(None)
+        reply = self._from_app.get_blocking()
         kind = reply["type"]
         if kind == "lifespan.startup.complete":
             self.started = True
@@ -153,24 +149,6 @@ class _Lifespan:
             "instead of 'lifespan.startup.complete'"
         )
 
-    def _reply(self, timeout: float | None) -> dict[str, Any]:
-        """The app's next reply; TimeoutError after ``timeout`` seconds.
-
-        In slices of :data:`_SLICE`: a signal may be delivered to any thread,
-        and one that lands on another thread does not wake the main thread
-        from a lock wait, so Ctrl-C would wait for the app's reply (seen with
-        several front loops on a free-threaded build, where a startup that
-        hangs then hung the command).
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
-            try:
-                return self._from_app.get_blocking(timeout=max(0.0, left))
-            except TimeoutError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-
     def send_shutdown(self) -> bool:
         """Ask a started app to shut down; False if it had not started."""
         if not self.started:
@@ -182,7 +160,7 @@ class _Lifespan:
     def wait_shut_down(self) -> None:
         """Wait for the app's reply to lifespan.shutdown; log a failure."""
         try:
-            reply = self._reply(_SHUTDOWN_WAIT)
+            reply = self._from_app.get_blocking(timeout=_SHUTDOWN_WAIT)
         except TimeoutError:
             logs.error("web.lifespan_shutdown_timeout", where=self.where, waited=_SHUTDOWN_WAIT)
             return
