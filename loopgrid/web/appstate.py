@@ -81,7 +81,7 @@ def state_values(app: Any) -> list[tuple[str, Any]]:
     out = []
     for holder in _chain(app):
         state = getattr(holder, "state", None)
-        if state is None or callable(state) or type(state).__name__.startswith("PerLoop"):
+        if state is None or callable(state) or type(state) in _classes.values():
             continue
         if _is_starlette_state(state):
             values = dict(state._state)

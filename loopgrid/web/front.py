@@ -20,7 +20,7 @@ import asyncio
 import concurrent.futures
 import socket
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .. import logs
@@ -28,6 +28,7 @@ from ..affinity import name_loop
 from ..fairness import Fairness
 from ..fairness import needed as fairness_needed
 from ..grid import default_loop_factory
+from ..sync import _resolve
 from ..worker import _current, _shutdown_loop
 
 if TYPE_CHECKING:
@@ -55,14 +56,13 @@ class FrontLoop:
         if self.loop is None:
             raise RuntimeError(f"front loop {self.label} could not start its event loop")
 
-    def call(self, fn: Callable[[], Awaitable[None]], name: str) -> concurrent.futures.Future[None]:
-        """Run ``fn()`` as a task of the loop (a lifespan's :data:`Place`)."""
+    def call(
+        self, fn: Callable[[], Coroutine[Any, Any, None]], name: str
+    ) -> concurrent.futures.Future[None]:
+        """Run ``fn()`` as a task of the loop (a lifespan's :data:`Place`;
+        ``name`` is a grid task's, which a plain task here does without)."""
         assert self.loop is not None
-
-        async def run() -> None:
-            await fn()
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop)
+        return asyncio.run_coroutine_threadsafe(fn(), self.loop)
 
     def serve(self, server: Any, sock: socket.socket) -> None:
         """Start ``server`` (a MarkedServer) on ``sock``, on this loop."""
@@ -120,8 +120,3 @@ class FrontLoop:
         self.loop = loop
         self._running.set()
         await self._done
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .. import logs, loopbound
+from .. import integrations, logs, loopbound
 from . import appstate
 from .lifespan import StartupError
 
@@ -67,11 +67,7 @@ class LoopCheck:
         found_all += loopbound.scan(appstate.state_values(self._app))
         for found in found_all:
             self._checked.add(id(found.obj))
-            label = None
-            if found.adaptable:
-                from ..integrations import adapt
-
-                label = adapt(found.obj)
+            label = integrations.adapt(found.obj) if found.adaptable else None
             if label is None:
                 refused.append(found)
             else:
