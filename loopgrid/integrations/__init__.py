@@ -48,9 +48,9 @@ def adapt(obj: object) -> str | None:
     """Make ``obj`` safe to use from every loop, in place, if loopgrid knows how.
 
     Known: a sqlalchemy ``AsyncEngine`` and an ``httpx.AsyncClient`` (and their
-    subclasses) get one connection pool per event loop; an idle
-    ``asyncio.Lock``, ``Event``, ``Semaphore`` or ``Queue`` gets loopgrid's
-    cross-loop primitive underneath (:mod:`.primitives`). Returns a short label
+    subclasses) get one connection pool per event loop; an idle asyncio
+    primitive or queue of asyncio's own class gets loopgrid's cross-loop
+    counterpart underneath (:mod:`.primitives`). Returns a short label
     of what was done (for a log line), or None for any other object.
     Recognises the client classes by name, so it imports neither library.
     Applying it twice to an object is harmless.
