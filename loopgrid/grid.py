@@ -38,6 +38,7 @@ from .debug import DebugServer, debug_port_from_env
 from .errors import GridClosedError, NotOnGridError, check_seconds
 from .gridbase import GridBase
 from .handle import CLAIMS, PENDING, Handle
+from .integrations import anyio_hook
 from .monitor import Monitor
 from .priority import Priority, check_priority
 from .runqueue import RunQueue
@@ -262,6 +263,7 @@ class Grid(GridBase):
                 w.thread.join()
             self._closed = True
             raise failed[0]._startup_error  # type: ignore[misc]
+        anyio_hook.grid_started()
         self._monitor = Monitor(self, None if stall_threshold is None else float(stall_threshold))
         self._monitor.start()
         self._debug_server: DebugServer | None = None
@@ -573,6 +575,7 @@ class Grid(GridBase):
                 closer()
             except Exception:
                 logs.error("grid.closer_failed", grid=self.name, closer=repr(closer), exc_info=True)
+        anyio_hook.grid_stopped()
         self._closed = True
         # Spawned after the grid went quiet (by plain asyncio tasks on a worker
         # loop, say) and never started: they end cancelled, never lost.

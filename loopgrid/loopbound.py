@@ -45,6 +45,11 @@ FIX_CLIENT = (
     "every loop by default), or wrap its creation in loopgrid.LoopLocal(factory) for a "
     "module-level one"
 )
+FIX_ANYIO = (
+    "make it with no loop running (at import) or while the grid runs: anyio's primitives "
+    "made then work across loops (docs/porting.md, 'anyio'); or make it per loop, in the "
+    "app's lifespan or with loopgrid.LoopLocal(factory)"
+)
 
 #: Subclasses before their bases: the first match names the fix.
 _PRIMITIVES = {
@@ -122,7 +127,11 @@ def describe(obj: Any) -> tuple[str, str, bool] | None:
         module = cls.__module__ or ""
         for (prefix, name), (what, adaptable) in _KNOWN.items():
             if cls.__name__ == name and (module == prefix or module.startswith(prefix + ".")):
-                return what, FIX_CLIENT, adaptable
+                if prefix != "anyio":
+                    return what, FIX_CLIENT, adaptable
+                if _anyio_crosses_loops(obj):
+                    return None
+                return what, FIX_ANYIO, adaptable
     try:
         loop = getattr(obj, "_loop", None)
     except Exception:
@@ -130,6 +139,17 @@ def describe(obj: Any) -> tuple[str, str, bool] | None:
     if isinstance(loop, asyncio.AbstractEventLoop):
         return f"a {type(obj).__qualname__} that holds an event loop", FIX_CLIENT, False
     return None
+
+
+def _anyio_crosses_loops(obj: Any) -> bool:
+    """True for an anyio primitive that loopgrid makes work across loops; asks
+    :mod:`.integrations.anyio` (which loads anyio's asyncio backend) only when
+    anyio is imported, as it is when ``obj`` is really anyio's."""
+    if "anyio" not in sys.modules:
+        return False
+    from .integrations.anyio import crosses_loops
+
+    return crosses_loops(obj)
 
 
 def scan(items: Iterable[tuple[str, Any]], depth: int = 1) -> list[Finding]:
