@@ -1,0 +1,258 @@
+"""The cross-loop Lock: an uncontended path without the mutex, hand-over when contended.
+
+Why a second lock inside: an uncontended ``async with lock`` is what every user
+of a lock pays, and with the mutex it cost 2.6 times asyncio.Lock's. The state
+"held" is a raw ``threading.Lock``, ``_held``, taken with ``acquire(False)``
+and given back with ``release()``; both are atomic, also on free-threaded
+builds. So the uncontended path is: look that nobody waits, take ``_held``,
+note the owner; and to release: look that nobody waits, clear the owner,
+release ``_held``, look again. The mutex and the waiter queue are only for
+contention. While waiters are queued, ``_held`` stays held: ``release()``
+hands it to the first waiter under the mutex, so nobody barges in.
+
+The one race, and why no waiter is ever stranded: a waiter queues (under the
+mutex) just as the holder releases without the mutex. The waiter, once queued,
+tries ``_held.acquire(False)`` again; the releaser, once ``_held`` is
+released, looks at the queue again. Each side writes first (queue, release)
+and reads the other's state second, and both writes are atomic operations
+ordered before the reads: on GIL builds any switch between threads is a full
+barrier; on free-threaded builds ``_held``'s acquire and release are
+sequentially consistent read-modify-writes (full barriers on x86 and ARM), the
+append is made under the deque's own lock, and ``len(deque)`` is an atomic
+load. So at least one side sees the other: the waiter takes the lock, or the
+releaser does (``_held.acquire(False)`` under the mutex) and hands it to the
+first waiter. If a newcomer took it in between, its own ``release()`` sees the
+queue. The look at the queue before the fast path is a fairness hint only
+(newcomers queue behind waiters, as asyncio's lock has them); correctness
+never rests on it.
+
+Deadlock edges (see ``deadlock.py``): a waiter waits for the node ahead of it
+in the FIFO, or the owner if it is first. ``_owner`` is written by whoever
+takes ``_held`` (right after taking it) or hands it over (under the mutex),
+and cleared by the releaser just before it releases ``_held``; a waiter that
+reads it in between finds None and records no edge: a cycle may then go
+unreported, none is ever invented. The edges themselves are written under the
+mutex, by the waiter itself when it queues and gives up, and by whoever hands
+the lock over (removing the new owner's edge) or removes a waiter from the
+middle of the FIFO (re-pointing its successor). A record is in the FIFO
+exactly while its edge may be written by others.
+
+Thread ownership: ``_held`` and ``_owner`` as above; ``_waiters`` under
+``_mutex`` (read without it only as a hint, or by the releaser as described).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from types import TracebackType
+
+from .. import deadlock
+from ..errors import DeadlockError
+from ._handover import HandOver
+from ._waiter import TASK, Waiter, remove, task_node
+
+__all__ = ["Lock"]
+
+_allocate_lock = threading.Lock
+
+
+class Lock(HandOver):
+    """A mutual-exclusion lock for tasks on any loop and for plain threads.
+
+    ``async with lock:`` (or ``await lock.acquire()`` / ``lock.release()``) in
+    a task on any loop; ``with lock:`` or ``lock.acquire_blocking(timeout)`` in
+    a plain thread. Not reentrant. Waiters get the lock in the order they asked
+    for it, whatever loop or thread they are on: ``release()`` hands it to the
+    first waiter directly.
+
+    As with :class:`asyncio.Lock`, any task or thread may release it. A task or
+    thread that waits for the lock while the wait would close a cycle (its
+    holder waits, directly or through other tasks and locks, for the waiter)
+    gets :class:`~loopgrid.DeadlockError` naming the cycle instead of hanging,
+    and does not take the lock.
+    """
+
+    __slots__ = ("__weakref__", "_held", "_mutex", "_owner", "_waiters")
+
+    def __init__(self) -> None:
+        #: Held exactly while the lock is (see the module docstring).
+        self._held = _allocate_lock()
+        #: The node holding the lock (see ``deadlock.current_node``), or None.
+        self._owner: object | None = None
+        self._mutex = _allocate_lock()
+        self._waiters: deque[Waiter] = deque()
+
+    def __repr__(self) -> str:
+        state = "locked" if self._held.locked() else "unlocked"
+        n = len(self._waiters)
+        extra = f", waiters:{n}" if n else ""
+        return f"<loopgrid.Lock object at {id(self):#x} [{state}{extra}]>"
+
+    def locked(self) -> bool:
+        """True if some task or thread holds the lock."""
+        return self._held.locked()
+
+    async def acquire(self) -> bool:
+        """Wait until the lock is free and take it; returns True.
+
+        Cancelling the waiting task (``asyncio.timeout``, ``wait_for``...)
+        leaves things as if it had never asked, even when the lock had just
+        been handed to it.
+        """
+        node = task_node(self)
+        if not self._waiters and self._held.acquire(False):
+            self._owner = node
+            return True
+        return await self._acquire(TASK, node, None)
+
+    async def __aenter__(self) -> None:
+        # acquire(), inlined: one coroutine less per ``async with``.
+        node = task_node(self)
+        if not self._waiters and self._held.acquire(False):
+            self._owner = node
+            return
+        await self._acquire(TASK, node, None)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # release(), inlined: the other half of every ``async with``.
+        if self._waiters:
+            self._hand_over_held()
+            return
+        self._owner = None
+        try:
+            self._held.release()
+        except RuntimeError:
+            raise self._not_acquired() from None
+        if self._waiters:
+            self._serve_freed()
+
+    def release(self) -> None:
+        """Release the lock, handing it to the first waiter if there is one.
+
+        Raises RuntimeError if the lock is not held.
+        """
+        if self._waiters:
+            self._hand_over_held()
+            return
+        self._owner = None
+        try:
+            self._held.release()
+        except RuntimeError:
+            raise self._not_acquired() from None
+        if self._waiters:  # queued as it was released: see the module docstring
+            self._serve_freed()
+
+    def _not_acquired(self) -> RuntimeError:
+        return RuntimeError(f"Lock is not acquired: release() on {self!r}, which is not locked")
+
+    def _hand_over_held(self) -> None:
+        """release() with waiters queued: hand the lock over without letting it go."""
+        with self._mutex:
+            if not self._held.locked():
+                raise self._not_acquired()
+            w = self._hand_over()
+        if w is not None:
+            w.wake()
+
+    def _serve_freed(self) -> None:
+        """The lock was released while a waiter queued: take it back for the
+        first waiter, unless somebody else took it meanwhile (then their release
+        serves the queue, and the first waiter's edge names them)."""
+        with self._mutex:
+            if not self._waiters:
+                return
+            if not self._held.acquire(False):
+                self._repoint(0)
+                return
+            w = self._hand_over()
+        if w is not None:
+            w.wake()
+
+    # -- under the mutex ----------------------------------------------------------
+
+    def _take(self, node: object) -> bool:
+        if not self._waiters and self._held.acquire(False):
+            self._owner = node
+            return True
+        return False
+
+    def _queue(self, w: Waiter) -> Waiter | None:
+        """Record ``w``'s wait, then queue it; may raise DeadlockError.
+
+        The wait-for edge points at the waiter ahead in the FIFO, or at the
+        owner if there is none. With hand-over in FIFO order each waiter will
+        hold the lock, and must release it, before the next one gets it, so
+        that edge stays true as the lock changes hands: only the new owner's
+        own edge is removed (see :meth:`_hand_over`). Pointing every waiter
+        at the owner instead would leave stale edges to past owners, and a
+        past owner that then awaits a waiter would be told of a cycle that
+        does not exist.
+
+        If the lock was released since :meth:`_take` looked, by a holder that
+        did not see this queue yet, it goes to the first waiter now: returned
+        for the caller to wake (``w`` itself if it is first).
+        """
+        waiters = self._waiters
+        ahead = waiters[-1].node if waiters else self._owner
+        if ahead is not None:
+            deadlock.begin_wait(ahead, f"lock {self!r}", w.node)
+        waiters.append(w)
+        if self._held.acquire(False):
+            return self._hand_over()
+        return None
+
+    def _forget(self, w: Waiter) -> None:
+        deadlock.end_wait(w.node)
+        self._repoint(remove(self._waiters, w))
+
+    def _settle(self, w: Waiter, kept: bool) -> list[Waiter]:
+        if kept:
+            return []
+        nxt = self._hand_over()
+        return [] if nxt is None else [nxt]
+
+    def _hand_over(self) -> Waiter | None:
+        """Give the held lock to the first waiter that can take it, or release it.
+
+        Waiters whose future was cancelled (their task has not run yet) or whose
+        loop is closed are skipped, as asyncio skips a cancelled waiter: the
+        lock is not held by a task that is leaving.
+        """
+        waiters = self._waiters
+        while waiters:
+            w = waiters.popleft()
+            deadlock.end_wait(w.node)
+            if w.gone():
+                w.skipped = True
+                self._repoint(0)
+                continue
+            w.granted = True
+            self._owner = w.node
+            return w
+        self._owner = None
+        self._held.release()
+        return None
+
+    def _repoint(self, i: int) -> None:
+        """Point the edge of the waiter now at index ``i`` at its new predecessor."""
+        waiters = self._waiters
+        if i >= len(waiters):
+            return
+        ahead = waiters[i - 1].node if i > 0 else self._owner
+        node = waiters[i].node
+        if ahead is None:
+            deadlock.end_wait(node)
+            return
+        try:
+            deadlock.begin_wait(ahead, f"lock {self!r}", node)
+        except DeadlockError:
+            # Only reachable in the racy window deadlock.py describes (the path
+            # from the successor already led to its new predecessor). The edge
+            # is dropped: a cycle may go unreported, none is ever invented.
+            pass
