@@ -5,8 +5,9 @@ Needs the ``web`` extra (``pip install 'loopgrid[web]'``: uvicorn). See
 requests run as grid tasks, ``front.py`` for the front loops, ``inline.py`` for
 the short routes the front loop runs itself, ``offload.py`` for routes served
 by processes of their own, ``lifespan.py`` for the app's lifespan,
-``appstate.py`` for a per-loop ``app.state``, and ``loopcheck.py`` for the
-startup check that no loop-bound object is shared by the loops.
+``appstate.py`` for a per-loop ``app.state``, ``loopcheck.py`` for the
+startup check that no loop-bound object is shared by the loops, and
+``failclose.py`` for the ``connection: close`` of a failed request's 500.
 """
 
 from .lifespan import StartupError

@@ -70,6 +70,7 @@ from ..priority import Priority, check_priority
 from ..worker import _current
 from . import appstate
 from .bridge import RequestBridge
+from .failclose import call_closing_on_failure
 from .front import FrontLoop
 from .inline import Routes
 from .lifespan import StartupError, _Lifespan, check_mode, run_shutdown, run_startup, workers
@@ -146,7 +147,8 @@ def _with_state(app: Any, header: bool, per_loop: bool) -> Callable[..., Any]:
     shallow copy of ``state`` in the scope, as uvicorn does, and with the
     worker header (``label``) if asked. With ``per_loop`` (a per-loop
     ``app.state``), the request is marked with its loop, for the code it runs
-    in threads (``appstate.enter``).
+    in threads (``appstate.enter``). An HTTP request's 5xx response says
+    ``connection: close`` when the app then raised (``failclose.py``).
 
     Each thread that calls it passes a state dict of its own: a snapshot of
     the lifespan state taken once startup ended (:func:`_snapshot`). Two
@@ -160,13 +162,15 @@ def _with_state(app: Any, header: bool, per_loop: bool) -> Callable[..., Any]:
             scope["state"] = state.copy()
             if per_loop:
                 appstate.enter()
-        if header and scope["type"] == "http":
+        if scope["type"] != "http":
+            return app(scope, receive, send)
+        if header:
 
             async def send_with_header(message: dict[str, Any]) -> None:
                 await send(with_header(message, WORKER_HEADER, label))
 
-            return app(scope, receive, send_with_header)
-        return app(scope, receive, send)
+            return call_closing_on_failure(app, scope, receive, send_with_header)
+        return call_closing_on_failure(app, scope, receive, send)
 
     return with_state
 
