@@ -51,8 +51,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import errno
 import functools
+import os
 import signal
 import socket
 import sys
@@ -74,6 +74,7 @@ from .failclose import call_closing_on_failure
 from .front import FrontLoop
 from .inline import Routes
 from .lifespan import StartupError, _Lifespan, check_mode, run_shutdown, run_startup, workers
+from .listen import Listen, listening_sockets, url_of
 from .loopcheck import LoopCheck
 from .offload import Offload, check_prefixes, with_header
 
@@ -205,53 +206,6 @@ def _call_with(with_state: Any, state: dict[str, Any], label: bytes) -> Any:
     return call
 
 
-_REUSEPORT = getattr(socket, "SO_REUSEPORT", None)
-
-
-def _bind_each(host: str, port: int, backlog: int, count: int) -> list[socket.socket]:
-    """``count`` listening sockets on one port, one per loop with SO_REUSEPORT.
-
-    Why not duplicates of one socket: every loop's selector then wakes for
-    each connection and the first to run accepts all that wait; wrk's 32
-    connections, opened together, could all land on one loop, which cut the
-    throughput of 2 loops from 1.3-1.5x that of 1 to 0.8x on a free-threaded
-    build. With one socket each, the kernel spreads connections over them.
-    """
-    if count == 1 or _REUSEPORT is None:
-        first = _bind(host, port, backlog, reuseport=False)
-        return [first] + [first.dup() for _ in range(count - 1)]
-    socks = [_bind(host, port, backlog, reuseport=True)]
-    try:
-        port = socks[0].getsockname()[1]
-        socks += [_bind(host, port, backlog, reuseport=True) for _ in range(count - 1)]
-    except BaseException:
-        for sock in socks:
-            sock.close()
-        raise
-    return socks
-
-
-def _bind(host: str, port: int, backlog: int, reuseport: bool) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP said outright: asyncio's loop turns Nagle off (TCP_NODELAY)
-    # on accepted connections only when the listener's proto says TCP, and
-    # with Nagle on, a response written in two parts waits for a delayed ACK
-    # (40 ms a request on loopback).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuseport and _REUSEPORT is not None:
-            sock.setsockopt(socket.SOL_SOCKET, _REUSEPORT, 1)
-        sock.bind((host, port))
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        hint = " (the port is in use)" if exc.errno == errno.EADDRINUSE else ""
-        raise StartupError(f"cannot listen on {host}:{port}{hint}: {exc}") from exc
-    return sock
-
-
 class Server:
     """An ASGI app served from the loops of a grid. See the module docstring.
 
@@ -286,6 +240,11 @@ class Server:
     bound to one event loop would be shared by the loops - module globals of
     the app's code that loopgrid cannot make per loop, or the state of
     ``lifespan="shared"``; False logs them as warnings instead.
+    It listens on ``sock`` if given (a listening socket bound by a
+    supervising process, say; the server uses duplicates of it), else on the
+    unix socket ``uds`` (made readable and writable by all, removed at close),
+    else on the inherited socket file descriptor ``fd``, else on ``host`` and
+    ``port`` (``listen.py``); :attr:`url` tells where.
     ``uvicorn_options`` go to ``uvicorn.Config`` (``log_config`` defaults to
     None: a library does not configure logging; ``loopgrid serve`` passes
     uvicorn's).
@@ -311,6 +270,9 @@ class Server:
         offload: Sequence[str] | None = None,
         offload_processes: int = 1,
         loop_check: bool = True,
+        uds: str | None = None,
+        fd: int | None = None,
+        sock: socket.socket | None = None,
         **uvicorn_options: Any,
     ) -> None:
         target = app if isinstance(app, str) else None
@@ -331,6 +293,12 @@ class Server:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be a port number (0 for any free port), got {port!r}")
         grace = check_seconds("grace", grace, zero=True)
+        if uds is not None and not isinstance(uds, str):
+            raise TypeError(f"uds must be a path (str) or None, got {uds!r}")
+        if fd is not None and (isinstance(fd, bool) or not isinstance(fd, int) or fd < 0):
+            raise ValueError(f"fd must be a file descriptor number or None, got {fd!r}")
+        if sock is not None and not isinstance(sock, socket.socket):
+            raise TypeError(f"sock must be a listening socket.socket or None, got {sock!r}")
         if grid is not None and not isinstance(grid, Grid):
             raise TypeError(f"grid must be a loopgrid.Grid or None, got {grid!r}")
         if grid is not None and loops is not None and loops != len(grid.workers):
@@ -383,10 +351,11 @@ class Server:
             else None
         )
         self._requested_port = port
+        self._listen = Listen(host, port, uds, fd, sock, backlog)
+        self._url: str | None = None
         self._loops = loops
         self._own_grid = grid is None
         self._grid = grid
-        self._backlog = backlog
         self._header = worker_header
         self._priority_of = _priority_function(routes)
         self._switch_interval = switch_interval
@@ -415,16 +384,18 @@ class Server:
     def port(self) -> int:
         """The port listened on (the one chosen by the system for ``port=0``)."""
         if self._port is None:
-            raise RuntimeError(f"{self!r} has not started: it listens on no port yet")
+            raise RuntimeError(f"{self!r} listens on no TCP port (not started, or not TCP)")
         return self._port
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        """Where it serves: ``http://host:port``, or ``http+unix://path``."""
+        if self._url is None:
+            raise RuntimeError(f"{self!r} has not started: it listens nowhere yet")
+        return self._url
 
     def __repr__(self) -> str:
-        return f"<loopgrid.web.Server {self.dispatch} {self.host}:{self._requested_port}>"
+        return f"<loopgrid.web.Server {self.dispatch} {self._listen.describe()}>"
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -454,8 +425,12 @@ class Server:
             listeners = self._fronts or (1 if _GIL else len(grid.workers))
         else:
             listeners = len(grid.workers)
-        self._socks = _bind_each(self.host, self._requested_port, self._backlog, listeners)
-        self._port = int(self._socks[0].getsockname()[1])
+        self._socks = listening_sockets(self._listen, listeners)
+        first = self._socks[0]
+        if first.family != getattr(socket, "AF_UNIX", None):
+            self._port = int(first.getsockname()[1])
+        scheme = "https" if self._options.get("ssl_certfile") else "http"
+        self._url = url_of(first, scheme)
         places = workers(grid)
         if self.dispatch == "request":
             for i in range(listeners):
@@ -591,6 +566,9 @@ class Server:
                 self._restore_state()
                 self._restore_state = None
             self._close_sockets()
+            if self._listen.uds is not None and self._url is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._listen.uds)
             if self._old_switch_interval is not None:
                 sys.setswitchinterval(self._old_switch_interval)
                 self._old_switch_interval = None
