@@ -81,10 +81,13 @@ class HandOver:
         had just been handed to it.
         """
         node = task_node(self)
-        with self._mutex:
-            if self._take(node):  # free: no second coroutine
-                return True
-        return await self._acquire(TASK, node, None)
+        mutex = self._mutex
+        mutex.acquire()  # not ``with``: this is the path every acquire takes
+        try:
+            taken = self._take(node)
+        finally:
+            mutex.release()
+        return taken or await self._acquire(TASK, node, None)
 
     def acquire_blocking(self, timeout: float | None = None) -> bool:
         """Take the lock (or a permit) from a plain thread, waiting up to ``timeout`` s.

@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Sized
 from typing import Any, TypeVar
 
 from ..errors import WouldBlockError
@@ -51,6 +51,7 @@ __all__ = [
     "Waiter",
     "Waits",
     "begin_blocking",
+    "describe",
     "expired",
     "not_on_asyncio_error",
     "pick",
@@ -82,6 +83,13 @@ def not_on_asyncio_error(obj: object, method: str) -> RuntimeError:
     """The error for an async ``method`` of ``obj`` awaited where no asyncio loop runs (trio)."""
     name = type(obj).__name__
     return not_on_asyncio(f"{name}.{method}() on {obj!r}", f"{name.lower()}.{_BLOCKING[method]}")
+
+
+def describe(obj: object, state: str, waiters: Sized) -> str:
+    """A primitive's repr: its class, address, ``state`` and how many wait."""
+    n = len(waiters)
+    extra = f", waiters:{n}" if n else ""
+    return f"<loopgrid.{type(obj).__name__} object at {id(obj):#x} [{state}{extra}]>"
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

@@ -22,6 +22,7 @@ from ._waiter import (
     Waiter,
     Waits,
     begin_blocking,
+    describe,
     expired,
     pick,
     remove,
@@ -65,10 +66,7 @@ class Condition:
         self._waiters: deque[Waiter] = deque()
 
     def __repr__(self) -> str:
-        state = "locked" if self._lock.locked() else "unlocked"
-        n = len(self._waiters)
-        extra = f", waiters:{n}" if n else ""
-        return f"<loopgrid.Condition object at {id(self):#x} [{state}{extra}]>"
+        return describe(self, "locked" if self._lock.locked() else "unlocked", self._waiters)
 
     # -- the lock -------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from ._waiter import (
     Waiter,
     Waits,
     begin_blocking,
+    describe,
     expired,
     run_blocking,
     wait_or_give_up,
@@ -43,10 +44,7 @@ class Event:
         self._waiters: list[Waiter] = []
 
     def __repr__(self) -> str:
-        n = len(self._waiters)
-        extra = f", waiters:{n}" if n else ""
-        state = "set" if self._flag else "unset"
-        return f"<loopgrid.Event object at {id(self):#x} [{state}{extra}]>"
+        return describe(self, "set" if self._flag else "unset", self._waiters)
 
     def is_set(self) -> bool:
         return self._flag

@@ -1,43 +1,48 @@
 """The cross-loop Lock: an uncontended path without the mutex, hand-over when contended.
 
-Why a second lock inside: an uncontended ``async with lock`` is what every user
-of a lock pays, and with the mutex it cost 2.6 times asyncio.Lock's. The state
-"held" is a raw ``threading.Lock``, ``_held``, taken with ``acquire(False)``
-and given back with ``release()``; both are atomic, also on free-threaded
-builds. So the uncontended path is: look that nobody waits, take ``_held``,
-note the owner; and to release: look that nobody waits, clear the owner,
-release ``_held``, look again. The mutex and the waiter queue are only for
-contention. While waiters are queued, ``_held`` stays held: ``release()``
-hands it to the first waiter under the mutex, so nobody barges in.
+Why: an uncontended ``async with lock`` is what every user of a lock pays, and
+with the mutex it cost 2.6 times asyncio.Lock's. So whether the lock is free
+is not a field under the mutex but a token: ``_free`` is a deque that holds
+one item while the lock is free (``maxlen=1``). Taking the lock is popping the
+token, releasing it is putting it back: ``deque.pop()`` and ``append()`` are
+atomic, also on free-threaded builds (each runs under the deque's own lock
+there), and are plain C calls, several times cheaper than
+``threading.Lock.acquire(False)`` (which parses its arguments). So the
+uncontended path is: look that nobody waits, pop the token, note the owner;
+and to release: look that nobody waits, clear the owner, put the token back,
+look again. The mutex and the waiter queue are only for contention. While
+waiters are queued the token stays out: ``release()`` hands the lock to the
+first waiter under the mutex, so nobody barges in.
 
 The one race, and why no waiter is ever stranded: a waiter queues (under the
-mutex) just as the holder releases without the mutex. The waiter, once queued,
-tries ``_held.acquire(False)`` again; the releaser, once ``_held`` is
-released, looks at the queue again. Each side writes first (queue, release)
-and reads the other's state second, and both writes are atomic operations
-ordered before the reads: on GIL builds any switch between threads is a full
-barrier; on free-threaded builds ``_held``'s acquire and release are
-sequentially consistent read-modify-writes (full barriers on x86 and ARM), the
-append is made under the deque's own lock, and ``len(deque)`` is an atomic
-load. So at least one side sees the other: the waiter takes the lock, or the
-releaser does (``_held.acquire(False)`` under the mutex) and hands it to the
-first waiter. If a newcomer took it in between, its own ``release()`` sees the
-queue. The look at the queue before the fast path is a fairness hint only
-(newcomers queue behind waiters, as asyncio's lock has them); correctness
-never rests on it.
+mutex) just as the holder releases without the mutex. The waiter, once
+queued, tries to pop the token again; the releaser, once the token is back,
+looks at the queue again. Each side writes first (the queue, the token) and
+reads the other's state second, and the writes are made under the deques' own
+locks: on GIL builds any switch between threads is a full barrier; on
+free-threaded builds those locks are taken and released with sequentially
+consistent atomic read-modify-writes (full barriers on x86 and ARM), and
+``len(deque)`` is an atomic load. So at least one side sees the other: the
+waiter takes the lock, or the releaser takes the token back (under the mutex)
+and hands the lock to the first waiter. If a newcomer took the token in
+between, its own ``release()`` sees the queue. The look at the queue before
+the uncontended path is a fairness hint only (newcomers queue behind waiters,
+as asyncio's lock has them); correctness never rests on it. ``maxlen=1``
+keeps a release racing an erroneous second release (of a lock that is not
+held) from making two tokens.
 
 Deadlock edges (see ``deadlock.py``): a waiter waits for the node ahead of it
 in the FIFO, or the owner if it is first. ``_owner`` is written by whoever
-takes ``_held`` (right after taking it) or hands it over (under the mutex),
-and cleared by the releaser just before it releases ``_held``; a waiter that
-reads it in between finds None and records no edge: a cycle may then go
-unreported, none is ever invented. The edges themselves are written under the
-mutex, by the waiter itself when it queues and gives up, and by whoever hands
-the lock over (removing the new owner's edge) or removes a waiter from the
-middle of the FIFO (re-pointing its successor). A record is in the FIFO
-exactly while its edge may be written by others.
+takes the token (right after taking it) or hands the lock over (under the
+mutex), and cleared by the releaser just before it puts the token back; a
+waiter that reads it in between finds None and records no edge: a cycle may
+then go unreported, none is ever invented. The edges themselves are written
+under the mutex, by the waiter itself when it queues and gives up, and by
+whoever hands the lock over (removing the new owner's edge) or removes a
+waiter from the middle of the FIFO (re-pointing its successor). A record is in
+the FIFO exactly while its edge may be written by others.
 
-Thread ownership: ``_held`` and ``_owner`` as above; ``_waiters`` under
+Thread ownership: ``_free`` and ``_owner`` as above; ``_waiters`` under
 ``_mutex`` (read without it only as a hint, or by the releaser as described).
 """
 
@@ -50,7 +55,7 @@ from types import TracebackType
 from .. import deadlock
 from ..errors import DeadlockError
 from ._handover import HandOver
-from ._waiter import TASK, Waiter, remove, task_node
+from ._waiter import TASK, Waiter, describe, remove, task_node
 
 __all__ = ["Lock"]
 
@@ -73,25 +78,22 @@ class Lock(HandOver):
     and does not take the lock.
     """
 
-    __slots__ = ("__weakref__", "_held", "_mutex", "_owner", "_waiters")
+    __slots__ = ("__weakref__", "_free", "_mutex", "_owner", "_waiters")
 
     def __init__(self) -> None:
-        #: Held exactly while the lock is (see the module docstring).
-        self._held = _allocate_lock()
+        #: Holds the token while the lock is free (see the module docstring).
+        self._free: deque[bool] = deque((True,), maxlen=1)
         #: The node holding the lock (see ``deadlock.current_node``), or None.
         self._owner: object | None = None
         self._mutex = _allocate_lock()
         self._waiters: deque[Waiter] = deque()
 
     def __repr__(self) -> str:
-        state = "locked" if self._held.locked() else "unlocked"
-        n = len(self._waiters)
-        extra = f", waiters:{n}" if n else ""
-        return f"<loopgrid.Lock object at {id(self):#x} [{state}{extra}]>"
+        return describe(self, "unlocked" if self._free else "locked", self._waiters)
 
     def locked(self) -> bool:
         """True if some task or thread holds the lock."""
-        return self._held.locked()
+        return not self._free
 
     async def acquire(self) -> bool:
         """Wait until the lock is free and take it; returns True.
@@ -101,17 +103,22 @@ class Lock(HandOver):
         been handed to it.
         """
         node = task_node(self)
-        if not self._waiters and self._held.acquire(False):
+        if not self._waiters and self._free and self._grab():
             self._owner = node
             return True
         return await self._acquire(TASK, node, None)
 
     async def __aenter__(self) -> None:
-        # acquire(), inlined: one coroutine less per ``async with``.
+        # acquire() and _grab(), inlined: the cost of every ``async with``.
         node = task_node(self)
-        if not self._waiters and self._held.acquire(False):
-            self._owner = node
-            return
+        if not self._waiters and self._free:
+            try:
+                self._free.pop()
+            except IndexError:  # taken meanwhile
+                pass
+            else:
+                self._owner = node
+                return
         await self._acquire(TASK, node, None)
 
     async def __aexit__(
@@ -120,17 +127,7 @@ class Lock(HandOver):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # release(), inlined: the other half of every ``async with``.
-        if self._waiters:
-            self._hand_over_held()
-            return
-        self._owner = None
-        try:
-            self._held.release()
-        except RuntimeError:
-            raise self._not_acquired() from None
-        if self._waiters:
-            self._serve_freed()
+        self.release()
 
     def release(self) -> None:
         """Release the lock, handing it to the first waiter if there is one.
@@ -140,34 +137,41 @@ class Lock(HandOver):
         if self._waiters:
             self._hand_over_held()
             return
+        if self._free:
+            raise self._not_acquired()
         self._owner = None
-        try:
-            self._held.release()
-        except RuntimeError:
-            raise self._not_acquired() from None
+        self._free.append(True)
         if self._waiters:  # queued as it was released: see the module docstring
             self._serve_freed()
 
     def _not_acquired(self) -> RuntimeError:
         return RuntimeError(f"Lock is not acquired: release() on {self!r}, which is not locked")
 
+    def _grab(self) -> bool:
+        """Take the token if it is there (any thread, with or without the mutex)."""
+        try:
+            self._free.pop()
+        except IndexError:
+            return False
+        return True
+
     def _hand_over_held(self) -> None:
-        """release() with waiters queued: hand the lock over without letting it go."""
+        """release() with waiters queued: hand the lock over without freeing it."""
         with self._mutex:
-            if not self._held.locked():
+            if self._free:
                 raise self._not_acquired()
             w = self._hand_over()
         if w is not None:
             w.wake()
 
     def _serve_freed(self) -> None:
-        """The lock was released while a waiter queued: take it back for the
-        first waiter, unless somebody else took it meanwhile (then their release
+        """The lock was freed while a waiter queued: take it back for the first
+        waiter, unless somebody else took it meanwhile (then their release
         serves the queue, and the first waiter's edge names them)."""
         with self._mutex:
             if not self._waiters:
                 return
-            if not self._held.acquire(False):
+            if not self._grab():
                 self._repoint(0)
                 return
             w = self._hand_over()
@@ -177,7 +181,7 @@ class Lock(HandOver):
     # -- under the mutex ----------------------------------------------------------
 
     def _take(self, node: object) -> bool:
-        if not self._waiters and self._held.acquire(False):
+        if not self._waiters and self._grab():
             self._owner = node
             return True
         return False
@@ -194,16 +198,16 @@ class Lock(HandOver):
         past owner that then awaits a waiter would be told of a cycle that
         does not exist.
 
-        If the lock was released since :meth:`_take` looked, by a holder that
-        did not see this queue yet, it goes to the first waiter now: returned
-        for the caller to wake (``w`` itself if it is first).
+        If the lock was freed since :meth:`_take` looked, by a holder that did
+        not see this queue yet, it goes to the first waiter now: returned for
+        the caller to wake (``w`` itself if it is first).
         """
         waiters = self._waiters
         ahead = waiters[-1].node if waiters else self._owner
         if ahead is not None:
             deadlock.begin_wait(ahead, f"lock {self!r}", w.node)
         waiters.append(w)
-        if self._held.acquire(False):
+        if self._grab():
             return self._hand_over()
         return None
 
@@ -218,7 +222,7 @@ class Lock(HandOver):
         return [] if nxt is None else [nxt]
 
     def _hand_over(self) -> Waiter | None:
-        """Give the held lock to the first waiter that can take it, or release it.
+        """Give the held lock to the first waiter that can take it, or free it.
 
         Waiters whose future was cancelled (their task has not run yet) or whose
         loop is closed are skipped, as asyncio skips a cancelled waiter: the
@@ -236,7 +240,7 @@ class Lock(HandOver):
             self._owner = w.node
             return w
         self._owner = None
-        self._held.release()
+        self._free.append(True)
         return None
 
     def _repoint(self, i: int) -> None:

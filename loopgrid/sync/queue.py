@@ -2,18 +2,32 @@
 
 The queues wake and retry, as asyncio.Queue does: items only ever live in the
 queue's storage, so a getter cancelled at any moment cannot lose one, and a
-woken waiter that gives up passes its wake-up on. A put or get that finds
-room or an item (the hot path) takes the mutex once and wakes a waiter only
-if one waits; only a caller that has to wait runs the core (``_put_waiting``,
-``_get_waiting``), the same for tasks and threads.
+woken waiter that gives up passes its wake-up on. Only a caller that has to
+wait runs the core (``_put_waiting``, ``_get_waiting``), the same for tasks
+and threads; a put that finds room takes the mutex once, and wakes a getter
+only if one waits.
 
-Thread ownership: the items, the waiter deques, ``_unfinished`` and
-``_is_shutdown`` are guarded by ``_mutex``, taken by any thread for a few
-field updates only: never across a wait, an ``await`` or a call into user code
-(the storage hooks ``_put`` and ``_get`` of a subclass run under it: no
-waiting there). Wake-ups are issued after the mutex is released, except the
-join event's ``set()`` in ``task_done`` (see there). ``qsize()``, ``empty()``
-and ``full()`` read without it: snapshots.
+A get from a :class:`Queue` (not a subclass with storage of its own) takes no
+mutex at all: ``deque.popleft()`` is atomic, also on free-threaded builds, and
+a get only ever removes, so it cannot break the bound or the order. What it
+must not do is strand a putter that is about to wait on a full queue: the
+putter queues itself (under the mutex) and then looks at the queue's length
+again; the getter pops and then looks whether putters wait (and if so wakes
+the first under the mutex). Each side writes first and reads the other's
+deque second, and deque writes are made under the deque's own lock (on
+free-threaded builds, taken and released with sequentially consistent atomic
+read-modify-writes; on GIL builds, any thread switch is a full barrier), so
+at least one side sees the other: the putter finds room, or the getter wakes
+it. Under the mutex, a look at the items and the pop that follows may find
+the deque emptied in between by such a get, and take that as empty.
+
+Thread ownership: the waiter deques, ``_unfinished`` and ``_is_shutdown``,
+and every change to the items but those gets, are guarded by ``_mutex``, taken
+by any thread for a few field updates only: never across a wait, an ``await``
+or a call into user code (the storage hooks ``_put`` and ``_get`` of a
+subclass run under it: no waiting there). Wake-ups are issued after the mutex
+is released, except the join event's ``set()`` in ``task_done`` (see there).
+``qsize()``, ``empty()`` and ``full()`` read without it: snapshots.
 """
 
 from __future__ import annotations
@@ -99,6 +113,16 @@ class Queue(Generic[T]):
     )
 
     _queue: Any
+
+    #: Whether gets pop without the mutex: true while the storage is Queue's own
+    #: deque (see the module docstring); a subclass with storage of its own
+    #: (``_init`` or ``_get`` overridden) takes the mutex for every get.
+    _atomic_get = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls._init is not Queue._init or cls._get is not Queue._get:
+            cls._atomic_get = False
 
     def __init__(self, maxsize: int = 0) -> None:
         self._maxsize = _maxsize(maxsize, type(self).__name__)
@@ -206,6 +230,11 @@ class Queue(Generic[T]):
                     raise TimeoutError(f"{self!r} stayed full for {timeout} s")
                 pw = how.waiter(None, self, "put", deadline)
                 putters.append(pw)
+                if not 0 < self._maxsize <= len(self._queue):
+                    # A get without the mutex freed a slot since the look above,
+                    # and did not see this putter: look again (module docstring).
+                    putters.pop()
+                    continue
             if not await wait_or_give_up(pw, self._give_up, pw, putters):
                 self._give_up(pw, putters)  # timed out: the loop looks once more
         if w is not None:
@@ -216,12 +245,22 @@ class Queue(Generic[T]):
     def get_nowait(self) -> T:
         """Remove and return an item if one is there, else raise :class:`asyncio.QueueEmpty`
         (:class:`QueueShutDown` once shut down)."""
+        if self._atomic_get and self._queue:
+            try:
+                item: T = self._queue.popleft()
+            except IndexError:  # emptied since the look
+                pass
+            else:
+                if self._putters:
+                    self._wake_putter()
+                return item
         with self._mutex:
-            if not self._queue:
+            taken = self._take()
+            if taken is None:
                 if self._is_shutdown:
                     raise QueueShutDown(f"{self!r} was shut down")
                 raise asyncio.QueueEmpty(f"{self!r} is empty")
-            item, w = self._take()
+        item, w = taken
         if w is not None:
             w.wake()
         return item
@@ -229,19 +268,16 @@ class Queue(Generic[T]):
     async def get(self) -> T:
         """Remove and return an item, waiting while the queue is empty; once it is
         shut down and empty, raise :class:`QueueShutDown`."""
-        mutex = self._mutex
-        mutex.acquire()
-        try:
-            got = bool(self._queue)
-            if got:
-                item, w = self._take()
-        finally:
-            mutex.release()
-        if not got:
-            return await self._get_waiting(TASK, None, None)
-        if w is not None:
-            w.wake()
-        return item
+        if self._atomic_get and self._queue:
+            try:
+                item: T = self._queue.popleft()
+            except IndexError:  # emptied since the look
+                pass
+            else:
+                if self._putters:
+                    self._wake_putter()
+                return item
+        return await self._get_waiting(TASK, None, None)
 
     def get_blocking(self, timeout: float | None = None) -> T:
         """Remove and return an item from a plain thread, waiting up to ``timeout`` seconds.
@@ -258,8 +294,8 @@ class Queue(Generic[T]):
         getters = self._getters
         while True:
             with self._mutex:
-                if self._queue:
-                    item, w = self._take()
+                taken = self._take()
+                if taken is not None:
                     break
                 if self._is_shutdown:
                     raise QueueShutDown(f"{self!r} was shut down")
@@ -269,6 +305,7 @@ class Queue(Generic[T]):
                 getters.append(gw)
             if not await wait_or_give_up(gw, self._give_up, gw, getters):
                 self._give_up(gw, getters)  # timed out: the loop looks once more
+        item, w = taken
         if w is not None:
             w.wake()
         return item
@@ -316,7 +353,10 @@ class Queue(Generic[T]):
             self._is_shutdown = True
             if immediate:
                 while self._queue:
-                    self._get()
+                    try:
+                        self._get()
+                    except IndexError:  # a get without the mutex took the last one
+                        break
                     if self._unfinished > 0:
                         self._unfinished -= 1
                 if self._unfinished == 0:
@@ -342,10 +382,27 @@ class Queue(Generic[T]):
         getters = self._getters
         return pick(getters) if getters else None
 
-    def _take(self) -> tuple[T, Waiter | None]:
-        """Remove an item and pick a putter to wake."""
+    def _take(self) -> tuple[T, Waiter | None] | None:
+        """Remove an item and pick a putter to wake; None if there is no item."""
+        if not self._queue:
+            return None
+        try:
+            item = self._get()
+        except IndexError:
+            if not self._atomic_get:
+                raise
+            return None  # a get without the mutex took the last one since the look
         putters = self._putters
-        return self._get(), pick(putters) if putters else None
+        return item, pick(putters) if putters else None
+
+    def _wake_putter(self) -> None:
+        """After a get without the mutex: wake the first putter if there is room."""
+        with self._mutex:
+            putters = self._putters
+            room = not 0 < self._maxsize <= len(self._queue)
+            w = pick(putters) if putters and room else None
+        if w is not None:
+            w.wake()
 
     def _give_up(self, w: Waiter, waiters: deque[Waiter]) -> None:
         """``w`` stops waiting (mutex not held). If it had been woken, its wake-up

@@ -15,7 +15,7 @@ import threading
 from collections import deque
 
 from ._handover import HandOver
-from ._waiter import Waiter, pick
+from ._waiter import Waiter, describe, pick
 
 __all__ = ["BoundedSemaphore", "Semaphore"]
 
@@ -54,10 +54,8 @@ class Semaphore(HandOver):
         self._pending: set[Waiter] = set()
 
     def __repr__(self) -> str:
-        n = len(self._waiters)
-        extra = f", waiters:{n}" if n else ""
         state = "locked" if self.locked() else f"unlocked, value:{self._value}"
-        return f"<loopgrid.{type(self).__name__} object at {id(self):#x} [{state}{extra}]>"
+        return describe(self, state, self._waiters)
 
     def locked(self) -> bool:
         """True if ``acquire()`` would wait: no permit is free, or waiters are
@@ -70,12 +68,14 @@ class Semaphore(HandOver):
 
     def release(self) -> None:
         """Add a permit, or hand it to the first waiter."""
-        with self._mutex:
+        mutex = self._mutex
+        mutex.acquire()  # not ``with``: this is the path every release takes
+        try:
             self._check_release()
             self._value += 1
-            if not self._waiters:
-                return
-            wake = self._refill()
+            wake = self._refill() if self._waiters else ()
+        finally:
+            mutex.release()
         for w in wake:
             w.wake()
 
