@@ -5,11 +5,12 @@
   loops without a line of set-up. The current directory is importable, as with
   ``python -m``. Exit status: 0, 1 if the function raised (its traceback is
   printed), 2 for a bad ``module:func``, 130 on Ctrl-C.
-* ``loopgrid serve module:app --loops N --host H --port P`` serves an ASGI app
-  from the N loops of one grid in one process (``loopgrid.web``; needs the
-  ``web`` extra). Ctrl-C or SIGTERM stops it gracefully, a second one at once.
-  Exit status: 0 once stopped, 1 if it could not start, 2 for a bad
-  ``module:app``, 130 for Ctrl-C before it served.
+* ``loopgrid serve module:app --loops N [uvicorn's options]`` serves an ASGI
+  app from the N loops of a grid (``loopgrid.web.command``, which takes
+  uvicorn's command line; needs the ``web`` extra). Ctrl-C or SIGTERM stops
+  it gracefully, a second one at once. Exit status: 0 once stopped, 1 if it
+  could not start, 2 for a bad command line or ``module:app``, 130 for
+  Ctrl-C before it served.
 * ``loopgrid ps --url URL`` lists the tasks of a running grid, read from its
   debug endpoint (``Grid(debug_port=...)`` or ``LOOPGRID_DEBUG_PORT``; see
   ``debug.py``): id, name, priority, state, worker, age, and where it waits.
@@ -50,6 +51,11 @@ class _Usage(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        from .web.command import main as serve
+
+        return serve(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -79,92 +85,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
-    serve = sub.add_parser("serve", help="serve an ASGI app from every loop of a grid")
-    serve.add_argument("target", help="module:app (an ASGI application)")
-    serve.add_argument("--loops", type=int, default=None, help="event loops (default: CPUs)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port to bind (0: any free port)")
-    serve.add_argument(
-        "--dispatch",
-        choices=("request", "connection"),
-        default="request",
-        help="request: each request is a grid task any free loop runs (default); "
-        "connection: one server per loop, a request runs where its connection landed",
+    # Parsed by loopgrid.web.command (uvicorn's options and loopgrid's): listed
+    # here for `loopgrid --help` only.
+    sub.add_parser(
+        "serve",
+        help="serve an ASGI app from every loop of a grid, with uvicorn's options "
+        "(loopgrid serve --help)",
+        add_help=False,
     )
-    serve.add_argument(
-        "--lifespan",
-        choices=("loop", "shared", "process", "off"),
-        default="loop",
-        help="run the app's lifespan on every loop, each with its own state (default); "
-        "once, its state shared by every loop ('process' is the old name of 'shared'); "
-        "or not",
-    )
-    serve.add_argument(
-        "--no-loop-check",
-        dest="loop_check",
-        action="store_false",
-        help="serve even when objects bound to one event loop would be shared by the "
-        "loops (logged as warnings; by default the server refuses to start, naming them)",
-    )
-    serve.add_argument(
-        "--grace", type=float, default=10.0, help="seconds in-flight requests get on stop"
-    )
-    serve.add_argument(
-        "--priority",
-        action="append",
-        default=[],
-        metavar="PREFIX=LEVEL",
-        help="priority of requests under a path prefix, e.g. /ping=high (repeatable)",
-    )
-    serve.add_argument(
-        "--switch-interval",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="the GIL switch interval while serving (default: 0.0002 with --dispatch "
-        "request, else the interpreter's; 0: the interpreter's, 0.005 unless set)",
-    )
-    serve.add_argument(
-        "--fronts",
-        type=int,
-        default=None,
-        metavar="N",
-        help="front loops that share the connections with --dispatch request (default: 1 "
-        "with the GIL, one per loop without)",
-    )
-    serve.add_argument(
-        "--no-inline",
-        dest="inline",
-        action="store_false",
-        help="dispatch every request to the grid, even routes learned to be short "
-        "(by default those run on the front loop: see loopgrid.web.inline)",
-    )
-    serve.add_argument(
-        "--offload",
-        action="append",
-        default=[],
-        metavar="PREFIX",
-        help="serve the routes under this path prefix from processes of their own, each "
-        "with a copy of the app and its own GIL: for handlers that compute in Python "
-        "(repeatable; see loopgrid.web.offload)",
-    )
-    serve.add_argument(
-        "--offload-processes",
-        type=int,
-        default=1,
-        metavar="N",
-        help="processes serving the --offload routes (default: 1)",
-    )
-    serve.add_argument(
-        "--worker-header", action="store_true", help="add x-loopgrid-worker to responses"
-    )
-    serve.add_argument(
-        "--log-level",
-        default="info",
-        choices=("critical", "error", "warning", "info", "debug", "trace"),
-        help="uvicorn's log level (default: info)",
-    )
-    serve.set_defaults(handler=_serve)
 
     ps = sub.add_parser("ps", help="list the tasks of a grid with a debug endpoint")
     ps.add_argument("--url", required=True, help="the grid's debug_url, http://127.0.0.1:PORT")
@@ -235,87 +163,6 @@ def _env(name: str, value: str | None) -> Iterator[None]:
             del os.environ[name]
         else:
             os.environ[name] = old
-
-
-# -- serve ----------------------------------------------------------------------
-
-
-def _priorities(items: list[str]) -> dict[str, int]:
-    from .priority import Priority
-
-    routes: dict[str, int] = {}
-    for item in items:
-        prefix, sep, level = item.partition("=")
-        if not sep or not prefix.startswith("/") or level.upper() not in Priority.__members__:
-            names = ", ".join(p.name.lower() for p in Priority)
-            raise _Usage(f"--priority wants PREFIX=LEVEL with LEVEL one of {names}, got {item!r}")
-        routes[prefix] = Priority[level.upper()]
-    return routes
-
-
-def _serve(args: argparse.Namespace) -> int:
-    _check_loops(args.loops)
-    routes = _priorities(args.priority) or None
-    if routes is not None and args.dispatch != "request":
-        raise _Usage("--priority needs --dispatch request")
-    from . import web
-
-    switch_interval = args.switch_interval
-    if switch_interval is None:
-        switch_interval = "auto"
-    elif switch_interval == 0:
-        switch_interval = None
-    from .grid import _is_async_callable
-
-    app = _load(args.target, "app")
-    if not _is_async_callable(app):
-        raise _Usage(f"{args.target} is {app!r}, not an ASGI application (an async callable)")
-    try:
-        from uvicorn.config import LOGGING_CONFIG
-    except ImportError:
-        raise _Usage("serving needs uvicorn: pip install 'loopgrid[web]'") from None
-    try:
-        server = web.Server(
-            args.target if args.offload else app,
-            loops=args.loops,
-            host=args.host,
-            port=args.port,
-            dispatch=args.dispatch,
-            lifespan=args.lifespan,
-            grace=args.grace,
-            worker_header=args.worker_header,
-            routes=routes,
-            log_config=LOGGING_CONFIG,
-            log_level=args.log_level,
-            switch_interval=switch_interval,
-            inline=args.inline,
-            fronts=args.fronts,
-            offload=args.offload or None,
-            offload_processes=args.offload_processes,
-            loop_check=args.loop_check,
-        )
-    except (TypeError, ValueError) as exc:
-        raise _Usage(str(exc)) from None
-
-    offloaded = ""
-    if args.offload:
-        n = args.offload_processes
-        offloaded = f", offloading {' '.join(args.offload)} to {n} process{'es' if n > 1 else ''}"
-
-    def started(server: web.Server) -> None:
-        print(
-            f"loopgrid serve: {args.target} on {server.url} ({len(server.grid.workers)} loops, "
-            f"dispatch={args.dispatch}{offloaded}; Ctrl-C to stop)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    try:
-        server.run(on_started=started)
-    except web.StartupError as exc:
-        print(f"loopgrid serve: {exc}", file=sys.stderr)
-        return FAILED
-    return OK
 
 
 # -- ps and top -------------------------------------------------------------------

@@ -62,7 +62,7 @@ class InThread:
 
 def serve_process(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "loopgrid", "serve", *args, "--port", "0", "--log-level", "error"],
+        [sys.executable, "-m", "loopgrid", "serve", *args, "--port", "0", "--no-access-log"],
         cwd=TESTS,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -73,8 +73,8 @@ def serve_process(*args: str, env: dict[str, str] | None = None) -> subprocess.P
 
 def url_of(proc: subprocess.Popen[str]) -> str:
     assert proc.stderr is not None
-    for line in proc.stderr:  # the command prints its URL once it serves
-        m = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
+    for line in proc.stderr:  # the command logs its URL once it serves
+        m = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
         if m:
             return m.group(1)
     raise AssertionError(f"loopgrid serve never said where it serves (exit {proc.wait()})")

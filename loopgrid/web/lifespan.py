@@ -22,7 +22,8 @@ accepts a connection:
 
 An app that raises before it has received ``lifespan.startup`` does not speak
 the protocol (a bare ASGI callable that only knows ``http``): it is served
-without lifespan, as uvicorn's ``lifespan="auto"`` does. Any other failure
+without lifespan, as uvicorn's ``lifespan="auto"`` does (with
+``require_lifespan``, uvicorn's ``"on"``, that is a failure too). Any other failure
 (``lifespan.startup.failed``, or an exception once startup began) stops the
 whole server with :class:`~loopgrid.web.StartupError`, naming the loop.
 
@@ -89,10 +90,12 @@ def workers(grid: Grid) -> list[Place]:
 class _Lifespan:
     """One run of an app's lifespan protocol, on one loop."""
 
-    def __init__(self, app: Any, place: Place, state: dict[str, Any]) -> None:
+    def __init__(self, app: Any, place: Place, state: dict[str, Any], required: bool) -> None:
         self.app = app
         self.where, start = place
         self.state = state
+        #: An app that does not speak the protocol is an error (uvicorn's "on").
+        self.required = required
         self.started = False
         self._received_startup = False
         self._to_app: Queue[dict[str, Any]] = Queue()
@@ -137,6 +140,13 @@ class _Lifespan:
                 f"{reply.get('message') or '(no message)'}"
             )
         if kind == _ENDED and not self._received_startup:
+            if self.required:
+                exc = reply.get("exception")
+                raise StartupError(
+                    f"the app does not support the ASGI lifespan protocol (on {self.where} it "
+                    f"ended with {exc!r} before receiving lifespan.startup), and lifespan is "
+                    "required ('--lifespan on'): use '--lifespan auto' to serve it without"
+                ) from exc
             logs.info("web.lifespan_unsupported", where=self.where, app=repr(self.app))
             return
         exc = reply.get("exception")
@@ -175,23 +185,27 @@ class _Lifespan:
 
 
 def run_startup(
-    app: Any, mode: str, places: Sequence[Place]
+    app: Any, mode: str, places: Sequence[Place], required: bool = False
 ) -> tuple[list[_Lifespan], list[dict[str, Any]]]:
     """Run lifespan startup as ``mode`` says; returns the runs and each place's state.
 
     All runs start at once (one per place with ``"loop"``, on the first place
     with ``"shared"``). If any fails, the ones that started are shut down
-    again and StartupError is raised.
+    again and StartupError is raised; with ``required``, an app that does not
+    speak the protocol fails too (uvicorn's ``lifespan="on"``).
     """
     if mode == "off":
         return [], [{} for _ in places]
     if mode == "shared":
         shared: dict[str, Any] = {}
-        runs = [_Lifespan(app, places[0], shared)]
+        runs = [_Lifespan(app, places[0], shared, required)]
         states = [shared] * len(places)
     else:
         states = [{} for _ in places]
-        runs = [_Lifespan(app, place, state) for place, state in zip(places, states, strict=True)]
+        runs = [
+            _Lifespan(app, place, state, required)
+            for place, state in zip(places, states, strict=True)
+        ]
     failure: BaseException | None = None
     for run in runs:
         try:

@@ -52,6 +52,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import logging
 import os
 import signal
 import socket
@@ -98,6 +99,9 @@ SERVE_SWITCH_INTERVAL = 0.0002
 
 #: The response header ``worker_header=True`` adds, naming the worker's index.
 WORKER_HEADER = b"x-loopgrid-worker"
+
+#: uvicorn's logger for its own startup lines: loopgrid's read like them.
+_uvicorn_log = logging.getLogger("uvicorn.error")
 
 _Scope = dict[str, Any]
 _Routes = Mapping[str, "Priority | int"] | Callable[[_Scope], "Priority | int"] | None
@@ -240,6 +244,10 @@ class Server:
     bound to one event loop would be shared by the loops - module globals of
     the app's code that loopgrid cannot make per loop, or the state of
     ``lifespan="shared"``; False logs them as warnings instead.
+    ``require_lifespan`` (uvicorn's ``lifespan="on"``): an app that does not
+    speak the lifespan protocol fails to start instead of being served
+    without it. ``loop_factory`` makes the worker loops (default: uvloop's
+    where it is installed; see :class:`~loopgrid.Grid`).
     It listens on ``sock`` if given (a listening socket bound by a
     supervising process, say; the server uses duplicates of it), else on the
     unix socket ``uds`` (made readable and writable by all, removed at close),
@@ -273,6 +281,8 @@ class Server:
         uds: str | None = None,
         fd: int | None = None,
         sock: socket.socket | None = None,
+        require_lifespan: bool = False,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
         **uvicorn_options: Any,
     ) -> None:
         target = app if isinstance(app, str) else None
@@ -288,6 +298,12 @@ class Server:
         lifespan = check_mode(lifespan)
         if not isinstance(loop_check, bool):
             raise TypeError(f"loop_check must be True or False, got {loop_check!r}")
+        if not isinstance(require_lifespan, bool):
+            raise TypeError(f"require_lifespan must be True or False, got {require_lifespan!r}")
+        if grid is not None and loop_factory is not None:
+            raise ValueError(
+                "loop_factory is for the grid the server makes: give either grid or it"
+            )
         if not isinstance(host, str):
             raise TypeError(f"host must be a str, got {host!r}")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
@@ -338,6 +354,8 @@ class Server:
         self.grace = grace
         self.inline = inline
         self.loop_check = loop_check
+        self.require_lifespan = require_lifespan
+        self._loop_factory = loop_factory
         self._fronts = fronts
         self._offload = (
             Offload(
@@ -369,6 +387,7 @@ class Server:
         self._front_loops: list[FrontLoop] = []  # appended to by start
         self._restore_state: Callable[[], None] | None = None
         self._spread = False  # round-robin requests over workers (loopgrid.testing)
+        self._says_ctrl_c = False  # run() stops on Ctrl-C, and its log line says so
         self._state = "new"  # new -> started -> closed; controlling thread only
         self._stopping = False  # any thread (stop); read by start
 
@@ -415,11 +434,17 @@ class Server:
             raise
 
     def _start(self) -> None:
+        if self._options.get("log_config") is not None:
+            # Logging as the servers will have it, for the startup lines before them.
+            logging_options = ("log_config", "log_level", "use_colors")
+            self._uvicorn.Config(
+                self.app, **{k: v for k, v in self._options.items() if k in logging_options}
+            )
         if self._switch_interval is not None and _GIL:
             self._old_switch_interval = sys.getswitchinterval()
             sys.setswitchinterval(self._switch_interval)
         if self._grid is None:
-            self._grid = Grid(self._loops, name="web")
+            self._grid = Grid(self._loops, name="web", loop_factory=self._loop_factory)
         grid = self._grid
         if self.dispatch == "request":
             listeners = self._fronts or (1 if _GIL else len(grid.workers))
@@ -448,7 +473,13 @@ class Server:
         check.before_startup()
         if self.lifespan == "loop":
             self._restore_state = appstate.install(self.app)
-        self._lifespans, states = run_startup(self.app, self.lifespan, places)
+        if self.lifespan != "off":
+            _uvicorn_log.info("Waiting for application startup.")
+        self._lifespans, states = run_startup(
+            self.app, self.lifespan, places, self.require_lifespan
+        )
+        if self.lifespan != "off":
+            _uvicorn_log.info("Application startup complete.")
         check.after_startup(self.lifespan, states[0])
         with_state = _with_state(self.app, self._header, self.lifespan == "loop")
         if self._offload is not None:
@@ -484,6 +515,10 @@ class Server:
         failed = [s for s in self._servers if s.error is not None]
         if failed:
             raise StartupError(f"a server of {self!r} could not start") from failed[0].error
+        _uvicorn_log.info(
+            f"Uvicorn running on {self.url} with loopgrid: {loops_text}, dispatch={self.dispatch}"
+            + (" (Press CTRL+C to quit)" if self._says_ctrl_c else "")
+        )
         logs.info(
             "web.serving",
             url=self.url,
@@ -593,6 +628,7 @@ class Server:
         are restored after. Ctrl-C during startup (a lifespan startup that
         hangs, say) raises KeyboardInterrupt, once everything is undone.
         """
+        self._says_ctrl_c = threading.current_thread() is threading.main_thread()
         self.start()
         handlers: dict[signal.Signals, Any] = {}
         try:
@@ -673,5 +709,14 @@ def _server_class() -> Any:
 
 
 def serve(app: Any, **options: Any) -> None:
-    """Serve ``app`` until SIGINT/SIGTERM: ``Server(app, **options).run()``."""
+    """Serve ``app`` until SIGINT/SIGTERM: ``Server(app, **options).run()``.
+
+    As ``uvicorn.run``, it configures logging with uvicorn's configuration
+    unless ``log_config`` is given (None: leave logging alone), so that its
+    startup lines, the URL among them, are shown.
+    """
+    if "log_config" not in options:
+        from uvicorn.config import LOGGING_CONFIG
+
+        options["log_config"] = LOGGING_CONFIG
     Server(app, **options).run()
