@@ -175,7 +175,8 @@ def _ping(name: str, seconds: float, connections: int) -> tuple[float, float, fl
         processes, threads = shape
         argvs = [[PY, __file__, "serve-threads", str(port), str(threads)]] * processes
     else:
-        serve = [PY, "-m", "loopgrid", "serve", webbench.APP, "--log-level", "warning"]
+        serve = [PY, "-m", "loopgrid", "serve", webbench.APP, "--no-access-log",
+                 "--log-level", "warning"]  # fmt: skip
         argvs = [[*serve, "--dispatch", "connection", "--loops", str(shape), "--port", str(port)]]
     procs = [_start(argv, port) for argv in argvs]
     try:

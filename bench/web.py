@@ -65,16 +65,17 @@ PY = sys.executable
 
 def _command(name: str, loopgrid_flags: list[str], app: str = APP) -> list[str] | None:
     """A server's command line, by name: uvicorn-N, granian-N, or
-    loopgrid-N[-connection][-siMS][-prio][-noinline][-fK][-offload] (-si:
-    ``--switch-interval MS/1000``; -prio: ``--priority /ping=high``; -noinline:
-    ``--no-inline``; -fK: ``--fronts K``; -offload: ``--offload /cpu``), serving
-    ``app`` (``module:attribute``; bench/web_engine.py passes its own)."""
+    loopgrid-N[xL][-connection][-siMS][-prio][-noinline][-fK][-offload] (N
+    loops, or with xL: ``--workers N --loops L``; -si: ``--switch-interval
+    MS/1000``; -prio: ``--priority /ping=high``; -noinline: ``--no-inline``;
+    -fK: ``--fronts K``; -offload: ``--offload /cpu``), serving ``app``
+    (``module:attribute``; bench/web_engine.py passes its own)."""
     m = re.fullmatch(
-        r"(uvicorn|granian|loopgrid)-(\d+)(-connection)?(?:-si([\d.]+))?(-prio)?(-noinline)?"
-        r"(?:-f(\d+))?(-offload)?",
+        r"(uvicorn|granian|loopgrid)-(\d+)(?:x(\d+))?(-connection)?(?:-si([\d.]+))?(-prio)?"
+        r"(-noinline)?(?:-f(\d+))?(-offload)?",
         name,
     )
-    if m is None or (any(m.group(3, 4, 5, 6, 7, 8)) and m.group(1) != "loopgrid"):
+    if m is None or (any(m.group(3, 4, 5, 6, 7, 8, 9)) and m.group(1) != "loopgrid"):
         return None
     kind, n = m.group(1), m.group(2)
     if kind == "uvicorn":
@@ -83,14 +84,15 @@ def _command(name: str, loopgrid_flags: list[str], app: str = APP) -> list[str] 
     if kind == "granian":
         return [PY, "-m", "granian", "--interface", "asgi", "--workers", n,
                 "--log-level", "warning", "--no-ws", app]  # fmt: skip
-    dispatch = "connection" if m.group(3) else "request"
-    si = ["--switch-interval", str(float(m.group(4)) / 1000)] if m.group(4) else []
-    prio = ["--priority", "/ping=high"] if m.group(5) else []
-    prio += ["--no-inline"] if m.group(6) else []
-    prio += ["--fronts", m.group(7)] if m.group(7) else []
-    prio += ["--offload", "/cpu"] if m.group(8) else []
-    return [PY, "-m", "loopgrid", "serve", app, "--log-level", "warning", "--loops", n,
-            "--dispatch", dispatch, *si, *prio, *loopgrid_flags]  # fmt: skip
+    dispatch = "connection" if m.group(4) else "request"
+    si = ["--switch-interval", str(float(m.group(5)) / 1000)] if m.group(5) else []
+    prio = ["--priority", "/ping=high"] if m.group(6) else []
+    prio += ["--no-inline"] if m.group(7) else []
+    prio += ["--fronts", m.group(8)] if m.group(8) else []
+    prio += ["--offload", "/cpu"] if m.group(9) else []
+    sizes = ["--workers", n, "--loops", m.group(3)] if m.group(3) else ["--loops", n]
+    return [PY, "-m", "loopgrid", "serve", app, "--no-access-log", "--log-level", "warning",
+            *sizes, "--dispatch", dispatch, *si, *prio, *loopgrid_flags]  # fmt: skip
 
 
 #: scenario -> (the load's path, its connections), or None for /ping alone.

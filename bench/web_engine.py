@@ -15,7 +15,7 @@ connections (32) than one pool holds (15: requests wait for a connection):
   adapter is for, the same with the adapter turned off (``--no-loop-check``,
   one pool shared by the loops, as without this feature):
   ``loopgrid-2-shared`` (lifespan per loop, as by default) and
-  ``loopgrid-2-shared-once`` (``--lifespan shared``: run once, so that the
+  ``loopgrid-2-shared-once`` (``--lifespan-scope shared``: run once, so that the
   server starts and the load shows what the shared pool does to requests);
 * ``GET /items/<id>``, ids drawn at random from 1..1000 by a wrk Lua script
   (``--id N``: always N), time-bounded (``-d``);
@@ -104,11 +104,11 @@ end
 def _server_argv(name: str) -> list[str]:
     """uvicorn-N and loopgrid-N[...] as in bench/web.py, serving the db app;
     loopgrid-N-shared[-once]: loopgrid serve with the engine's pool left shared
-    (-once: ``--lifespan shared``, the lifespan run once instead of per loop)."""
+    (-once: ``--lifespan-scope shared``, the lifespan run once instead of per loop)."""
     m = re.fullmatch(r"loopgrid-(\d+)-shared(-once)?", name)
     if m:
-        once = ["--lifespan", "shared"] if m.group(2) else []
-        return [PY, "-c", _SHARED, "serve", APP, "--log-level", "warning",
+        once = ["--lifespan-scope", "shared"] if m.group(2) else []
+        return [PY, "-c", _SHARED, "serve", APP, "--no-access-log", "--log-level", "warning",
                 "--loops", m.group(1), "--no-loop-check", *once]  # fmt: skip
     cmd = _command(name, [], app=APP)
     if cmd is None:

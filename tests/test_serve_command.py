@@ -381,3 +381,16 @@ def test_reload_restarts_the_process_when_a_file_changes(tmp_path: Path) -> None
 
         assert wait_until(restarted)
         assert stop(proc)[0] == 0
+
+
+def test_several_processes_default_to_two_loops_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    def loops(*argv: str) -> int | None:
+        options: dict[str, Any] = command.server_options(command.parse([*argv, "a:b"]))
+        return options["loops"]
+
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    assert loops() is None  # one process: the grid's default, one loop per CPU
+    assert loops("--workers", "3") == command.LOOPS_PER_PROCESS == 2
+    assert loops("--workers", "3", "--loops", "5") == 5
+    monkeypatch.setenv("WEB_CONCURRENCY", "4")
+    assert loops() == 2
