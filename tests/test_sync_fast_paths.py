@@ -1,0 +1,313 @@
+"""The paths of loopgrid.sync that take no mutex: Lock's token, a Queue's gets.
+
+An uncontended Lock is taken by popping a token from a deque and released by
+putting it back; a Queue's get pops its deque without the mutex (see the
+docstrings of ``loopgrid/sync/lock.py`` and ``queue.py``). Each has one race
+with a party that queues under the mutex at the same moment, and each side
+looks again after it wrote. The first tests force each race by wedging the
+other party's step into the window (a deque whose next append runs it first)
+and check that nobody is stranded; the stress and hypothesis tests run the
+paths from tasks on several loops, a foreign loop and plain threads at once.
+No assertion is about time; a stranded waiter shows as a wait that reaches
+``WAIT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import pytest
+from helpers import WAIT, wait_until
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_sync import ForeignLoop, Threads, waiters
+
+from loopgrid import Grid, LifoQueue, Lock, PriorityQueue, Queue, deadlock
+
+
+class Wedged(collections.deque):  # type: ignore[type-arg]
+    """A deque that runs ``before()`` ahead of its next append, once."""
+
+    def __init__(
+        self,
+        items: Iterable[Any] = (),
+        maxlen: int | None = None,
+        before: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(items, maxlen)
+        self.before = before
+
+    def append(self, x: Any) -> None:
+        before, self.before = self.before, None
+        if before is not None:
+            before()
+        super().append(x)
+
+
+@pytest.fixture
+def foreign() -> Iterator[ForeignLoop]:
+    f = ForeignLoop()
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+def in_a_thread(fn: Callable[[], object]) -> None:
+    t = threading.Thread(target=fn)
+    t.start()
+    t.join(WAIT)
+    assert not t.is_alive()
+
+
+# -- the races, forced -----------------------------------------------------------------
+
+
+def test_a_waiter_that_queues_as_the_lock_is_freed_is_handed_it(grid: Grid) -> None:
+    """The holder saw no waiter; one queues before the token is back: the
+    holder, looking again, hands the lock over."""
+    lock = Lock()
+    assert lock.acquire_blocking()
+    got: list[str] = []
+
+    async def waiter() -> None:
+        async with lock:
+            got.append("waiter")
+
+    spawned = []
+
+    def queue_a_waiter() -> None:
+        spawned.append(grid.spawn(waiter, worker=0))
+        assert wait_until(lambda: waiters(lock) == 1)
+
+    lock._free = Wedged(lock._free, maxlen=1, before=queue_a_waiter)
+    lock.release()
+    spawned[0].result(WAIT)
+    assert got == ["waiter"]
+    assert not lock.locked() and waiters(lock) == 0 and len(lock._free) == 1
+
+
+def test_a_lock_freed_as_its_waiter_queues_is_taken_at_once() -> None:
+    """The waiter found the lock held; it is released before the waiter is in
+    the queue: the waiter, looking again, takes it without waiting."""
+    lock = Lock()
+    in_a_thread(lock.acquire_blocking)
+    lock._waiters = Wedged(before=lambda: in_a_thread(lock.release))
+    me = threading.current_thread()
+    assert lock.acquire_blocking(timeout=WAIT)
+    assert lock.locked() and waiters(lock) == 0
+    assert deadlock.waiting_for(me) is None  # its wait-for edge went with it
+    lock.release()
+    assert not lock.locked() and len(lock._free) == 1
+
+
+def test_a_get_without_the_mutex_as_a_putter_queues_leaves_it_the_room(grid: Grid) -> None:
+    """The putter found the queue full; a get frees the slot before the putter
+    is in the queue (so the get wakes nobody): the putter, looking again, puts."""
+    q: Queue[str] = Queue(1)
+    q.put_nowait("first")
+    got: list[str] = []
+
+    def get_one() -> None:  # runs on worker 0, in put(): the get runs on worker 1
+        in_a_thread(lambda: got.append(grid.spawn(q.get, worker=1).result(WAIT)))
+
+    q._putters = Wedged(before=get_one)
+    grid.spawn(q.put, "second", worker=0).result(WAIT)
+    assert got == ["first"]
+    assert q.get_nowait() == "second" and q.empty() and waiters(q) == 0
+
+
+@pytest.mark.parametrize("base", [Queue, PriorityQueue, LifoQueue])
+def test_a_queue_subclass_with_storage_of_its_own_runs_it_under_the_mutex(
+    grid: Grid, base: type[Queue[int]]
+) -> None:
+    """asyncio's contract for ``_put`` and ``_get``: gets from a subclass that
+    overrides them take the mutex, as puts do."""
+    held: list[bool] = []
+
+    class Recording(base):  # type: ignore[valid-type,misc]
+        def _put(self, item: int) -> None:
+            held.append(self._mutex.locked())
+            super()._put(item)
+
+        def _get(self) -> int:
+            held.append(self._mutex.locked())
+            item: int = super()._get()
+            return item
+
+    q: Queue[int] = Recording(2)
+
+    async def put_all() -> None:
+        for i in range(20):
+            await q.put(i)
+
+    async def get_some(n: int) -> list[int]:
+        return [await q.get() for _ in range(n)]
+
+    producer = grid.spawn(put_all, worker=0)
+    first = grid.spawn(get_some, 10, worker=1).result(WAIT)
+    rest = [q.get_blocking(WAIT) for _ in range(9)] + [q.get_nowait()]
+    producer.result(WAIT)
+    assert sorted(first + rest) == list(range(20))
+    assert len(held) == 40 and all(held)
+
+
+# -- stress ---------------------------------------------------------------------------------
+
+
+def test_stress_uncontended_and_contended_lock_paths_stay_exclusive(
+    grid: Grid, foreign: ForeignLoop
+) -> None:
+    """Critical sections without an await (the token path, mostly) and with one
+    (queues form), from tasks on both workers, a foreign loop and threads."""
+    lock = Lock()
+    state = {"inside": 0, "most": 0, "count": 0}
+
+    def critical() -> None:
+        state["inside"] += 1
+        state["most"] = max(state["most"], state["inside"])
+        state["count"] += 1
+        state["inside"] -= 1
+
+    async def tasks(k: int, yield_inside: bool) -> None:
+        for _ in range(k):
+            async with lock:
+                critical()
+                if yield_inside:
+                    await asyncio.sleep(0)
+
+    def thread(k: int) -> None:
+        for _ in range(k):
+            with lock:
+                critical()
+
+    threads = Threads()
+    for _ in range(4):
+        threads.start(thread, 2000)
+    hs = [grid.spawn(tasks, 500, i % 3 == 0, worker=i % 2) for i in range(12)]
+    fs = [foreign.submit(tasks(500, i == 0)) for i in range(3)]
+    for h in hs:
+        h.result(WAIT)
+    for f in fs:
+        f.result(WAIT)
+    threads.join()
+    assert state == {"inside": 0, "most": 1, "count": 4 * 2000 + 15 * 500}
+    assert not lock.locked() and waiters(lock) == 0 and len(lock._free) == 1
+
+
+def test_stress_gets_without_the_mutex_strand_no_putter(grid: Grid) -> None:
+    """A one-slot queue: every put after the first finds it full and waits for a
+    get, most of which take no mutex (tasks, get_nowait) and some do (threads)."""
+    q: Queue[tuple[str, int]] = Queue(1)
+    per = 400
+    got: list[tuple[str, int]] = []
+    got_lock = threading.Lock()
+
+    async def produce(tag: str) -> None:
+        for i in range(per):
+            await q.put((tag, i))
+
+    def tproduce(tag: str) -> None:
+        for i in range(per):
+            q.put_blocking((tag, i), WAIT)
+
+    async def consume(n: int) -> None:
+        for _ in range(n):
+            item = await q.get()
+            with got_lock:
+                got.append(item)
+
+    def tconsume(n: int) -> None:
+        for _ in range(n):
+            item = q.get_blocking(WAIT)
+            with got_lock:
+                got.append(item)
+
+    producers = ["w0", "w1", "thread"]
+    total = per * len(producers)
+    threads = Threads()
+    hs = [grid.spawn(consume, total // 4, worker=i % 2) for i in range(3)]
+    threads.start(tconsume, total - 3 * (total // 4))
+    threads.start(tproduce, "thread")
+    hs += [grid.spawn(produce, tag, worker=i) for i, tag in enumerate(producers[:2])]
+    for h in hs:
+        h.result(WAIT)
+    threads.join()
+    assert collections.Counter(got) == collections.Counter(
+        (t, i) for t in producers for i in range(per)
+    )
+    assert q.empty() and waiters(q) == 0
+
+
+# -- hypothesis ------------------------------------------------------------------------------
+
+_party = st.tuples(
+    st.sampled_from(["w0", "w1", "thread"]),  # where
+    st.integers(1, 40),  # how many acquire/release pairs
+    st.booleans(),  # an await inside the critical section (tasks)
+    st.booleans(),  # cancelled once started (tasks)
+)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(parties=st.lists(_party, min_size=1, max_size=8))
+def test_hypothesis_lock_paths_with_cancellations_end_free_and_consistent(
+    grid: Grid, parties: list[tuple[str, int, bool, bool]]
+) -> None:
+    """Whatever mix of parties, yields and cancellations: never two inside, and
+    at the end the lock is free, its token back, nobody queued, no edge left."""
+    lock = Lock()
+    inside = [0, 0]
+    started = [threading.Event() for _ in parties]
+    nodes: list[object] = []
+    nodes_lock = threading.Lock()
+
+    def critical() -> None:
+        inside[0] += 1
+        inside[1] = max(inside[1], inside[0])
+        inside[0] -= 1
+
+    async def task(i: int, k: int, yield_inside: bool) -> None:
+        with nodes_lock:
+            nodes.append(deadlock.current_node())
+        started[i].set()
+        for _ in range(k):
+            async with lock:
+                critical()
+                if yield_inside:
+                    await asyncio.sleep(0)
+
+    def thread(i: int, k: int) -> None:
+        with nodes_lock:
+            nodes.append(threading.current_thread())
+        started[i].set()
+        for _ in range(k):
+            with lock:
+                critical()
+
+    threads = Threads()
+    hs = []
+    for i, (where, k, yield_inside, cancel) in enumerate(parties):
+        if where == "thread":
+            threads.start(thread, i, k)
+            continue
+        h = grid.spawn(task, i, k, yield_inside, worker=int(where[1]))
+        hs.append(h)
+        if cancel:
+            assert started[i].wait(WAIT)
+            h.cancel()
+    for h in hs:
+        try:
+            h.result(WAIT)
+        except asyncio.CancelledError:
+            pass
+    threads.join()
+    assert inside == [0, 1]
+    assert not lock.locked() and waiters(lock) == 0 and len(lock._free) == 1
+    assert [deadlock.waiting_for(n) for n in nodes] == [None] * len(nodes)
