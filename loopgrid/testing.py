@@ -35,7 +35,7 @@ def _server(app: Any, loops: int, options: dict[str, Any]) -> Server:
     options.setdefault("inline", False)
     options.setdefault("switch_interval", None)
     server = Server(app, loops=loops, host="127.0.0.1", port=0, **options)
-    server._spread = True
+    server._dispatch.spread = True
     return server
 
 

@@ -305,8 +305,12 @@ def test_serving_on_a_grid_of_ones_own_leaves_it_open() -> None:
         ({"routes": 3}, TypeError, "routes must map"),
         ({"fronts": 0}, ValueError, r"fronts must be at least 1 \(or None\), got 0"),
         ({"fronts": "2"}, TypeError, "fronts must be an int or None, got '2'"),
-        ({"fronts": 2, "dispatch": "connection"}, ValueError, "need dispatch='request'"),
-        ({"routes": {"/a": 1}, "dispatch": "connection"}, ValueError, "need dispatch='request'"),
+        ({"fronts": 2, "dispatch": "connection"}, ValueError, "fronts .* needs dispatch='request'"),
+        (
+            {"routes": {"/a": 1}, "fronts": 2, "dispatch": "connection"},
+            ValueError,
+            r"routes \(request priorities\) and fronts \(front loops\) need dispatch='request'",
+        ),
         (
             {"switch_interval": 0},
             ValueError,

@@ -5,20 +5,21 @@ copies of the app's memory, caches and connection pools. A :class:`Server`
 serves the app from the N loops of one grid, with uvicorn's HTTP protocol
 underneath, in one of two ways (``dispatch=``):
 
-* ``"request"`` (the default): one front loop on a thread of its own owns the
-  listening socket and every connection (on free-threaded builds, one front
-  loop per worker, each with its connections); each request becomes a grid task
-  that the first free worker runs (``bridge.py``), except those of routes
-  learned to be short, which the front runs itself (``inline.py``). A
-  handler that blocks its loop holds up only the requests already started
-  there; the others go to the other loops. Routes can be given priorities,
-  and routes that compute in Python can be served by processes of their own
-  (``offload.py``).
-* ``"connection"``: one uvicorn server per worker loop, each with a listening
-  socket of its own on the one port (``SO_REUSEPORT``); the kernel spreads
-  connections over the loops and a request runs on the loop that accepted its connection. No
-  crossing between threads per request, but every request on a connection
-  waits while its loop is held.
+* ``"request"`` (the default, ``requestdispatch.py``): front loops own the
+  connections and any free worker runs each request, so a handler that
+  blocks its loop holds up only the requests already started there; routes
+  can be given priorities, short ones run on the front itself, and routes
+  that compute in Python can be served by processes of their own.
+* ``"connection"`` (``connectiondispatch.py``): one uvicorn server per worker
+  loop, each with a listening socket of its own on the one port; a request
+  runs on the loop that accepted its connection, with no crossing between
+  threads, but every request on a connection waits while its loop is held.
+
+This module holds what both share: checking the options (the ones only
+request dispatch has are checked in one place, by choosing the strategy),
+where to listen (``listen.py``), the lifespan (``lifespan.py``), the startup
+check (``loopcheck.py``), how the app is called (``appcall.py``), uvicorn's
+server class (``uvicornserver.py``), and starting, stopping and closing.
 
 ``bench/web.py`` measures both (``bench/notes/web.md``: request dispatch
 isolates, and with short routes inline has the throughput of one uvicorn
@@ -49,16 +50,14 @@ the cancelling of the requests in flight to each server's loop
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import functools
 import logging
 import os
 import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, Literal
 
@@ -66,148 +65,25 @@ from .. import logs
 from .._target import import_target
 from ..errors import check_seconds
 from ..grid import Grid, _is_async_callable
-from ..handle import Handle
-from ..priority import Priority, check_priority
-from ..worker import _current
 from . import appstate
-from .bridge import RequestBridge
-from .failclose import call_closing_on_failure
-from .front import FrontLoop
-from .inline import Routes
+from .appcall import WORKER_HEADER, with_state
+from .connectiondispatch import ConnectionDispatch
 from .lifespan import StartupError, _Lifespan, check_mode, run_shutdown, run_startup, workers
 from .listen import Listen, listening_sockets, url_of
 from .loopcheck import LoopCheck
-from .offload import Offload, check_prefixes, with_header
+from .offload import Offload, check_prefixes
+from .requestdispatch import SERVE_SWITCH_INTERVAL, RequestDispatch, Routes_
+from .uvicornserver import import_uvicorn, make_server
 
-__all__ = ["DISPATCH", "SERVE_SWITCH_INTERVAL", "Server", "serve"]
+__all__ = ["DISPATCH", "SERVE_SWITCH_INTERVAL", "WORKER_HEADER", "Server", "serve"]
 
 #: The values of ``dispatch=``.
 DISPATCH = ("request", "connection")
 
 _GIL = bool(getattr(sys, "_is_gil_enabled", lambda: True)())
 
-#: The GIL switch interval a server sets with request dispatch
-#: (``switch_interval="auto"``). While a handler on a worker computes in
-#: Python, the front loop gets the GIL back only when it has waited a whole
-#: interval, and it gives it up again at its next callback (uvloop takes the
-#: GIL anew for each): /ping's p99 beside a 20 ms pure-Python handler was
-#: 24 ms with the interpreter's 5 ms, 10.4 ms with 0.5 ms, 7.7 ms with 0.2 ms
-#: and 7.1 ms with 0.1 ms, which began to cost /ping alone (0.87x; 0.99x with
-#: 0.2 ms): ``bench/notes/web.md``. No effect without a GIL, and little while
-#: only one thread wants it.
-SERVE_SWITCH_INTERVAL = 0.0002
-
-#: The response header ``worker_header=True`` adds, naming the worker's index.
-WORKER_HEADER = b"x-loopgrid-worker"
-
 #: uvicorn's logger for its own startup lines: loopgrid's read like them.
 _uvicorn_log = logging.getLogger("uvicorn.error")
-
-_Scope = dict[str, Any]
-_Routes = Mapping[str, "Priority | int"] | Callable[[_Scope], "Priority | int"] | None
-
-
-def _import_uvicorn() -> Any:
-    try:
-        import uvicorn
-    except ImportError:
-        raise ImportError(
-            "loopgrid.web serves ASGI apps with uvicorn, which is not installed: "
-            "pip install 'loopgrid[web]'"
-        ) from None
-    return uvicorn
-
-
-def _priority_function(routes: _Routes) -> Callable[[_Scope], Priority]:
-    """``routes``: path prefix -> priority (longest prefix wins), or a function."""
-    if routes is None:
-        return lambda scope: Priority.NORMAL
-    if callable(routes):
-        fn = routes
-        return lambda scope: check_priority(fn(scope))
-    if not isinstance(routes, Mapping):
-        raise TypeError(
-            f"routes must map path prefixes to priorities, be a function of the scope, "
-            f"or be None; got {routes!r}"
-        )
-    table: list[tuple[str, Priority]] = []
-    for prefix, prio in routes.items():
-        if not isinstance(prefix, str) or not prefix.startswith("/"):
-            raise ValueError(f"a route prefix must be a str starting with '/', got {prefix!r}")
-        table.append((prefix, check_priority(prio)))
-    table.sort(key=lambda item: len(item[0]), reverse=True)
-
-    def priority_of(scope: _Scope) -> Priority:
-        path = scope.get("path", "")
-        for prefix, prio in table:
-            if path.startswith(prefix):
-                return prio
-        return Priority.NORMAL
-
-    return priority_of
-
-
-def _with_state(app: Any, header: bool, per_loop: bool) -> Callable[..., Any]:
-    """``with_state(scope, receive, send, state, label)``: the app called with a
-    shallow copy of ``state`` in the scope, as uvicorn does, and with the
-    worker header (``label``) if asked. With ``per_loop`` (a per-loop
-    ``app.state``), the request is marked with its loop, for the code it runs
-    in threads (``appstate.enter``). An HTTP request's 5xx response says
-    ``connection: close`` when the app then raised (``failclose.py``).
-
-    Each thread that calls it passes a state dict of its own: a snapshot of
-    the lifespan state taken once startup ended (:func:`_snapshot`). Two
-    threads that copy one dict contend for its lock on free-threaded builds:
-    two threads copying a shared dict did 0.77x the work of one there, with a
-    dict each 1.25x (bench/notes/web.md).
-    """
-
-    def with_state(scope: _Scope, receive: Any, send: Any, state: Any, label: bytes) -> Any:
-        if scope["type"] in ("http", "websocket"):
-            scope["state"] = state.copy()
-            if per_loop:
-                appstate.enter()
-        if scope["type"] != "http":
-            return app(scope, receive, send)
-        if header:
-
-            async def send_with_header(message: dict[str, Any]) -> None:
-                await send(with_header(message, WORKER_HEADER, label))
-
-            return call_closing_on_failure(app, scope, receive, send_with_header)
-        return call_closing_on_failure(app, scope, receive, send)
-
-    return with_state
-
-
-def _snapshot(state: dict[str, Any]) -> dict[str, Any]:
-    """One thread's copy of a lifespan state, made after startup: the objects
-    startup put there stay shared, but a key added to the state later is not
-    seen (the ASGI spec has the state filled by startup)."""
-    return dict(state)
-
-
-def _call_on_its_worker(with_state: Any, states: list[dict[str, Any]]) -> Any:
-    """The app as request tasks call it, on whichever worker runs them."""
-    states = [_snapshot(s) for s in states]
-    labels = [str(i).encode() for i in range(len(states))]
-
-    async def call(scope: _Scope, receive: Any, send: Any) -> None:
-        w = _current.worker  # not current_worker(): that counts as the app asking
-        assert w is not None
-        await with_state(scope, receive, send, states[w.index], labels[w.index])
-
-    return call
-
-
-def _call_with(with_state: Any, state: dict[str, Any], label: bytes) -> Any:
-    """The app as one thread calls it: a front loop, or one worker's server."""
-    state = _snapshot(state)
-
-    async def call(scope: _Scope, receive: Any, send: Any) -> None:
-        await with_state(scope, receive, send, state, label)
-
-    return call
 
 
 class Server:
@@ -269,7 +145,7 @@ class Server:
         lifespan: str = "loop",
         grace: float = 10.0,
         worker_header: bool = False,
-        routes: _Routes = None,
+        routes: Routes_ = None,
         grid: Grid | None = None,
         backlog: int = 2048,
         switch_interval: float | Literal["auto"] | None = "auto",
@@ -319,20 +195,14 @@ class Server:
             raise TypeError(f"grid must be a loopgrid.Grid or None, got {grid!r}")
         if grid is not None and loops is not None and loops != len(grid.workers):
             raise ValueError(f"loops={loops!r} disagrees with the {grid!r} given")
-        if routes is not None and dispatch != "request":
-            raise ValueError("routes (request priorities) need dispatch='request'")
         if fronts is not None and (isinstance(fronts, bool) or not isinstance(fronts, int)):
             raise TypeError(f"fronts must be an int or None, got {fronts!r}")
         if fronts is not None and fronts < 1:
             raise ValueError(f"fronts must be at least 1 (or None), got {fronts!r}")
-        if fronts is not None and dispatch != "request":
-            raise ValueError("fronts (front loops) need dispatch='request'")
         if not isinstance(inline, bool):
             raise TypeError(f"inline must be True or False, got {inline!r}")
         if offload is not None:
             offload = check_prefixes(offload)
-            if dispatch != "request":
-                raise ValueError("offload (routes served by processes) needs dispatch='request'")
             if target is None:
                 raise ValueError(
                     f"offload needs the app as an import string 'module:app' (each offload "
@@ -342,32 +212,49 @@ class Server:
             raise TypeError(f"offload_processes must be an int, got {offload_processes!r}")
         if offload_processes < 1:
             raise ValueError(f"offload_processes must be at least 1, got {offload_processes!r}")
+        if dispatch == "request":
+            self._dispatch: RequestDispatch | ConnectionDispatch = RequestDispatch(
+                routes,
+                inline,
+                fronts,
+                Offload(
+                    target,
+                    offload,
+                    offload_processes,
+                    "off" if lifespan == "off" else "shared",
+                    WORKER_HEADER if worker_header else None,
+                )
+                if offload is not None and target is not None
+                else None,
+            )
+        else:
+            # The one place that knows which options only request dispatch has.
+            only_request = {
+                "routes (request priorities)": routes,
+                "fronts (front loops)": fronts,
+                "offload (routes served by processes)": offload,
+            }
+            given = [name for name, value in only_request.items() if value is not None]
+            if given:
+                verb = "needs" if len(given) == 1 else "need"
+                raise ValueError(
+                    f"{' and '.join(given)} {verb} dispatch='request', not dispatch={dispatch!r}"
+                )
+            self._dispatch = ConnectionDispatch()
         if switch_interval == "auto":
-            switch_interval = SERVE_SWITCH_INTERVAL if dispatch == "request" else None
+            switch_interval = self._dispatch.auto_switch_interval
         if switch_interval is not None:
             switch_interval = check_seconds("switch_interval (or 'auto' or None)", switch_interval)
-        self._uvicorn = _import_uvicorn()
+        self._uvicorn = import_uvicorn()
         self.app = app
         self.host = host
         self.dispatch = dispatch
         self.lifespan = lifespan
         self.grace = grace
-        self.inline = inline
+        self.inline = inline and dispatch == "request"
         self.loop_check = loop_check
         self.require_lifespan = require_lifespan
         self._loop_factory = loop_factory
-        self._fronts = fronts
-        self._offload = (
-            Offload(
-                target,
-                offload,
-                offload_processes,
-                "off" if lifespan == "off" else "shared",
-                WORKER_HEADER if worker_header else None,
-            )
-            if offload is not None and target is not None
-            else None
-        )
         self._requested_port = port
         self._listen = Listen(host, port, uds, fd, sock, backlog)
         self._url: str | None = None
@@ -375,7 +262,6 @@ class Server:
         self._own_grid = grid is None
         self._grid = grid
         self._header = worker_header
-        self._priority_of = _priority_function(routes)
         self._switch_interval = switch_interval
         self._old_switch_interval: float | None = None
         self._options = {"log_config": None, "access_log": False, **uvicorn_options}
@@ -383,10 +269,7 @@ class Server:
         self._port: int | None = None
         self._lifespans: list[_Lifespan] = []
         self._servers: list[Any] = []
-        self._serving: list[Handle[None]] = []
-        self._front_loops: list[FrontLoop] = []  # appended to by start
         self._restore_state: Callable[[], None] | None = None
-        self._spread = False  # round-robin requests over workers (loopgrid.testing)
         self._says_ctrl_c = False  # run() stops on Ctrl-C, and its log line says so
         self._state = "new"  # new -> started -> closed; controlling thread only
         self._stopping = False  # any thread (stop); read by start
@@ -446,25 +329,15 @@ class Server:
         if self._grid is None:
             self._grid = Grid(self._loops, name="web", loop_factory=self._loop_factory)
         grid = self._grid
-        if self.dispatch == "request":
-            listeners = self._fronts or (1 if _GIL else len(grid.workers))
-        else:
-            listeners = len(grid.workers)
+        dispatch = self._dispatch
+        listeners = dispatch.listeners(grid)
         self._socks = listening_sockets(self._listen, listeners)
         first = self._socks[0]
         if first.family != getattr(socket, "AF_UNIX", None):
             self._port = int(first.getsockname()[1])
         scheme = "https" if self._options.get("ssl_certfile") else "http"
         self._url = url_of(first, scheme)
-        places = workers(grid)
-        if self.dispatch == "request":
-            for i in range(listeners):
-                suffix = f"-{i}" if listeners > 1 else ""
-                front = FrontLoop(grid, f"loopgrid-{grid.name}-http{suffix}", f"front loop {i}")
-                self._front_loops.append(front)
-                front.start()
-                if self.inline:  # it runs app code too: a loop of its own
-                    places.append((front.label, front.call))
+        places = workers(grid) + dispatch.start_loops(grid, listeners)
         fronts = len(places) - len(grid.workers)
         loops_text = f"{len(places)} loops ({len(grid.workers)} workers" + (
             f", {fronts} front)" if fronts else ")"
@@ -481,31 +354,10 @@ class Server:
         if self.lifespan != "off":
             _uvicorn_log.info("Application startup complete.")
         check.after_startup(self.lifespan, states[0])
-        with_state = _with_state(self.app, self._header, self.lifespan == "loop")
-        if self._offload is not None:
-            self._offload.start()
-        ready: list[threading.Event] = []
-        n = len(grid.workers)
-        if self.dispatch == "request":
-            call = _call_on_its_worker(with_state, states[:n])
-            for i, (front, sock) in enumerate(zip(self._front_loops, self._socks, strict=True)):
-                # Each front learns its routes alone: a table is front-only.
-                routes = Routes() if self.inline else None
-                front_state = states[n + i] if self.inline else {}
-                front_call = _call_with(with_state, front_state, b"front")
-                bridge = RequestBridge(
-                    grid, call, self._priority_of, front_call, routes, self._offload, self._spread
-                )
-                server = self._make_server(bridge)
-                ready.append(server.ready)
-                front.serve(server, sock.dup())
-        else:
-            for i in range(n):
-                server = self._make_server(_call_with(with_state, states[i], str(i).encode()))
-                ready.append(server.ready)
-                self._serving.append(
-                    grid.spawn(self._serve_on_worker, server, self._socks[i].dup(), worker=i)
-                )
+        dispatch.after_startup()
+        wrapped = with_state(self.app, self._header, self.lifespan == "loop")
+        servers = dispatch.serve(grid, self._socks, wrapped, states, self._make_server)
+        ready = [server.ready for server in servers]
         for event in ready:
             event.wait()
         # Each server listens on a duplicate, which it closes when it stops;
@@ -529,21 +381,9 @@ class Server:
         )
 
     def _make_server(self, app: Any) -> Any:
-        uvicorn = self._uvicorn
-        config = uvicorn.Config(
-            app,
-            lifespan="off",
-            timeout_graceful_shutdown=self.grace,
-            **self._options,
-        )
-        server = _server_class()(config)
-        server.should_exit = self._stopping
+        server = make_server(app, self.grace, self._stopping, self._options)
         self._servers.append(server)
         return server
-
-    @staticmethod
-    async def _serve_on_worker(server: Any, sock: socket.socket) -> None:
-        await server.serve_marked([sock])
 
     def stop(self, force: bool = False) -> None:
         """Stop serving: no new connections, in-flight requests get ``grace``
@@ -562,13 +402,7 @@ class Server:
         interrupted = True
         try:
             # In slices, so that Ctrl-C reaches a main thread waiting here.
-            for front in self._front_loops:
-                while front.serving is not None and not front.serving.done():
-                    concurrent.futures.wait([front.serving], timeout=0.5)
-            for h in self._serving:
-                while not h.done():
-                    with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                        h.exception(timeout=0.5)
+            self._dispatch.wait()
             interrupted = False
         finally:
             self._cleanup(cancel=interrupted)
@@ -583,18 +417,12 @@ class Server:
         # app's lifespan shutdown, then the grid: nothing outlives close().
         self._state = "closed"
         self.stop(force=cancel)
-        serving = [f.serving for f in self._front_loops if f.serving is not None]
-        concurrent.futures.wait(serving)
-        for h in self._serving:
-            with contextlib.suppress(BaseException):
-                h.result(timeout=self.grace + 5)
+        self._dispatch.stopped(self.grace)
         try:
-            if self._offload is not None:
-                self._offload.close()
+            self._dispatch.close()
             run_shutdown(self._lifespans)
         finally:
-            for front in self._front_loops:
-                front.finish()
+            self._dispatch.finish()
             if self._own_grid and self._grid is not None:
                 self._grid.close(cancel=True)
             if self._restore_state is not None:
@@ -651,61 +479,6 @@ class Server:
                 signal.signal(sig, old)
             if self._state != "closed":  # interrupted before wait() began
                 self.close(force=True)
-
-
-@functools.cache
-def _server_class() -> Any:
-    """uvicorn.Server, made to tell when it listens or why it could not (made
-    on first use: importing loopgrid.web does not import uvicorn)."""
-    uvicorn = _import_uvicorn()
-
-    class MarkedServer(uvicorn.Server):  # type: ignore[misc, name-defined]
-        """Also: ``force()`` from any thread cancels the requests in flight.
-
-        uvicorn's own force_exit only stops it waiting for them; from Python
-        3.12 asyncio's ``Server.wait_closed()`` (uvloop's does not) then waits
-        for their connections, so a request that never ends held a forced
-        stop for the whole grace period.
-        """
-
-        def __init__(self, config: Any) -> None:
-            super().__init__(config)
-            self.ready = threading.Event()
-            self.error: BaseException | None = None
-            self.loop: asyncio.AbstractEventLoop | None = None  # set on its loop
-
-        async def serve_marked(self, sockets: list[socket.socket]) -> None:
-            self.loop = asyncio.get_running_loop()
-            try:
-                await self.serve(sockets=sockets)
-            except BaseException as exc:
-                if not self.ready.is_set():
-                    self.error = exc
-                raise
-            finally:
-                self.ready.set()
-
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets=sockets)
-            self.ready.set()
-
-        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            if self.force_exit:
-                self._cancel_requests()
-            await super().shutdown(sockets=sockets)
-
-        def force(self) -> None:
-            self.should_exit = self.force_exit = True
-            loop = self.loop
-            if loop is not None:
-                with contextlib.suppress(RuntimeError):  # its loop has closed
-                    loop.call_soon_threadsafe(self._cancel_requests)
-
-        def _cancel_requests(self) -> None:
-            for task in list(self.server_state.tasks):
-                task.cancel("loopgrid.web: forced stop")
-
-    return MarkedServer
 
 
 def serve(app: Any, **options: Any) -> None:
