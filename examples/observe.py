@@ -49,7 +49,11 @@ def main() -> None:
     parser.add_argument("--trace", type=Path, default=None, help="where to write the trace")
     parser.add_argument("--block", type=float, default=0.5, help="seconds worker 0 is held")
     args = parser.parse_args()
-    trace_path = args.trace or Path(tempfile.mkdtemp()) / "loopgrid-trace.json"
+    with tempfile.TemporaryDirectory() as scratch:  # the trace, unless --trace keeps it
+        observe(args.trace or Path(scratch) / "loopgrid-trace.json", args.block, args.trace)
+
+
+def observe(trace_path: Path, block: float, kept: Path | None) -> None:
     loopgrid.configure_logging(level="WARNING")  # show the monitor's stall warnings
 
     with (
@@ -57,7 +61,7 @@ def main() -> None:
         grid.trace(trace_path),
     ):
         blocked = threading.Event()
-        h = grid.spawn(handler, blocked, args.block, worker=0, name="slow-handler")
+        h = grid.spawn(handler, blocked, block, worker=0, name="slow-handler")
         blocked.wait()
         with urllib.request.urlopen(f"{grid.debug_url}/tasks") as resp:
             rows = json.load(resp)["tasks"]
@@ -75,7 +79,10 @@ def main() -> None:
         )
     events = json.loads(trace_path.read_text())["traceEvents"]
     steps = sum(1 for e in events if e["ph"] == "X" and e["cat"] == "task")
-    print(f"trace: {trace_path} ({steps} task steps); open it at https://ui.perfetto.dev")
+    if kept is not None:
+        print(f"trace: {trace_path} ({steps} task steps); open it at https://ui.perfetto.dev")
+    else:
+        print(f"trace: {steps} task steps (pass --trace run.json to keep it for Perfetto)")
 
 
 if __name__ == "__main__":

@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="loopgrid", description="Run and watch asyncio code on a grid of event loops."
     )
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run an async function on a fresh grid")
@@ -106,6 +107,26 @@ def _parser() -> argparse.ArgumentParser:
     top.add_argument("--once", action="store_true", help="print one frame and exit")
     top.set_defaults(handler=_top)
     return parser
+
+
+def _version() -> str:
+    import importlib.metadata
+    import platform
+
+    try:
+        version = importlib.metadata.version("loopgrid")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        version = "(not installed)"
+    return (
+        f"loopgrid {version} ({platform.python_implementation()} "
+        f"{platform.python_version()}{_free_threaded()})"
+    )
+
+
+def _free_threaded() -> str:
+    import sysconfig
+
+    return ", free-threaded" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""
 
 
 # -- run ------------------------------------------------------------------------
@@ -243,7 +264,8 @@ def _ps(args: argparse.Namespace) -> int:
     except _Unreachable as exc:
         print(f"loopgrid ps: {exc}", file=sys.stderr)
         return FAILED
-    rows = body["tasks"]
+    # By worker (pending tasks, on none, last), then by id: the order spawned.
+    rows = sorted(body["tasks"], key=lambda r: (r["worker"] is None, r["worker"] or 0, r["id"]))
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -275,14 +297,19 @@ def _top(args: argparse.Namespace) -> int:
         return OK
     last = (time.monotonic(), {w["index"]: w["completed"] for w in stats["workers"]})
     rates: dict[int, float] = {}
-    with _keys() as pressed, Live(render(stats), console=console, auto_refresh=False) as live:
+    # Off a terminal a live view prints nothing until it stops: there, print
+    # one frame after another instead (a log of frames, for a pipe or a file).
+    live_view = Live(render(stats), console=console, auto_refresh=False)
+    if not console.is_terminal:
+        console.print(render(stats))
+    with _keys() as pressed, live_view if console.is_terminal else contextlib.nullcontext():
         while True:
             if pressed(args.interval) == "q":
                 return OK
             try:
                 stats = _fetch(args.url, "/stats")
             except _Unreachable as exc:
-                live.stop()
+                live_view.stop()
                 print(f"loopgrid top: the grid went away ({exc})", file=sys.stderr)
                 return FAILED
             now = time.monotonic()
@@ -292,7 +319,10 @@ def _top(args: argparse.Namespace) -> int:
                 for w in stats["workers"]
             }
             last = (now, {w["index"]: w["completed"] for w in stats["workers"]})
-            live.update(render(stats, rates=rates), refresh=True)
+            if console.is_terminal:
+                live_view.update(render(stats, rates=rates), refresh=True)
+            else:
+                console.print(render(stats, rates=rates))
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -149,6 +150,48 @@ def test_ps_lists_running_and_pending_tasks(capsys: pytest.CaptureFixture[str]) 
     blocker = next(line for line in lines[1:] if line.split()[1] == "blocker")
     assert "running: threading.py:" in blocker
     assert {r["name"] for r in rows} == {"blocker", "gatekeeper", "queued-one"}
+    # Sorted by worker, then id, in the table and the JSON alike.
+    order = [(r["worker"], r["id"]) for r in rows]
+    assert order == sorted(order)
+    assert [line.split()[0] for line in lines[1:]] == [str(r["id"]) for r in rows]
+
+
+def test_version_names_loopgrid_and_python(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert re.fullmatch(r"loopgrid \S+ \((CPython|PyPy) 3\.\d+\.\d+\S*(, free-threaded)?\)\n", out)
+
+
+def test_top_without_a_terminal_prints_frame_after_frame(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Piped (pytest captures stdout: no terminal), each refresh is printed."""
+    fetched = Countdown(3)  # the first frame and two refreshes
+    real_fetch = cli._fetch
+
+    def counting_fetch(url: str, path: str) -> Any:
+        body = real_fetch(url, path)
+        fetched.hit()
+        return body
+
+    monkeypatch.setattr(cli, "_fetch", counting_fetch)
+    g = Grid(1, name="piped", debug_port=0)
+    url = g.debug_url
+    assert url is not None
+    status: list[int] = []
+    t = threading.Thread(
+        target=lambda: status.append(main(["top", "--url", url, "--interval", "0.02"]))
+    )
+    t.start()
+    try:
+        assert fetched.wait(WAIT)
+    finally:
+        g.close()
+    t.join(WAIT)
+    assert status == [1]  # the grid went away
+    assert capsys.readouterr().out.count("grid piped  1 loops") >= 3
 
 
 def test_format_ps_shortens_where() -> None:

@@ -161,3 +161,13 @@ def test_observe(tmp_path: Path) -> None:
     events = json.loads(trace.read_text())["traceEvents"]
     assert any(e["ph"] == "X" and e["name"] == "slow-handler" for e in events)
     assert f"trace: {trace} (" in out
+
+
+def test_observe_leaves_no_trace_file_behind_unless_asked(tmp_path: Path) -> None:
+    import tempfile
+
+    before = set(Path(tempfile.gettempdir()).iterdir())
+    proc = run_example_full("observe.py", "--block", "0.1")
+    assert "pass --trace run.json to keep it" in proc.stdout
+    after = set(Path(tempfile.gettempdir()).iterdir())
+    assert not [p for p in after - before if (p / "loopgrid-trace.json").exists()]
