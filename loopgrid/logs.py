@@ -33,13 +33,29 @@ __all__ = ["DEBUG_EVENTS", "configure_logging", "set_debug_events"]
 #: When true, loopgrid logs an event per spawn, steal and completion (at debug).
 DEBUG_EVENTS = False
 
+
+def _exception_formatter(show_locals: bool) -> Any:
+    """How tracebacks are rendered: never with local variables unless asked.
+
+    structlog's console renderer, when rich is installed, prints each frame's
+    local variables by default: passwords, tokens and connection URLs among
+    them, for every "task exception was never retrieved". Logs travel further
+    than the process that wrote them, so the default is a plain traceback.
+    """
+    if show_locals:
+        return structlog.dev.RichTracebackFormatter(show_locals=True)
+    return structlog.dev.plain_traceback
+
+
 _stdlib_logger = logging.getLogger("loopgrid")
 _fallback = structlog.wrap_logger(
     _stdlib_logger,
     processors=[
         structlog.stdlib.filter_by_level,
         structlog.contextvars.merge_contextvars,
-        structlog.dev.ConsoleRenderer(colors=False),
+        structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=_exception_formatter(False)
+        ),
     ],
     wrapper_class=structlog.stdlib.BoundLogger,
 )
@@ -78,13 +94,20 @@ def set_debug_events(enabled: bool) -> None:
 
 
 def configure_logging(
-    json: bool = False, level: str | int = "INFO", *, debug_events: bool | None = None
+    json: bool = False,
+    level: str | int = "INFO",
+    *,
+    debug_events: bool | None = None,
+    show_locals: bool = False,
 ) -> None:
     """Configure structlog (globally) for console or JSON output on stderr.
 
     A convenience for applications and examples: libraries should not call it.
     ``debug_events`` turns on per-task events; by default it follows
-    ``level == "DEBUG"``.
+    ``level == "DEBUG"``. ``show_locals=True`` prints each traceback frame's
+    local variables on the console (it needs rich): useful while debugging,
+    and a risk anywhere logs are kept or shipped, since locals hold
+    passwords, tokens and connection strings.
     """
     lvl = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     if not isinstance(lvl, int):
@@ -92,7 +115,9 @@ def configure_logging(
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=_exception_formatter(show_locals)
+        )
     )
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,

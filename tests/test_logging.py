@@ -202,3 +202,33 @@ def test_unretrieved_exception_is_logged_while_the_grid_is_still_open() -> None:
         _fail_and_forget(g, "C")
         assert logs.seen.wait(WAIT), "not logged while the grid was open"
     assert "never retrieved" in logs.messages[0]
+
+
+async def _fail_holding_a_secret() -> None:
+    password = "hunter2-secret"  # a local, as a database URL or a token would be
+    raise ValueError(f"failed with a {len(password)}-character password")
+
+
+@pytest.mark.parametrize("configured", [False, True])
+def test_tracebacks_in_logs_show_no_local_variables(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str], configured: bool
+) -> None:
+    """rich is installed in the test environment, where structlog's console
+    renderer would print every frame's locals by default."""
+    caplog.set_level(logging.ERROR, logger="loopgrid")
+    if configured:
+        loopgrid.configure_logging(level="ERROR")
+    try:
+        with Grid(1) as g:
+            h = g.spawn(_fail_holding_a_secret, name="secretive")
+            finished = threading.Event()
+            h.add_done_callback(lambda _: finished.set())
+            assert finished.wait(WAIT)
+            del h
+            gc.collect()
+    finally:
+        structlog.reset_defaults()
+    logged = capsys.readouterr().err + "".join(r.getMessage() for r in caplog.records)
+    assert "failed with a 14-character password" in logged  # the traceback is there
+    assert "_fail_holding_a_secret" in logged
+    assert "hunter2-secret" not in logged

@@ -79,6 +79,16 @@ def test_an_offloaded_route_runs_in_a_child_with_a_lifespan_of_its_own(
     assert headers["x-loopgrid-worker"] in ("0", "1", "front")
 
 
+def test_offload_children_open_no_debug_endpoint_of_their_own(
+    monkeypatch: pytest.MonkeyPatch, no_children_left: None
+) -> None:
+    monkeypatch.setenv("LOOPGRID_DEBUG_PORT", "0")  # the server's grid gets one
+    with web.Server(APP, loops=1, port=0, offload=["/off"]) as server:
+        assert server.grid.debug_url is not None
+        assert get_json(server, "/debug-port")[0] == {"env": "0"}
+        assert get_json(server, "/off/debug-port")[0] == {"env": None}
+
+
 def test_request_and_response_cross_whole(served: web.Server) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=WAIT)
     try:

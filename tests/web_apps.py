@@ -269,6 +269,8 @@ async def offload_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         )
         await send({"type": "http.response.body", "body": head, "more_body": True})
         await send({"type": "http.response.body", "body": body})
+    elif path == "/debug-port":
+        await _reply(send, 200, {"env": os.environ.get("LOOPGRID_DEBUG_PORT")})
     elif path == "/boom":
         raise ValueError("boom from an offloaded handler")
     elif path == "/die":

@@ -67,7 +67,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from .. import logs
+from .. import debug, logs
 from .._target import import_target
 from ..grid import Grid
 from .lifespan import StartupError, run_shutdown, run_startup, workers
@@ -372,6 +372,9 @@ def _child_main(conn: Any, target: str, lifespan: str, index: int) -> None:
     """An offload process: serve requests from ``conn`` until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The server's debug endpoint is the server's: a child that inherited the
+    # variable would open one of its own (or fail on the same port).
+    os.environ.pop(debug.ENV_VAR, None)
     try:
         app = import_target(target, "app")
         grid = Grid(1, name=_LABEL.format(index))
