@@ -47,7 +47,7 @@ import loopgrid
 from bench._harness import Target, compare, interleave, now
 from loopgrid import sync
 from loopgrid.mailbox import running_loop
-from loopgrid.sync._waiter import TaskWaiter, _resolve
+from loopgrid.sync._waiter import TaskWaiter, _grant
 
 #: lock: (acquire/release pairs, rounds); queue: (items, maxsize, rounds);
 #: rtt and event: (round trips, rounds).
@@ -108,9 +108,9 @@ def _version(dist: str) -> str | None:
 def _wake_threadsafe(w: TaskWaiter) -> None:
     loop = w.mb.loop
     if loop is running_loop():
-        _resolve(w.fut)
+        _grant(w.fut)
     else:
-        loop.call_soon_threadsafe(_resolve, w.fut)
+        loop.call_soon_threadsafe(_grant, w.fut)
 
 
 @contextlib.contextmanager

@@ -93,8 +93,16 @@ def describe(obj: object, state: str, waiters: Sized) -> str:
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
+    """Resolve ``fut`` unless it is done (a callback for ``call_soon_threadsafe``;
+    web/front.py reuses it)."""
     if not fut.done():
         fut.set_result(None)
+
+
+def _grant(fut: asyncio.Future[bool]) -> None:
+    """Wake a task waiter: its future's True is what ``await waiter`` returns."""
+    if not fut.done():
+        fut.set_result(True)
 
 
 # -- records --------------------------------------------------------------------------
@@ -142,7 +150,7 @@ class TaskWaiter(Waiter):
         self.granted = False
         self.skipped = False
         self.mb = mb
-        self.fut: asyncio.Future[None] = mb.loop.create_future()
+        self.fut: asyncio.Future[bool] = mb.loop.create_future()
 
     def gone(self) -> bool:
         """True if its future was cancelled (its task is on its way out, and will
@@ -167,13 +175,13 @@ class TaskWaiter(Waiter):
     def wake(self) -> None:
         mb = self.mb
         if mb.loop is running_loop():
-            _resolve(self.fut)
+            _grant(self.fut)
         else:
-            mb.post(_resolve, self.fut, None)
+            mb.post(_grant, self.fut, None)
 
     def __await__(self) -> Generator[Any, None, bool]:
-        yield from self.fut.__await__()
-        return True
+        # The future's own iterator: no frame of ours between the task and it.
+        return self.fut.__await__()
 
 
 class ThreadWaiter(Waiter):
