@@ -19,6 +19,9 @@ What differs between the two is only what :class:`Waits` says: who the caller
 is (a task or a thread, for deadlock edges) and which record it waits on. A
 thread's wait may time out (its ``await`` returns False); a task's never does
 (asyncio code times out by cancelling, which the core sees as an exception).
+The cores are for waiting: what never waits (an uncontended lock, a put with
+room, a get with an item) is done before a core is called, so those paths pay
+for no coroutine of ours.
 
 Thread ownership: a record's ``granted`` and ``skipped`` flags are written
 under its primitive's mutex only: by the waker when it grants or wakes it, and
