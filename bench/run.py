@@ -87,19 +87,24 @@ def _met(met: bool | None) -> str:
     return "-" if met is None else "yes" if met else "**no**"
 
 
-def _notes_index() -> list[str]:
-    """Links to the hand-written evaluations in bench/notes/, which runs never rewrite."""
-    notes = sorted((ROOT / "bench" / "notes").glob("*.md"))
+def _notes_index(out_dir: Path) -> list[str]:
+    """Links to the hand-written evaluations in bench/notes/, which runs never rewrite.
+
+    Relative to ``out_dir``, where RESULTS.md goes (``--out`` may be another folder).
+    """
+    notes_dir = ROOT / "bench" / "notes"
+    rel = Path(os.path.relpath(notes_dir, out_dir.resolve())).as_posix()
+    notes = sorted(notes_dir.glob("*.md"))
     if not notes:
         return []
     out = ["Hand-written evaluations (decisions taken on these figures, kept across runs):", ""]
     for path in notes:
         title = path.read_text(encoding="utf-8").splitlines()[0].lstrip("# ").strip()
-        out.append(f"- [{title}](notes/{path.name})")
+        out.append(f"- [{title}]({rel}/{path.name})")
     return [*out, ""]
 
 
-def _markdown(report: dict[str, Any]) -> str:
+def _markdown(report: dict[str, Any], out_dir: Path) -> str:
     m = report["machine"]
     out = [
         "# loopgrid benchmarks",
@@ -120,7 +125,7 @@ def _markdown(report: dict[str, Any]) -> str:
         "per round and its median is the figure (min and max show the noise). Targets are "
         "judged on that median; missing one is reported here, never a failure.",
         "",
-        *_notes_index(),
+        *_notes_index(out_dir),
         "## Summary",
         "",
         "| benchmark | measure | ratio (median) | target | met |",
@@ -287,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"bench: plot {spec['file']} of {name} failed:", file=sys.stderr)
                 traceback.print_exc()
     (out_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "RESULTS.md").write_text(_markdown(report), encoding="utf-8")
+    (out_dir / "RESULTS.md").write_text(_markdown(report, out_dir), encoding="utf-8")
     print(f"bench: wrote {out_dir / 'RESULTS.md'} and results.json", file=sys.stderr)
     return status
 
