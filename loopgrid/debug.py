@@ -4,13 +4,16 @@ Opt-in (``Grid(debug_port=0)``, or ``LOOPGRID_DEBUG_PORT`` in the
 environment), for ``loopgrid ps`` and ``loopgrid top`` and for a quick look
 with ``curl``. It listens on 127.0.0.1 only, because what it serves (task
 names, source paths, stacks) is nobody else's business, and it has no
-authentication.
+authentication; it answers only requests whose Host is a loopback name, so
+that a web page whose name was rebound to 127.0.0.1 (DNS rebinding) cannot
+read it through the user's browser.
 
 It runs on its own thread, ``loopgrid-<grid>-debug`` (``serverthread.py``),
-with the standard library's one-request-at-a-time HTTP server, and reads the grid the way
+each client on a thread of its own for at most 10 s (an idle or trickling
+client holds up nobody, nor the grid's close), and reads the grid the way
 ``grid.stats()`` does from any thread: it never enters a worker's loop, so it
 still answers when a loop is stalled, which is when it is wanted. The grid
-stops it (and joins its thread) when it closes.
+stops it (and joins its threads) when it closes.
 
 Routes: ``/stats`` (``grid.stats()``), ``/tasks?limit=N`` (``{"grid": name,
 "tasks": grid.stats(tasks=True)["tasks"]}``), and ``/`` listing them.
@@ -25,7 +28,7 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from . import logs
-from .serverthread import ServerThread
+from .serverthread import ConcurrentClients, ServerThread
 
 if TYPE_CHECKING:
     from .grid import Grid
@@ -59,7 +62,7 @@ class DebugServer:
     def __init__(self, grid: Grid, port: int) -> None:
         self.grid = grid
         handler = type("_BoundHandler", (_Handler,), {"grid": grid})
-        self._server = http.server.HTTPServer((_HOST, port), handler)
+        self._server = _DebugHTTPServer((_HOST, port), handler)
         self.port: int = self._server.server_address[1]
         self.url = f"http://{_HOST}:{self.port}"
         self._runner = ServerThread(self._server, f"loopgrid-{grid.name}-debug")
@@ -70,11 +73,37 @@ class DebugServer:
         self._runner.close()
 
 
+class _DebugHTTPServer(ConcurrentClients, http.server.HTTPServer):
+    """Each client on a thread of its own, for a bounded time (``serverthread.py``)."""
+
+
+#: Host header values the endpoint answers to (with or without a port): a web
+#: page that rebinds its own name to 127.0.0.1 (DNS rebinding) sends its name.
+_LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+
+def _loopback_host(host: str) -> bool:
+    name = host.strip().lower()
+    bracketed = name.startswith("[")  # an IPv6 address, maybe with a port
+    name = name[: name.find("]") + 1] if bracketed else name.rsplit(":", 1)[0]
+    return name in _LOOPBACK_NAMES
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     grid: Grid
-    timeout = 5.0  # a client that stalls mid-request cannot hold the endpoint
+    timeout = 5.0  # each read and write; the server cuts off clients after 10 s
 
     def do_GET(self) -> None:
+        host = self.headers.get("Host")
+        if host is None or not _loopback_host(host):
+            self._send(
+                403,
+                {
+                    "error": f"this endpoint answers only to Host 127.0.0.1 or localhost, got "
+                    f"{host!r}: a page on another name could read it (DNS rebinding)"
+                },
+            )
+            return
         # Imported here: grid.py imports this module before the task modules
         # that introspect.py needs are initialised.
         from .introspect import TASK_LIMIT, task_rows

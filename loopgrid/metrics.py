@@ -51,7 +51,7 @@ from typing import Any
 
 from .errors import GridClosedError
 from .grid import Grid
-from .serverthread import ServerThread
+from .serverthread import ConcurrentClients, ServerThread
 
 __all__ = ["GridCollector", "MetricsServer", "serve"]
 
@@ -163,7 +163,9 @@ class MetricsServer:
         registry = prometheus.CollectorRegistry(auto_describe=False)
         registry.register(GridCollector(grid))
         app = prometheus.make_wsgi_app(registry)
-        self._server = wsgiref.simple_server.make_server(host, port, app, handler_class=_Quiet)
+        self._server = wsgiref.simple_server.make_server(
+            host, port, app, server_class=_MetricsServer, handler_class=_Quiet
+        )
         self.host = host
         self.port: int = self._server.server_address[1]
         self.url = f"http://{host}:{self.port}/metrics"
@@ -180,7 +182,13 @@ class MetricsServer:
         self.close()
 
 
+class _MetricsServer(ConcurrentClients, wsgiref.simple_server.WSGIServer):
+    """Each scrape on a thread of its own, for a bounded time (``serverthread.py``)."""
+
+
 class _Quiet(wsgiref.simple_server.WSGIRequestHandler):
+    timeout = 5.0  # each read and write; the server cuts off clients after 10 s
+
     def log_message(self, format: str, *args: Any) -> None:
         pass  # the stdlib writes each request to stderr
 

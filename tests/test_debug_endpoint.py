@@ -3,16 +3,18 @@ stopped with its grid."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import threading
 import urllib.error
 import urllib.request
 from typing import Any
 
 import pytest
-from helpers import WAIT, Gate, block_worker, grid_threads, identity
+from helpers import WAIT, Gate, block_worker, close_or_fail, grid_threads, identity
 
-from loopgrid import Grid, Priority
+from loopgrid import Grid, Priority, serverthread
 
 
 def _get(url: str) -> tuple[int, Any]:
@@ -123,3 +125,69 @@ def test_a_port_in_use_fails_the_grid_cleanly() -> None:
         with pytest.raises(OSError):
             Grid(1, debug_port=first._debug_server.port)
         assert set(grid_threads()) == before  # the failed grid's threads are gone
+
+
+# -- one client cannot block the endpoint --------------------------------------------------
+
+
+def _raw_get(port: int, host: str) -> tuple[int, bytes]:
+    """A GET with a chosen Host header: (status, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+    try:
+        conn.request("GET", "/", headers={"Host": host})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _still_open(sock: socket.socket) -> bool:
+    """True if the server has neither closed ``sock`` nor sent anything on it."""
+    sock.setblocking(False)
+    try:
+        sock.recv(1)
+    except BlockingIOError:
+        return True
+    finally:
+        sock.settimeout(WAIT)
+    return False
+
+
+def test_idle_and_trickling_clients_block_neither_requests_nor_close() -> None:
+    g = Grid(1, name="held", debug_port=0)
+    assert g._debug_server is not None
+    port = g._debug_server.port
+    idle = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+    trickle = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+    trickle.sendall(b"GET /stats HTT")  # and nothing more, for now
+    try:
+        status, body = _get(f"{g.debug_url}/stats")  # answered beside both...
+        assert status == 200 and body["grid"] == "held"
+        assert _still_open(idle) and _still_open(trickle)  # ...not after them
+        close_or_fail(g)  # does not wait for them
+        assert grid_threads() == []
+        assert idle.recv(1) == b""  # and they were cut off
+    finally:
+        idle.close()
+        trickle.close()
+
+
+def test_a_client_is_cut_off_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(serverthread.ConcurrentClients, "client_deadline", 0.2)
+    with Grid(1, debug_port=0) as g:
+        assert g._debug_server is not None
+        sock = socket.create_connection(("127.0.0.1", g._debug_server.port), timeout=WAIT)
+        with sock:
+            sock.sendall(b"GET / HTTP/1.1\r\n")  # the request never ends
+            assert sock.recv(1) == b""  # the server hung up, well before WAIT
+
+
+def test_only_loopback_host_names_are_answered() -> None:
+    with Grid(1, debug_port=0) as g:
+        assert g._debug_server is not None
+        port = g._debug_server.port
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost", f"[::1]:{port}"):
+            assert _raw_get(port, host)[0] == 200, host
+        status, body = _raw_get(port, "attacker.example:80")
+    assert status == 403
+    assert b"DNS rebinding" in body and b"attacker.example" in body

@@ -10,7 +10,16 @@ import urllib.request
 from typing import Any
 
 import pytest
-from helpers import WAIT, block_worker, fail, forever, grid_threads, identity, wait_until
+from helpers import (
+    WAIT,
+    block_worker,
+    close_or_fail,
+    fail,
+    forever,
+    grid_threads,
+    identity,
+    wait_until,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from loopgrid import Grid, GridClosedError, Priority
@@ -119,3 +128,17 @@ def test_binds_loopback_only_by_default() -> None:
         if other != "127.0.0.1" and not other.startswith("127."):
             with pytest.raises(OSError), socket.create_connection((other, server.port), timeout=5):
                 pass
+
+
+def test_an_idle_connection_blocks_neither_scrapes_nor_close() -> None:
+    g = Grid(1, name="scraped")
+    server = lg_metrics.serve(g)
+    idle = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT)
+    try:
+        with urllib.request.urlopen(server.url, timeout=WAIT) as resp:
+            assert b'grid="scraped"' in resp.read()
+        server.close()  # does not wait for the idle client
+        close_or_fail(g)
+        assert idle.recv(1) == b""
+    finally:
+        idle.close()
