@@ -3,7 +3,7 @@
 Each worker is an event loop (uvloop when installed) on its own thread with a
 local priority run queue; idle workers steal pending tasks from busy ones; a
 :class:`Handle` is a future that any loop can await and any thread can wait on.
-See the README for the why and the how.
+See the README and docs/ for the why and the how.
 """
 
 from .decorator import TaskFunction, task

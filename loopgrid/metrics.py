@@ -1,6 +1,6 @@
 """Prometheus metrics of a grid: ``loopgrid.metrics.serve(grid)``.
 
-Needs ``prometheus_client`` (``pip install 'loopgrid[prometheus]'``), imported
+Needs ``prometheus_client`` (the ``prometheus`` extra), imported
 when first used, so that importing loopgrid never requires it.
 
 What is exported is ``grid.stats()``, read at each scrape (nothing is counted

@@ -18,7 +18,7 @@ asyncio classes (not a subclass), not bound to a loop yet, and idle (no
 waiters; a lock not held; a barrier empty). A queue's items are moved over; a
 condition's lock is taken over with it (so the lock, wherever else it is
 kept, stays the condition's lock). What differs from asyncio is what differs
-between loopgrid's primitives and asyncio's (README, "Porting").
+between loopgrid's primitives and asyncio's (docs/porting.md).
 
 Thread ownership: the swap is made at startup, before any loop uses the
 object; afterwards the loopgrid primitive does its own locking.

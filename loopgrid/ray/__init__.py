@@ -2,10 +2,10 @@
 
 ``RayGrid(loops=N)`` runs N workers, each a Ray async actor (one process, one
 event loop), and keeps loopgrid's scheduling in the driver: priority run
-queues, aging, stealing between workers, and :class:`~loopgrid.Handle`\\ s
-awaitable from any loop. Use it when one process is not enough: more cores
-than one interpreter can use, or several machines. See the README's
-"Scaling out on Ray" section for when that pays off.
+queues, aging, stealing between workers, and handles
+(:class:`~loopgrid.Handle`) awaitable from any loop. Use it when one process
+is not enough: more cores than one interpreter can use, or several machines.
+See docs/ray.md for when that pays off.
 
 Importing ``loopgrid`` never imports Ray; importing this package does (it
 needs the ``loopgrid[ray]`` extra). Modules: ``grid.py`` (the driver side),

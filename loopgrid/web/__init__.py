@@ -1,6 +1,6 @@
 """Serve an ASGI app from every loop of a grid: ``loopgrid serve`` and :func:`serve`.
 
-Needs the ``web`` extra (``pip install 'loopgrid[web]'``: uvicorn). One module
+Needs the ``web`` extra (uvicorn). One module
 per job:
 
 * ``server.py``: :class:`Server`, what both dispatch modes share;

@@ -19,8 +19,8 @@ running anything. Each value then goes where it does its job:
   ``--loops`` loops (``supervisor.py``); ``--reload`` restarts one such
   process when files change, with uvicorn's own reloader.
 
-The README has the table of every uvicorn option and what loopgrid does with
-it. Everything here runs on the main thread of the command's process.
+docs/serving.md has the table of every uvicorn option and what loopgrid does
+with it. Everything here runs on the main thread of the command's process.
 """
 
 from __future__ import annotations
