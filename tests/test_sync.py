@@ -1082,8 +1082,11 @@ def test_stress_lock_counter_is_exact(grid: Grid) -> None:
     assert not lock.locked() and waiters(lock) == 0
 
 
-def test_stress_queue_delivers_every_item_once(grid: Grid) -> None:
-    q: Queue[tuple[str, int]] = Queue(8)
+@pytest.mark.parametrize("maxsize", [8, 1])
+def test_stress_queue_delivers_every_item_once(grid: Grid, maxsize: int) -> None:
+    """With one slot, every put but the first waits for a get; most gets (the
+    tasks') take no mutex: none of them may strand a putter."""
+    q: Queue[tuple[str, int]] = Queue(maxsize)
     per = 300
     got: list[tuple[str, int]] = []
     got_lock = threading.Lock()

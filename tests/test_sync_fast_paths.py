@@ -7,7 +7,9 @@ with a party that queues under the mutex at the same moment, and each side
 looks again after it wrote. The first tests force each race by wedging the
 other party's step into the window (a deque whose next append runs it first)
 and check that nobody is stranded; the stress and hypothesis tests run the
-paths from tasks on several loops, a foreign loop and plain threads at once.
+paths from tasks on several loops, a foreign loop and plain threads at once
+(with test_sync.py's queue stress test, whose one-slot case makes every put
+wait for a get).
 No assertion is about time; a stranded waiter shows as a wait that reaches
 ``WAIT``.
 """
@@ -17,16 +19,19 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
+import test_sync
 from helpers import WAIT, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_sync import ForeignLoop, Threads, waiters
 
 from loopgrid import Grid, LifoQueue, Lock, PriorityQueue, Queue, deadlock
+
+foreign = test_sync.foreign  # the fixture: a plain asyncio loop in a thread of its own
 
 
 class Wedged(collections.deque):  # type: ignore[type-arg]
@@ -46,15 +51,6 @@ class Wedged(collections.deque):  # type: ignore[type-arg]
         if before is not None:
             before()
         super().append(x)
-
-
-@pytest.fixture
-def foreign() -> Iterator[ForeignLoop]:
-    f = ForeignLoop()
-    try:
-        yield f
-    finally:
-        f.close()
 
 
 def in_a_thread(fn: Callable[[], object]) -> None:
@@ -197,50 +193,6 @@ def test_stress_uncontended_and_contended_lock_paths_stay_exclusive(
     threads.join()
     assert state == {"inside": 0, "most": 1, "count": 4 * 2000 + 15 * 500}
     assert not lock.locked() and waiters(lock) == 0 and len(lock._free) == 1
-
-
-def test_stress_gets_without_the_mutex_strand_no_putter(grid: Grid) -> None:
-    """A one-slot queue: every put after the first finds it full and waits for a
-    get, most of which take no mutex (tasks, get_nowait) and some do (threads)."""
-    q: Queue[tuple[str, int]] = Queue(1)
-    per = 400
-    got: list[tuple[str, int]] = []
-    got_lock = threading.Lock()
-
-    async def produce(tag: str) -> None:
-        for i in range(per):
-            await q.put((tag, i))
-
-    def tproduce(tag: str) -> None:
-        for i in range(per):
-            q.put_blocking((tag, i), WAIT)
-
-    async def consume(n: int) -> None:
-        for _ in range(n):
-            item = await q.get()
-            with got_lock:
-                got.append(item)
-
-    def tconsume(n: int) -> None:
-        for _ in range(n):
-            item = q.get_blocking(WAIT)
-            with got_lock:
-                got.append(item)
-
-    producers = ["w0", "w1", "thread"]
-    total = per * len(producers)
-    threads = Threads()
-    hs = [grid.spawn(consume, total // 4, worker=i % 2) for i in range(3)]
-    threads.start(tconsume, total - 3 * (total // 4))
-    threads.start(tproduce, "thread")
-    hs += [grid.spawn(produce, tag, worker=i) for i, tag in enumerate(producers[:2])]
-    for h in hs:
-        h.result(WAIT)
-    threads.join()
-    assert collections.Counter(got) == collections.Counter(
-        (t, i) for t in producers for i in range(per)
-    )
-    assert q.empty() and waiters(q) == 0
 
 
 # -- hypothesis ------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from types import TracebackType
 
 from ._waiter import (
     TASK,
@@ -149,21 +148,11 @@ class HandOver:
     async def __aenter__(self) -> None:
         await self.acquire()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self.release()
 
     def __enter__(self) -> None:
         self.acquire_blocking()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.release()

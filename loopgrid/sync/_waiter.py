@@ -58,6 +58,7 @@ __all__ = [
     "expired",
     "not_on_asyncio_error",
     "pick",
+    "pick_many",
     "remove",
     "run_blocking",
     "task_node",
@@ -379,6 +380,17 @@ def pick(waiters: deque[Waiter]) -> Waiter | None:
         w.granted = True
         return w
     return None
+
+
+def pick_many(waiters: deque[Waiter], n: int | None = None) -> list[Waiter]:
+    """:func:`pick` up to ``n`` waiters (None: all that can be served)."""
+    picked: list[Waiter] = []
+    while n is None or len(picked) < n:
+        w = pick(waiters)
+        if w is None:
+            break
+        picked.append(w)
+    return picked
 
 
 def remove(waiters: deque[Waiter], w: Waiter) -> int:

@@ -13,7 +13,6 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import Callable
-from types import TracebackType
 from typing import TypeVar
 
 from ._waiter import (
@@ -24,7 +23,7 @@ from ._waiter import (
     begin_blocking,
     describe,
     expired,
-    pick,
+    pick_many,
     remove,
     run_blocking,
 )
@@ -85,23 +84,13 @@ class Condition:
     async def __aenter__(self) -> None:
         await self._lock.__aenter__()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self._lock.release()
 
     def __enter__(self) -> None:
         self._lock.acquire_blocking()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._lock.release()
 
     # -- waiting ----------------------------------------------------------------------
@@ -216,13 +205,7 @@ class Condition:
         self._notify(None)
 
     def _notify(self, n: int | None) -> None:
-        wake: list[Waiter] = []
         with self._mutex:
-            waiters = self._waiters
-            while n is None or len(wake) < n:
-                w = pick(waiters)
-                if w is None:
-                    break
-                wake.append(w)
+            wake = pick_many(self._waiters, n)
         for w in wake:
             w.wake()

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from types import TracebackType
 
 from .. import deadlock
 from ..errors import DeadlockError
@@ -120,14 +119,6 @@ class Lock(HandOver):
                 self._owner = node
                 return
         await self._acquire(TASK, node, None)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
     def release(self) -> None:
         """Release the lock, handing it to the first waiter if there is one.

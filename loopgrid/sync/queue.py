@@ -50,6 +50,7 @@ from ._waiter import (
     expired,
     not_on_asyncio_error,
     pick,
+    pick_many,
     remove,
     run_blocking,
     wait_or_give_up,
@@ -68,6 +69,10 @@ else:
 
     class QueueShutDown(Exception):
         """Raised by a queue's put or get once it was shut down (asyncio's from 3.13)."""
+
+
+#: What ``_pop_unlocked`` returns when there was no item (None is an item).
+_EMPTY: Any = object()
 
 
 def _maxsize(value: object, cls: str) -> Any:
@@ -246,13 +251,8 @@ class Queue(Generic[T]):
         """Remove and return an item if one is there, else raise :class:`asyncio.QueueEmpty`
         (:class:`QueueShutDown` once shut down)."""
         if self._atomic_get and self._queue:
-            try:
-                item: T = self._queue.popleft()
-            except IndexError:  # emptied since the look
-                pass
-            else:
-                if self._putters:
-                    self._wake_putter()
+            item: T = self._pop_unlocked()
+            if item is not _EMPTY:
                 return item
         with self._mutex:
             taken = self._take()
@@ -269,13 +269,8 @@ class Queue(Generic[T]):
         """Remove and return an item, waiting while the queue is empty; once it is
         shut down and empty, raise :class:`QueueShutDown`."""
         if self._atomic_get and self._queue:
-            try:
-                item: T = self._queue.popleft()
-            except IndexError:  # emptied since the look
-                pass
-            else:
-                if self._putters:
-                    self._wake_putter()
+            item: T = self._pop_unlocked()
+            if item is not _EMPTY:
                 return item
         return await self._get_waiting(TASK, None, None)
 
@@ -361,13 +356,7 @@ class Queue(Generic[T]):
                         self._unfinished -= 1
                 if self._unfinished == 0:
                     self._finished.set()
-            wake: list[Waiter] = []
-            for waiters in (self._getters, self._putters):
-                while True:
-                    w = pick(waiters)
-                    if w is None:
-                        break
-                    wake.append(w)
+            wake = pick_many(self._getters) + pick_many(self._putters)
         for w in wake:
             w.wake()
 
@@ -394,6 +383,18 @@ class Queue(Generic[T]):
             return None  # a get without the mutex took the last one since the look
         putters = self._putters
         return item, pick(putters) if putters else None
+
+    def _pop_unlocked(self) -> Any:
+        """A get without the mutex (Queue's own deque, see the module docstring):
+        the first item, and a putter woken if one waits; ``_EMPTY`` if the
+        deque was emptied since the caller looked."""
+        try:
+            item = self._queue.popleft()
+        except IndexError:
+            return _EMPTY
+        if self._putters:
+            self._wake_putter()
+        return item
 
     def _wake_putter(self) -> None:
         """After a get without the mutex: wake the first putter if there is room."""
