@@ -29,7 +29,9 @@ def import_target(target: str, what: str = "function", *, from_cwd: bool = False
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
-            raise ValueError(f"no module named {module_name!r} (from {target!r})") from None
+            raise ValueError(
+                f"no module named {module_name!r} (from {target!r}){_hint(module_name, attr)}"
+            ) from None
         raise
     for part in attr.split("."):
         try:
@@ -37,3 +39,14 @@ def import_target(target: str, what: str = "function", *, from_cwd: bool = False
         except AttributeError:
             raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
     return obj
+
+
+def _hint(module_name: str, attr: str) -> str:
+    """How to write a file path as an import string, when that is the mistake."""
+    if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+        dotted = module_name.removesuffix(".py").replace(os.sep, ".").replace("/", ".")
+        return (
+            f": an import string names a module, not a file; for {module_name} run it "
+            f"from its folder as {dotted.strip('.')}:{attr}"
+        )
+    return ""

@@ -101,6 +101,11 @@ def test_run_explains_a_loop_affinity_error(tmp_path: Path) -> None:
     [
         ("app", "expected module:function, got 'app'"),
         ("nosuchmodule:f", "no module named 'nosuchmodule'"),
+        (
+            "app.py:total",
+            "names a module, not a file; for app.py run it from its folder as app:total",
+        ),
+        ("sub/app.py:total", "as sub.app:total"),
         ("app:missing", "module 'app' has no attribute 'missing'"),
         ("app:plain", "app:plain is <function plain"),
     ],
