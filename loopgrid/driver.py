@@ -114,7 +114,10 @@ async def drive(h: Handle[Any], w: Worker) -> None:
                     "async function or a coroutine object"
                 )
         result = await coro
-    except asyncio.CancelledError as exc:
+    except (asyncio.CancelledError, GeneratorExit) as exc:
+        # GeneratorExit: the coroutine was closed while suspended (a task the
+        # grid gave up on, Worker._give_up; or one garbage-collected), and
+        # never runs again: cancelled too.
         w.cancelled += 1  # counted before it is seen finished (module doc)
         h._set_cancelled(exc.args[0] if exc.args else None, loop)
         if logs.DEBUG_EVENTS:

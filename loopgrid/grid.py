@@ -14,6 +14,13 @@ threads). ``close`` waits until finished equals spawned, reading the finished
 counters first: since every counter only grows and a task is counted spawned
 before it is counted finished, an equal reading proves that, at that moment,
 no task was pending or running.
+
+A worker's loop can die: what asyncio lets out of ``run_forever`` (a
+``SystemExit`` or ``KeyboardInterrupt`` raised by a callback) stops it for
+good. Its thread then finishes that loop as ``asyncio.run`` would, and the
+grid goes on with the other workers (``Worker._die``); ``Runner.run()``
+raises the exception. And a task may never end, swallowing every
+cancellation: an interrupted ``close`` gives up on it (``_abandon``).
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from . import logs
 from .debug import DebugServer, debug_port_from_env
 from .errors import GridClosedError, NotOnGridError, check_seconds
 from .gridbase import GridBase
-from .handle import CLAIMS, PENDING, Handle
+from .handle import CLAIMS, PENDING, Handle, _wait
 from .integrations import anyio_hook
 from .monitor import Monitor
 from .priority import Priority, check_priority
@@ -242,6 +249,14 @@ class Grid(GridBase):
         self._ext_spawned = 0
         self._ext_cancelled = 0
         self._quiescent = threading.Event()
+        #: The first exception that escaped a worker loop and stopped it for
+        #: good (see Worker._die); written once, by that worker's thread,
+        #: under _ext_lock.
+        self._worker_exit: BaseException | None = None
+        #: Called (no arguments, on the dying worker's thread) when a worker
+        #: loop dies: Runner.run() wakes up to raise its exception. Appended by
+        #: any thread (atomic); with none, the grid logs the death as an error.
+        self._exit_watchers: list[Callable[[], object]] = []
         #: Serialises close() calls.
         self._close_lock = threading.Lock()
         #: Guards _not_ready (each worker counts itself ready once).
@@ -284,6 +299,31 @@ class Grid(GridBase):
             self._not_ready -= 1
             if self._not_ready == 0:
                 self._all_ready.set()
+
+    def _worker_exited(self, w: Worker, exc: BaseException) -> None:
+        """``exc`` escaped ``w``'s loop, which is dead (``w``'s thread, from Worker._die).
+
+        The grid goes on with its other workers, as a process goes on when one
+        of its threads ends; it is ``Runner.run()`` that raises ``exc``, as
+        ``asyncio.run`` raises what escaped its loop. A bare grid has no one
+        to raise it to: it says so in the log.
+        """
+        with self._ext_lock:
+            if self._worker_exit is None:
+                self._worker_exit = exc
+        watchers = list(self._exit_watchers)
+        (logs.info if watchers else logs.error)(
+            "worker.died",
+            grid=self.name,
+            worker=w.index,
+            error=repr(exc),
+            hint="an exception that asyncio lets out of a loop (SystemExit or "
+            "KeyboardInterrupt from a callback or a plain asyncio task) stopped this "
+            "worker's loop; its tasks were cancelled, tasks pinned to it are cancelled, "
+            "the other workers go on",
+        )
+        for fn in watchers:
+            fn()
 
     @property
     def workers(self) -> tuple[Worker, ...]:
@@ -423,7 +463,7 @@ class Grid(GridBase):
         # by the next spawn's.
         self._maybe_idle = False
         for w in self._workers:
-            if w._parked and not w._hold:
+            if w._parked and not w._inert:
                 self._maybe_idle = True
                 w._wake()
                 return
@@ -527,8 +567,18 @@ class Grid(GridBase):
         in exactly one state, each worker loop is finished as ``asyncio.run``
         finishes its loop (remaining plain asyncio tasks cancelled, async
         generators and the default executor shut down), and every worker thread
-        has exited when ``close`` returns. Idempotent. A KeyboardInterrupt while
-        waiting switches to cancelling, then propagates.
+        has exited when ``close`` returns. Idempotent.
+
+        A KeyboardInterrupt (Ctrl-C) while waiting for tasks to end switches to
+        cancelling; one while waiting for cancelled tasks to end (with
+        ``cancel=True``, the first) gives up on them, as
+        ``asyncio.Runner.close`` gives up on its loop: each loop stops where it
+        is, the handles of the tasks left end cancelled (their coroutines are
+        closed), the loops close and the worker threads are joined; then the
+        interrupt propagates. Only a callback that blocks its thread for ever
+        can keep one alive. A worker whose loop died (see
+        :meth:`Worker._die`) finishes that loop by itself: ``close`` waits for
+        its thread, and nothing more.
         """
         cur = _current.worker
         if cur is not None and cur.grid is self:
@@ -547,9 +597,20 @@ class Grid(GridBase):
             self._cancel_all = True
             self._cancel_queued()
             for w in self._workers:
-                w.loop.call_soon_threadsafe(w._cancel_running)
+                w._call_soon(w._cancel_running)  # (a dead worker's loop may be closed)
         self._check_quiescent()
-        self._quiescent.wait()
+        # In slices on the main thread, so that Ctrl-C is seen (handle._wait).
+        _wait(self._quiescent, None)
+
+    def _abandon(self) -> None:
+        """Give up on the tasks that do not end; any thread but a worker's.
+
+        Every loop stops where it is and its worker thread gives up on the
+        grid tasks left there (:meth:`Worker._give_up`), then closes the loop
+        and exits; ``close()`` then finds every task ended, and joins.
+        """
+        for w in self._workers:
+            w._abandon_soon()
 
     def _cancel_queued(self) -> None:
         """Cancel every task still queued anywhere on the grid (any thread)."""

@@ -80,7 +80,9 @@ class GridBase:
         """Drain (or cancel) every task, then stop the workers; idempotent.
 
         A failure or interrupt while draining switches to cancelling, then
-        propagates; the workers are stopped either way.
+        propagates; one while waiting for cancelled tasks gives up on them
+        (:meth:`_abandon`), as ``asyncio.Runner.close`` gives up on its loop
+        when interrupted. The workers are stopped either way.
         """
         with self._close_lock:
             if self._closed:
@@ -88,10 +90,21 @@ class GridBase:
             try:
                 self._drain(cancel)
             except BaseException:
-                self._drain(True)
+                try:
+                    if not cancel:
+                        self._drain(True)
+                except BaseException:
+                    self._abandon()
+                    raise
+                if cancel:
+                    self._abandon()
                 raise
             finally:
                 self._stop_workers()
+
+    def _abandon(self) -> None:
+        """Give up on the tasks that did not end when cancelled (a grid whose
+        workers cannot be made to: nothing; stopping them ends them)."""
 
     def _drain(self, cancel: bool) -> None:
         """Refuse new work, then wait until no task is pending or running."""

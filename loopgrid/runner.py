@@ -21,9 +21,13 @@ Python, point by point, with worker 0 of a grid in the place of the one loop:
   nothing is installed: SIGINT raises ``KeyboardInterrupt`` out of ``run()``
   and ``close()`` cancels the main task with the rest.
 * A ``SystemExit`` or ``KeyboardInterrupt`` that escapes a worker loop (raised
-  by a callback, say ``loop.call_soon(sys.exit)``) stops that loop, as it stops
-  asyncio's; ``run()`` then raises it, not the ``CancelledError`` the main
-  task got from the loop's shutdown.
+  by a callback, say ``loop.call_soon(sys.exit)``, on any worker) stops that
+  loop, as it stops asyncio's: ``run()`` raises it at once, as
+  ``asyncio.run`` does, whether or not the main task has ended. The dead
+  worker's thread finishes its loop as ``asyncio.run`` would (its tasks
+  cancelled and awaited, async generators and executor shut down); the other
+  workers go on, the main task too, until ``close()``. A later ``run()``
+  on that runner raises ``RuntimeError``: close it and make another.
 * ``close()`` (and leaving ``with``, and the end of ``loopgrid.run``) does what
   ``asyncio.Runner.close`` does on every worker loop at once: cancel the tasks
   left (grid tasks and plain asyncio tasks), wait for them, report those that
@@ -32,8 +36,12 @@ Python, point by point, with worker 0 of a grid in the place of the one loop:
   generators, then the default executor (with asyncio's timeout from 3.12);
   then the grid closes and every worker thread has exited. A SIGINT while
   ``close()`` waits (a task that will not end) raises ``KeyboardInterrupt``
-  out of it, as out of asyncio's; the grid's threads are then left to the
-  process's exit (they are daemon threads).
+  out of it, as out of asyncio's, which gives up on its loop: here every
+  loop gives up on the tasks left (their handles end cancelled, their
+  coroutines closed), closes, and its thread is joined before the
+  ``KeyboardInterrupt`` propagates. So the same number of Ctrl-C ends the
+  process as with asyncio, and no loopgrid thread outlives ``close()``
+  (short of a callback that blocks its thread for ever).
 
 What a grid cannot do: there is one loop per worker, so no loop is made the
 thread's current event loop (``asyncio.set_event_loop`` / the event-loop
@@ -53,21 +61,18 @@ import functools
 import signal
 import sys
 import threading
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from types import FrameType
 from typing import Any, TypeVar
 
-from .deadlock import handle_of
 from .grid import Grid
 from .handle import Handle, _wait
-from .worker import Worker
+from .worker import finish_loop
 
 __all__ = ["Runner", "run"]
 
 T = TypeVar("T")
 
-#: What asyncio.Runner.close gives the default executor to shut down (3.12+).
-_EXECUTOR_TIMEOUT: float | None = 300.0 if sys.version_info >= (3, 12) else None
 #: asyncio.Runner installs its SIGINT handler from 3.11; 3.10 has no Runner.
 _SIGINT_HANDLER = sys.version_info >= (3, 11)
 _SHUTDOWN_MESSAGE = "unhandled exception during loopgrid.run() shutdown"
@@ -92,14 +97,10 @@ class Runner:
         self._interrupt_count = 0
         #: The asyncio task of the main handle the first SIGINT cancelled.
         self._cancelled_task: asyncio.Task[Any] | None = None
-        #: A SystemExit or KeyboardInterrupt that escaped a worker loop.
-        self._loop_exit: BaseException | None = None
-        #: Set when the main task ends or a worker loop dies.
+        #: What the calling thread waits on (in run() and close()): set when
+        #: what it waits for ends, and when a worker loop dies (by the grid,
+        #: on that worker's thread: see _lazy_init).
         self._wake = threading.Event()
-        #: One async generator per worker loop (see _watch).
-        self._watches: list[AsyncGenerator[None, None]] = []
-        #: The workers whose loop such an exception stopped.
-        self._dead: set[Worker] = set()
 
     def __enter__(self) -> Runner:
         self._lazy_init()
@@ -113,11 +114,13 @@ class Runner:
             raise RuntimeError("Runner is closed")
         if self._grid is None:
             grid = Grid(self._loops, loop_factory=self._loop_factory, debug=self._debug)
-            for w in grid.workers:
-                w.loop.call_soon_threadsafe(self._start_watch, w)
+            grid._exit_watchers.append(self._wake_up)
             self._grid = grid
             self._context = contextvars.copy_context()
         return self._grid
+
+    def _wake_up(self) -> None:
+        self._wake.set()
 
     def get_grid(self) -> Grid:
         """The runner's grid (created on first use)."""
@@ -138,7 +141,9 @@ class Runner:
         grid = self._lazy_init()
         if context is None:
             context = self._context
+        # Before the look below: a worker dying after it wakes this event.
         wake = self._wake = threading.Event()
+        _check_alive(grid)
         self._interrupt_count = 0
         self._cancelled_task = None
         # Installed before the main task can start, so that a SIGINT is never
@@ -163,16 +168,14 @@ class Runner:
             if self._interrupt_count:  # a SIGINT came before main was in the box
                 self._cancel_main_soon(main)
             _wait(wake, None)
-            if self._loop_exit is not None:
-                self._join_dead()
-                raise self._loop_exit
+            died = grid._worker_exit
+            if died is not None:
+                # As asyncio.run: what stopped a loop, not what the main task
+                # got from that loop's finish (CancelledError, on worker 0).
+                raise died
             try:
                 return main.result()
             except asyncio.CancelledError:
-                died = self._loop_died(grid.workers[0])
-                if died is not None:
-                    self._join_dead()
-                    raise died from None
                 if self._interrupt_count > 0:
                     task = self._cancelled_task
                     uncancel = getattr(task, "uncancel", None)
@@ -198,77 +201,13 @@ class Runner:
         assert grid is not None
         try:
             grid.workers[0].loop.call_soon_threadsafe(self._cancel_main, main)
-        except RuntimeError:  # worker 0's loop died: run() reports that
+        except RuntimeError:  # worker 0's loop died: run() raises what killed it
             pass
 
     def _cancel_main(self, main: Handle[Any]) -> None:
         """Cancel the main task from its own loop (worker 0), keeping its task."""
         self._cancelled_task = main._task
         main.cancel()
-
-    # -- worker loops that die --------------------------------------------------
-
-    def _start_watch(self, w: Worker) -> None:
-        """Start a watching async generator on ``w``'s loop (its thread).
-
-        A worker loop stopped by an exception out of a callback is shut down by
-        its thread (worker.py) inside a ``finally``, with that exception in
-        flight: its ``shutdown_asyncgens`` closes this generator there, which
-        sees the exception with ``sys.exc_info()``.
-        """
-        gen = self._watch(w)
-        step = gen.__anext__()
-        try:
-            step.send(None)
-        except StopIteration:
-            pass
-        self._watches.append(gen)
-
-    async def _watch(self, w: Worker) -> AsyncGenerator[None, None]:
-        try:
-            yield
-        except GeneratorExit:
-            pass
-        self._note_loop_exit(w, sys.exc_info()[1])
-
-    def _note_loop_exit(self, w: Worker, exc: BaseException | None) -> bool:
-        """Record that ``exc`` stopped ``w``'s loop, if it is such an exception."""
-        if not isinstance(exc, (SystemExit, KeyboardInterrupt)):
-            return False
-        self._dead.add(w)
-        if self._loop_exit is None:
-            self._loop_exit = exc
-            self._wake.set()
-        return True
-
-    def _join_dead(self) -> None:
-        # The dying threads raise the same exception object: let them finish
-        # with it (they are shutting their loop down) before it is raised here.
-        for w in list(self._dead):
-            w.thread.join()
-
-    def _loop_died(self, w: Worker) -> BaseException | None:
-        """The exception that stopped ``w``'s loop, if one did (waits to know)."""
-        wake = self._wake = threading.Event()
-        if self._loop_exit is not None:
-            return self._loop_exit
-
-        def probe() -> None:
-            # Run by the loop's shutdown, inside the worker's ``finally``, if the
-            # loop died: the exception is then this thread's one in flight.
-            self._note_loop_exit(w, sys.exc_info()[1])
-            wake.set()
-
-        try:
-            w.loop.call_soon_threadsafe(probe)
-        except RuntimeError:
-            return self._loop_exit  # closed: its shutdown ran the watch before
-        # Either the probe runs, or the loop is past its last run, and then its
-        # shutdown ran the watch, which set the event too.
-        _wait(wake, None)
-        return self._loop_exit
-
-    # -- closing ------------------------------------------------------------------
 
     def close(self) -> None:
         """Finish every worker loop as ``asyncio.Runner.close`` does, then the grid."""
@@ -278,74 +217,57 @@ class Runner:
         self._closed = True
         if grid is None:
             return
-        futures = []
-        for w in grid.workers:
-            if w in self._dead:
-                continue  # its thread shut it down already
-            coro = _finish_loop(functools.partial(self._note_loop_exit, w))
-            try:
-                futures.append(asyncio.run_coroutine_threadsafe(coro, w.loop))
-            except RuntimeError:
-                coro.close()  # closed: it died, and its thread shut it down
-        # A SIGINT here (a task that will not end) raises KeyboardInterrupt out
-        # of the wait, as out of asyncio.Runner.close, which abandons its loop;
-        # the grid's threads are daemon threads, left to the process's exit.
-        for f in futures:
-            _wait_future(f)
-        for w in self._dead:
-            # Until the grid copes with a worker whose loop died (its close
-            # calls that loop's call_soon_threadsafe, which raises once it is
-            # closed): once the thread is gone, give the worker a loop that
-            # never runs, for the grid's close to post to, then close it.
-            w.thread.join()
-            if w.loop.is_closed():
-                w.loop = asyncio.new_event_loop()
         try:
-            grid.close(cancel=True)
+            self._finish_loops(grid)
+        except BaseException:
+            # Interrupted (Ctrl-C) while tasks would not end: asyncio.Runner.close
+            # then closes its loop with them pending. The grid gives up on them
+            # likewise, and its close() below still joins every thread.
+            grid._abandon()
+            raise
         finally:
-            for w in self._dead:
-                w.loop.close()
+            grid.close(cancel=True)
+
+    def _finish_loops(self, grid: Grid) -> None:
+        """Run :func:`~loopgrid.worker.finish_loop` on every live worker loop at
+        once (all loops still run, so tasks that wait on one another across
+        loops while they are cancelled can end), and wait for them.
+
+        A worker whose loop died finishes it by itself: it is not waited for
+        here (the grid's close joins its thread), also if it dies meanwhile,
+        with this finish perhaps never run.
+        """
+        futures: list[tuple[Any, concurrent.futures.Future[None]]] = []
+        for w in grid.workers:
+            if w._exit is not None:
+                continue
+            coro = finish_loop(_SHUTDOWN_MESSAGE)
+            try:
+                futures.append((w, asyncio.run_coroutine_threadsafe(coro, w.loop)))
+            except RuntimeError:
+                coro.close()  # closed: it died just now
+        while True:
+            wake = self._wake = threading.Event()
+            left = [f for w, f in futures if w._exit is None and not f.done()]
+            if not left:
+                return
+            for f in left:
+                f.add_done_callback(functools.partial(_set_event, wake))
+            _wait(wake, None)
 
 
-def _wait_future(f: concurrent.futures.Future[None]) -> None:
-    done = threading.Event()
-    f.add_done_callback(lambda _: done.set())
-    _wait(done, None)
+def _check_alive(grid: Grid) -> None:
+    died = grid._worker_exit
+    if died is not None:
+        dead = [w.index for w in grid.workers if w._exit is not None]
+        raise RuntimeError(
+            f"the runner's grid {grid.name!r} lost worker {dead[0]} to {died!r} in an earlier "
+            "run(): close the runner (leave its 'with' block) and make a new one"
+        )
 
 
-async def _finish_loop(dying: Callable[[BaseException | None], bool]) -> None:
-    """``asyncio.Runner.close`` on this worker loop, short of closing it."""
-    if dying(sys.exc_info()[1]):
-        return  # run by the shutdown of a loop that died: that shutdown does it
-    loop = asyncio.get_running_loop()
-    me = asyncio.current_task()
-    tasks = [(t, handle_of(t)) for t in asyncio.all_tasks(loop) if t is not me]
-    if tasks:
-        for t, h in tasks:
-            if h is not None:
-                h.cancel()  # past any pause
-            else:
-                t.cancel()
-        await asyncio.gather(*(t for t, _ in tasks), return_exceptions=True)
-        for t, h in tasks:
-            exc: BaseException | None
-            if h is not None:
-                if h.cancelled():
-                    continue
-                exc = h.exception()
-            else:
-                if t.cancelled():
-                    continue
-                exc = t.exception()
-            if exc is not None:
-                loop.call_exception_handler(
-                    {"message": _SHUTDOWN_MESSAGE, "exception": exc, "task": t if h is None else h}
-                )
-    await loop.shutdown_asyncgens()
-    if _EXECUTOR_TIMEOUT is not None:
-        await loop.shutdown_default_executor(_EXECUTOR_TIMEOUT)  # type: ignore[call-arg,unused-ignore]
-    else:
-        await loop.shutdown_default_executor()
+def _set_event(event: threading.Event, _: object) -> None:
+    event.set()
 
 
 def run(

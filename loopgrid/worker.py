@@ -16,10 +16,11 @@ Thread ownership (who writes what):
 * ``_local`` (stealable pending tasks): pushed by the owner thread only, popped
   by the owner, by thieves, by a pause (to the injection queue) and by the
   monitor (a stalled worker's backlog), all atomic deque ops. A spawn that
-  looked at ``_hold`` just before a pause emptied the queue is moved by the
+  looked at ``_inert`` just before a pause emptied the queue is moved by the
   held dispatcher's next turn (``_dispatch``).
 * ``_pinned`` (tasks pinned here with ``worker=i``): pushed by any thread,
-  popped by the owner only. Pinned tasks are never stolen.
+  popped by the owner only while it lives. Pinned tasks are never stolen.
+  Once it died, both queues are swept by any thread (``_sweep``: atomic pops).
 * ``_parked``: set True by the owner when the dispatcher stops; set False by
   whoever wakes it. The owner re-checks every queue *after* setting it, and
   pushers push *before* reading it, so a push is never stranded; a race costs
@@ -27,10 +28,17 @@ Thread ownership (who writes what):
   consistent reads, which the GIL gives; on free-threaded builds the monitor
   also wakes, every tick, a parked worker with work queued: see
   ``Monitor._wake_forgotten``.)
-* ``_paused`` (this worker paused by the user) and ``_hold`` (paused by the
-  user or by a paused grid: what the dispatcher and the drivers read): written
-  under the grid's ``_control`` lock by any thread; read by the owner without
-  it. The owner re-reads ``_hold`` after parking, as for ``_parked`` above.
+* ``_paused`` (this worker paused by the user), ``_hold`` (paused by the user
+  or by a paused grid: what the drivers read) and ``_inert`` (the dispatcher
+  starts nothing: held, or dead): written under the grid's ``_control`` lock
+  by any thread; read by the owner without it. The owner re-reads ``_inert``
+  after parking, as for ``_parked`` above. A dead worker is inert but never
+  held: its running tasks must run on to their end.
+* ``_exit`` (what escaped ``run_forever`` and stopped the loop for good; see
+  :meth:`Worker._die`): written once by the owner, before it tells anyone.
+* ``_abandoned`` (the grid gave up on this loop's tasks): set by the closing
+  thread before it stops the loop; read by the owner once the loop stopped.
+  ``_finishing`` (the owner is finishing its loop): owner only.
 * ``_held``: the drivers of this worker's tasks that are paused mid-run; owner
   only (see ``driver.py``). A driver's own slots are armed and disarmed under
   the grid's ``_control`` lock, from any thread (``driver.py``).
@@ -45,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import sys
 import threading
 import time
@@ -66,7 +75,7 @@ from .stealing import has_victim, steal_into
 if TYPE_CHECKING:
     from .grid import Grid
 
-__all__ = ["BATCH", "CHAIN_TURN", "LOCAL_CAPACITY", "Worker", "current_worker"]
+__all__ = ["BATCH", "CHAIN_TURN", "LOCAL_CAPACITY", "Worker", "current_worker", "finish_loop"]
 
 #: Most tasks a dispatcher turn starts before it yields to the loop. Larger
 #: batches amortise the turn; smaller ones keep the backlog stealable and the
@@ -135,9 +144,13 @@ class Worker:
     """One worker of a grid: an event loop on its own thread (Go's P + M)."""
 
     __slots__ = (
+        "_abandoned",
+        "_exit",
         "_fair",
+        "_finishing",
         "_held",
         "_hold",
+        "_inert",
         "_local",
         "_mailbox",
         "_parked",
@@ -169,6 +182,10 @@ class Worker:
         self._parked = True
         self._paused = False
         self._hold = False
+        self._inert = False
+        self._exit: BaseException | None = None
+        self._abandoned = False
+        self._finishing = False
         self._held: set[Driver] = set()
         self._timing = grid._task_timing
         self._fair: Fairness | None = None
@@ -238,19 +255,160 @@ class Worker:
             loop.call_soon(grid._worker_ready, self)
             logs.info("worker.started", grid=grid.name, worker=self.index)
             loop.run_forever()
+        except BaseException as exc:
+            # Out of a callback (asyncio's loop lets SystemExit and
+            # KeyboardInterrupt through): the loop is stopped for good. It is
+            # not raised on here, where no one would see it: recorded, and
+            # raised by Runner.run().
+            self._die(exc)
         finally:
             if self._fair is not None:
                 self._fair.stop()
             try:
-                _shutdown_loop(loop)
+                self._finish()
             finally:
                 loop.close()
                 _current.worker = None
                 install_mailbox(None)
+                if self._exit is not None:
+                    # What was queued here since it died, and whatever is
+                    # pushed from now on: pushers find it parked, fail to
+                    # wake it (closed) and sweep (see _wake).
+                    self._parked = True
+                    self._sweep()
                 logs.info("worker.stopped", grid=grid.name, worker=self.index)
 
+    def _die(self, exc: BaseException) -> None:
+        """Record that ``exc`` stopped this loop for good; owner thread, loop stopped.
+
+        The grid goes on with its other workers. This one starts nothing more:
+        its stealable tasks go to the others, tasks pinned here end cancelled
+        (see :meth:`_sweep`), and pauses are lifted, so that its loop can be
+        finished as ``asyncio.run`` finishes one (its tasks cancelled and
+        awaited) by :meth:`_finish`. Then whoever watches the grid is told
+        (``Runner.run()`` raises ``exc``).
+        """
+        if self._exit is not None:
+            # A second one, escaping the finish of a dead loop: the finish
+            # gives up on what it had left (see _finish).
+            logs.warning(
+                "worker.died_again", grid=self.grid.name, worker=self.index, error=repr(exc)
+            )
+            return
+        self._exit = exc
+        grid = self.grid
+        with grid._control:
+            self._inert = True
+            self._hold = False
+        for task in asyncio.all_tasks(self.loop):
+            h = handle_of(task)
+            if h is not None and h._paused:
+                h.resume()
+        self._release_held()
+        self._sweep()
+        grid._worker_exited(self, exc)
+
+    def _sweep(self) -> None:
+        """Hand on what is queued on this dead worker; any thread.
+
+        Its stealable tasks go where the other workers take them (cancelled
+        once the grid has closed); tasks pinned here end cancelled, having
+        nowhere else to run.
+        """
+        if self.grid._closed:
+            for h in self._local.pop_all():
+                h.cancel()
+        else:
+            self._requeue_local()
+        for h in self._pinned.pop_all():
+            h.cancel()
+
+    def _finish(self) -> None:
+        """Finish the stopped loop as ``asyncio.run`` does, or give up on its tasks.
+
+        Owner thread, after ``run_forever``: remaining tasks cancelled and
+        awaited (whoever raises instead is reported to the loop's exception
+        handler), async generators and the default executor shut down (see
+        :func:`finish_loop`). The grid may give up meanwhile
+        (:meth:`_abandon_soon`: it stops the loop again), and a second
+        ``SystemExit`` may escape the finish itself; either way what is left
+        is given up on (:meth:`_give_up`), as asyncio.Runner.close leaves its
+        loop when interrupted.
+        """
+        self._finishing = True
+        if not self._abandoned:
+            try:
+                _shutdown_loop(self.loop)
+            except BaseException as exc:
+                if not self._abandoned:
+                    self._die(exc)
+        self._give_up()
+
+    def _give_up(self) -> None:
+        """End the grid tasks left on this stopped loop without running them on.
+
+        Owner thread, once the finish is over or was given up on. The loop
+        closes with its tasks pending, as asyncio's does when
+        ``asyncio.Runner.close`` is interrupted. A plain asyncio task is left
+        as asyncio leaves it. A grid task's handle must still end: its
+        coroutine is closed (``GeneratorExit`` at its ``await``, as when a
+        suspended coroutine is garbage-collected, so its ``finally`` blocks
+        run) and the handle ends cancelled (failed, if that cleanup raises).
+        A coroutine that ignores ``GeneratorExit`` (it awaits again) is
+        reported to the loop's exception handler, with Python's
+        ``RuntimeError``, and its handle ends cancelled all the same.
+        """
+        loop = self.loop
+        for task in asyncio.all_tasks(loop):
+            h = handle_of(task)
+            if h is None:
+                if getattr(task.get_coro(), "cr_code", None) is _FINISH_CODE:
+                    task._log_destroy_pending = False  # type: ignore[attr-defined]
+                continue
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
+            drv: Any = task.get_coro()
+            if inspect.getcoroutinestate(drv._inner()) == inspect.CORO_CREATED:
+                cancel_task(task, None)  # resolves the handle of a task never stepped
+                drv.close()
+                continue
+            try:
+                drv.close()  # drive() ends the handle cancelled (driver.py)
+            except BaseException as exc:  # "coroutine ignored GeneratorExit"
+                loop.call_exception_handler(
+                    {"message": _GIVE_UP_MESSAGE, "exception": exc, "task": h}
+                )
+            if h._state is RUNNING:
+                # Still suspended, where it awaited again. (Should the garbage
+                # collector's own close get further one day, the handle is
+                # cancelled once more: the same state.)
+                self.cancelled += 1
+                h._set_cancelled(None, loop)
+        self._held.clear()
+
     def _stop_soon(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        """Stop this loop, ending the worker; any thread (closing the grid)."""
+        try:
+            self.loop.call_soon_threadsafe(self._stop)
+        except RuntimeError:
+            pass  # closed: the worker has ended (its loop died and was finished)
+
+    def _stop(self) -> None:
+        # A dead worker finishing its loop ends it by itself: a stop would cut
+        # that finish short.
+        if not self._finishing:
+            self.loop.stop()
+
+    def _abandon_soon(self) -> None:
+        """Give up on this loop's tasks that do not end; any thread.
+
+        The loop stops where it is, in ``run_forever`` or in the middle of
+        its finish, and closes with those tasks given up on (:meth:`_give_up`).
+        """
+        self._abandoned = True
+        try:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        except RuntimeError:
+            pass  # closed: nothing is left to give up on
 
     # -- pausing ----------------------------------------------------------------
 
@@ -280,10 +438,12 @@ class Worker:
 
     def _update_hold(self) -> None:
         """Recompute ``_hold`` and act on a change; under the grid's ``_control``."""
+        if self._exit is not None:
+            return  # dead: inert, and never held (see _die)
         hold = self._paused or self.grid._paused
         if hold is self._hold:
             return
-        self._hold = hold
+        self._hold = self._inert = hold
         if hold:
             self._requeue_local()
             self._call_soon(self._arm_all)
@@ -342,7 +502,7 @@ class Worker:
 
     def _push_local(self, h: Handle[Any]) -> None:
         """Queue a stealable task; owner thread only."""
-        if self._hold:  # a paused worker starts nothing: let the others have it
+        if self._inert:  # a paused (or dead) worker starts nothing: let the others have it
             self.grid._requeue(h)
             return
         lv = self._local.levels
@@ -380,7 +540,14 @@ class Worker:
             try:
                 self.loop.call_soon_threadsafe(self._dispatch)
             except RuntimeError:
-                return False  # loop closed: Grid.close() sweeps what is left queued
+                # Loop closed: Grid.close() sweeps what is left queued, unless
+                # the worker died and the grid goes on. Then the sweep is ours:
+                # parked again first, so that a push racing with this one is
+                # either seen by the sweep or wakes (and sweeps) itself.
+                if self._exit is not None:
+                    self._parked = True
+                    self._sweep()
+                return False
             return True
         return False
 
@@ -402,11 +569,14 @@ class Worker:
 
     def _dispatch(self) -> None:
         grid = self.grid
-        if self._hold:
-            # A spawn here that raced with the pause (it looked at _hold just
+        if self._inert:
+            # A spawn here that raced with the pause (it looked at _inert just
             # before the pauser emptied this queue) left its task behind: it
-            # goes where the other workers take it, as the pause did for the rest.
-            if len(self._local):
+            # goes where the other workers take it, as the pause did for the
+            # rest. A dead worker's queues are swept (pinned tasks too).
+            if self._exit is not None:
+                self._sweep()
+            elif len(self._local):
                 self._requeue_local()
             self._park(tried_stealing=True)
             return
@@ -479,7 +649,7 @@ class Worker:
         deadline = _perf_counter() + CHAIN_TURN
         one: list[Handle[Any]] = []
         start = self._start
-        while started < BATCH and len(grid._injection) and not (self._hold or grid._cancel_all):
+        while started < BATCH and len(grid._injection) and not (self._inert or grid._cancel_all):
             if not take_in_order(queues, 1, one):
                 return
             start(one.pop(), True)
@@ -499,7 +669,7 @@ class Worker:
         # from them, so a thief losing races does not spin (and hold the GIL).
         if (
             self._parked
-            and not self._hold
+            and not self._inert
             and (
                 len(self._pinned)
                 or len(self._local)
@@ -581,8 +751,12 @@ class Worker:
         """Cancel every task on this loop (close(cancel=True)); owner thread.
 
         Grid tasks and plain asyncio tasks alike: the grid is shutting down, and
-        asyncio.run would cancel the plain ones a moment later anyway.
+        asyncio.run would cancel the plain ones a moment later anyway. A loop
+        being finished (its worker died) is left to its finish, whose own task
+        this would cancel too.
         """
+        if self._finishing or self._abandoned:
+            return
         for task in asyncio.all_tasks(self.loop):
             cancel_task(task, None)
 
@@ -591,21 +765,60 @@ class Worker:
         return cancel_task(task, msg, h)
 
 
-def _shutdown_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Finish a worker loop as ``asyncio.run`` does: tasks, async gens, executor."""
-    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
-    for t in tasks:
-        cancel_task(t, None)
+#: What a shutdown reports to a worker loop's exception handler, by default.
+_SHUTDOWN_MESSAGE = "unhandled exception during loopgrid worker shutdown"
+_GIVE_UP_MESSAGE = "exception while loopgrid gave up on a task that did not end"
+#: What asyncio.Runner.close gives the default executor to shut down (3.12+).
+_EXECUTOR_TIMEOUT: float | None = 300.0 if sys.version_info >= (3, 12) else None
+
+
+async def finish_loop(message: str = _SHUTDOWN_MESSAGE) -> None:
+    """``asyncio.Runner.close`` on the running loop, short of closing it.
+
+    Every other task is cancelled (a grid task through its handle, past any
+    pause) and awaited; those that raise instead of ending cancelled are
+    reported to the loop's exception handler with ``message``; then async
+    generators are shut down, and the default executor (with asyncio's
+    timeout from 3.12). Run by a worker's thread once its loop stopped
+    (:func:`_shutdown_loop`), and by ``Runner.close`` on every worker loop at
+    once while they all still run.
+    """
+    loop = asyncio.get_running_loop()
+    me = asyncio.current_task()
+    # Handles are looked up first: a grid task's handle is found through its
+    # coroutine's frame, which is gone once it ends.
+    tasks = [(t, handle_of(t)) for t in asyncio.all_tasks(loop) if t is not me]
     if tasks:
-        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        for t in tasks:
-            if not t.cancelled() and t.exception() is not None:
+        for t, h in tasks:
+            if h is not None:
+                h.cancel()
+            else:
+                t.cancel()
+        await asyncio.gather(*(t for t, _ in tasks), return_exceptions=True)
+        for t, h in tasks:
+            exc: BaseException | None
+            if h is not None:
+                if h.cancelled():
+                    continue
+                exc = h.exception()
+            else:
+                if t.cancelled():
+                    continue
+                exc = t.exception()
+            if exc is not None:
                 loop.call_exception_handler(
-                    {
-                        "message": "unhandled exception during loopgrid worker shutdown",
-                        "exception": t.exception(),
-                        "task": t,
-                    }
+                    {"message": message, "exception": exc, "task": t if h is None else h}
                 )
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.run_until_complete(loop.shutdown_default_executor())
+    await loop.shutdown_asyncgens()
+    if _EXECUTOR_TIMEOUT is not None:
+        await loop.shutdown_default_executor(_EXECUTOR_TIMEOUT)  # type: ignore[call-arg,unused-ignore]
+    else:
+        await loop.shutdown_default_executor()
+
+
+_FINISH_CODE = finish_loop.__code__
+
+
+def _shutdown_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Finish a stopped loop as ``asyncio.run`` does (see :func:`finish_loop`)."""
+    loop.run_until_complete(finish_loop())

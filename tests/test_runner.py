@@ -421,24 +421,79 @@ def test_run_closes_gens_after_hanging_tasks_errors() -> None:
     assert not spinner[0].ag_running
 
 
-# The worker thread whose loop stopped does end with the SystemExit.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def _raise_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+# A worker thread that ended with the exception would warn (pytest's threadexception plugin).
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("exc", [SystemExit, KeyboardInterrupt])
 @pytest.mark.parametrize("worker", [0, 1])
 @pytest.mark.parametrize("factory", [None, asyncio.new_event_loop])
-def test_sys_exit_from_a_callback_raises_system_exit(worker: int, factory: Any) -> None:
-    async def exit_soon() -> None:
-        asyncio.get_running_loop().call_soon(sys.exit, 5)
-        await forever()
+def test_an_exception_escaping_a_worker_loop_is_raised_by_run(
+    exc: type[BaseException], worker: int, factory: Any
+) -> None:
+    """As asyncio.run: SystemExit or KeyboardInterrupt out of a callback stops
+    the loop and is raised by run(), on whichever worker it happens; the dead
+    worker's tasks are cancelled and their cleanup runs; no thread is left."""
+    before = set(threading.enumerate())
+    handles: dict[str, Any] = {}
+    cleaned = threading.Event()
+    main_cancelled = threading.Event()
+
+    def die() -> None:
+        if exc is SystemExit:
+            sys.exit(5)
+        _raise_keyboard_interrupt()
+
+    async def dies() -> None:
+        asyncio.get_running_loop().call_soon(die)
+        try:
+            await forever()
+        finally:
+            await asyncio.sleep(0)  # the loop's finish awaits cleanup, as asyncio's does
+            cleaned.set()
 
     async def main() -> None:
-        if worker == 0:
-            await exit_soon()
-        loopgrid.spawn(exit_soon, worker=worker)
-        await forever()
+        try:
+            if worker == 0:
+                await dies()
+            handles["dies"] = loopgrid.spawn(dies, worker=worker)
+            await forever()
+        except asyncio.CancelledError:
+            main_cancelled.set()  # by the dead loop's finish, or by close()
+            raise
 
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(exc) as info:
         loopgrid.run(main(), loops=2, loop_factory=factory)
-    assert info.value.code == 5
+    if exc is SystemExit:
+        assert info.value.code == 5
+    assert cleaned.is_set()
+    assert main_cancelled.is_set()
+    if worker == 1:
+        assert handles["dies"].cancelled()
+    assert [t for t in threading.enumerate() if t not in before] == []
+
+
+def test_a_runner_whose_worker_died_refuses_to_run_again() -> None:
+    async def exit_on_worker_1() -> None:
+        async def exits() -> None:
+            asyncio.get_running_loop().call_soon(sys.exit, 2)
+            await forever()
+
+        await loopgrid.spawn(exits, worker=1)
+
+    async def nothing() -> None:
+        pass
+
+    with loopgrid.Runner(loops=2) as runner:
+        with pytest.raises(SystemExit):
+            runner.run(exit_on_worker_1())
+        coro = nothing()
+        lost = r"lost worker 1 to SystemExit\(2\).+close the runner"
+        with pytest.raises(RuntimeError, match=lost):
+            runner.run(coro)
+        coro.close()
     assert grid_threads() == []
 
 
@@ -449,10 +504,16 @@ import asyncio, signal, sys, threading
 import loopgrid
 
 signal.signal(signal.SIGINT, signal.default_int_handler)  # see _SIGINT_SCRIPT
+RUNNER = sys.argv[1]  # "loopgrid", or "asyncio" for the same case under asyncio.run
 
 def report(what):
     left = [t.name for t in threading.enumerate() if t.name.startswith("loopgrid-")]
-    print("%s threads-left=%d" % (what, len(left)), flush=True)
+    print("%s threads-left=%d threads=%d" % (what, len(left), threading.active_count()), flush=True)
+
+def start_child(fn):
+    if RUNNER == "asyncio":
+        return asyncio.get_running_loop().create_task(fn())
+    return loopgrid.spawn(fn, worker=1)
 """
 
 _CTRL_C_CASES = {
@@ -497,11 +558,32 @@ async def main():
         except asyncio.CancelledError:
             print("swallowed", flush=True)
 """,
+    # Main and a child (on another worker) both swallow every cancellation.
+    "swallow_with_child": """
+async def stubborn_child():
+    while True:  # (no print: lines from two threads could interleave)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass
+
+async def main():
+    start_child(stubborn_child)
+    print("ready", flush=True)
+    while True:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            print("swallowed", flush=True)
+""",
 }
 
 _CTRL_C_RUN = """
 try:
-    loopgrid.run(main(), loops=2)
+    if RUNNER == "asyncio":
+        asyncio.run(main())
+    else:
+        loopgrid.run(main(), loops=2)
 except KeyboardInterrupt:
     report("KeyboardInterrupt")
     sys.exit(3)
@@ -511,12 +593,16 @@ except asyncio.CancelledError:
 """
 
 
-def _ctrl_c(tmp_path: Path, case: str) -> tuple[int, str, str, int]:
-    """Run a case in a child; send SIGINT at each "ready"/"swallowed" line."""
+def _ctrl_c(tmp_path: Path, case: str, runner: str = "loopgrid") -> tuple[int, str, str, int]:
+    """Run a case in a child (under ``runner``: "loopgrid" or "asyncio");
+    send SIGINT at each "ready"/"swallowed" line."""
     script = tmp_path / f"ctrl_c_{case}.py"
     script.write_text(_CTRL_C_PRELUDE + _CTRL_C_CASES[case] + _CTRL_C_RUN)
     proc = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, str(script), runner],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     out: list[str] = []
     sent = 0
@@ -568,15 +654,34 @@ def test_ctrl_c_on_a_main_already_cancelled(tmp_path: Path) -> None:
         assert "KeyboardInterrupt threads-left=0" in out
 
 
+#: SIGINTs that end a run whose tasks swallow every cancellation. 3.11+: the
+#: 1st cancels main, the 2nd raises KeyboardInterrupt out of run(), whose
+#: close() cancels main again; the 3rd ends the wait there, which gives up on
+#: the tasks. 3.10: the 1st raises out of run(), the 2nd ends close()'s wait.
+_SWALLOW_SIGINTS = 3 if sys.version_info >= (3, 11) else 2
+
+
 @_POSIX
-def test_ctrl_c_on_a_main_that_swallows_cancellation_ends_as_asyncio_does(
-    tmp_path: Path,
+@pytest.mark.parametrize("case", ["swallow", "swallow_with_child"])
+def test_ctrl_c_on_tasks_that_swallow_cancellation_ends_as_asyncio_does(
+    tmp_path: Path, case: str
 ) -> None:
-    rc, out, err, sent = _ctrl_c(tmp_path, "swallow")
-    # 3.11+: the 1st SIGINT cancels main, the 2nd raises KeyboardInterrupt out
-    # of run(), whose close() cancels main again; the 3rd ends the wait there.
-    # 3.10: the 1st raises out of run(), the 2nd ends close()'s wait.
-    assert sent == (3 if sys.version_info >= (3, 11) else 2), (out, err)
-    assert rc == 3, (out, err)
-    assert "KeyboardInterrupt threads-left=" in out
-    assert out.count("swallowed") == sent - 1
+    rc, out, err, sent = _ctrl_c(tmp_path, case)
+    assert (rc, sent) == (3, _SWALLOW_SIGINTS), (out, err)
+    assert out.count("\nswallowed") == sent - 1, (out, err)
+    # Given up on, not left running: no thread is left when run() raises.
+    assert "KeyboardInterrupt threads-left=0 threads=1" in out, (out, err)
+    assert "Traceback" not in err, err
+    if case != "swallow":
+        # Under asyncio.run, a SIGINT that lands while main's own code runs
+        # (on the loop's thread) ends main with KeyboardInterrupt; the child
+        # then swallows the next cancellation without a line to answer.
+        return
+    # The same case under asyncio.run on this Python ends with the same code,
+    # after as many SIGINTs, or fewer: one that lands while main's own code
+    # runs is raised there and ends it (loopgrid's main runs on a worker,
+    # never on the thread that gets the signal).
+    a_rc, a_out, a_err, a_sent = _ctrl_c(tmp_path, case, "asyncio")
+    assert a_rc == rc, (a_out, a_err)
+    assert 1 <= a_sent <= sent, (a_out, a_err)
+    assert "KeyboardInterrupt threads-left=0 threads=1" in a_out, (a_out, a_err)

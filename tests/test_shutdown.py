@@ -3,14 +3,25 @@ no thread left behind."""
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import gc
+import sys
 import threading
 import warnings
 from typing import Any
 
 import pytest
-from helpers import WAIT, Gate, forever, grid_threads, identity, wait_until
+from helpers import (
+    WAIT,
+    Gate,
+    LogCatcher,
+    close_or_fail,
+    forever,
+    grid_threads,
+    identity,
+    wait_until,
+)
 
 import loopgrid
 from loopgrid import Grid, GridClosedError, TaskState
@@ -295,3 +306,144 @@ def test_no_thread_outlives_the_grid_after_failures() -> None:
         assert isinstance(h.exception(), KeyError)
     assert grid_threads() == []
     assert all(not w.thread.is_alive() for w in g.workers)
+
+
+# -- a worker whose loop dies --------------------------------------------------------
+
+
+async def _cleans_up(done: threading.Event) -> None:
+    """Runs until cancelled, then cleans up asynchronously (the loop's finish must await it)."""
+    try:
+        await forever()
+    finally:
+        await asyncio.sleep(0)
+        done.set()
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("task_timing", [False, True])
+def test_a_worker_whose_loop_dies_is_finished_and_the_grid_goes_on(task_timing: bool) -> None:
+    """SystemExit out of a callback stops worker 1's loop for good: its tasks
+    are cancelled and awaited (a paused one too), its async generators closed;
+    its queued tasks go to worker 0, or end cancelled if pinned to it; the
+    grid goes on, and close() returns with every handle done."""
+    before = set(threading.enumerate())
+    cleaned = [threading.Event() for _ in range(2)]
+    agen_closed = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def agen() -> Any:
+        try:
+            yield 1
+            yield 2
+        finally:
+            agen_closed.set()
+
+    async def doomed() -> None:
+        g = agen()
+        box["agen"] = g  # kept: only the loop's shutdown can finalize it
+        await g.__anext__()
+        # Queued before any dispatcher turn these spawns schedule: asyncio's
+        # loop dies with the children still queued here. (uvloop's runs the
+        # rest of the batch of callbacks first: that dispatcher turn too.)
+        asyncio.get_running_loop().call_soon(sys.exit, 7)
+        box["children"] = [loopgrid.spawn(identity, i) for i in range(8)]
+        box["pinned"] = [loopgrid.spawn(identity, i, worker=1) for i in range(3)]
+        await forever()
+
+    with LogCatcher("worker.died") as died:
+        g = Grid(2, task_timing=task_timing, loop_factory=asyncio.new_event_loop)
+        try:
+            first = g.spawn(_cleans_up, cleaned[0], worker=1)
+            paused = g.spawn(_cleans_up, cleaned[1], worker=1)
+            assert wait_until(lambda: paused.state is TaskState.RUNNING)
+            assert paused.pause()
+            h = g.spawn(doomed, worker=1)
+            g.workers[1].thread.join(WAIT)
+            assert not g.workers[1].thread.is_alive()
+            assert g.workers[1].loop.is_closed()
+            assert died.seen.is_set()
+            assert "SystemExit(7)" in died.messages[0]
+            assert all(e.is_set() for e in cleaned)
+            assert agen_closed.is_set()
+            for x in (first, paused, h):
+                assert x.cancelled()
+            assert [c.result(WAIT) for c in box["children"]] == list(range(8))
+            assert all(p.cancelled() for p in box["pinned"]), box["pinned"]
+            # The grid goes on: worker 0 takes what is spawned; what is pinned to
+            # the dead worker ends cancelled.
+            assert g.spawn(identity, "on").result(WAIT) == "on"
+            late = g.spawn(identity, "late", worker=1)
+            with pytest.raises(asyncio.CancelledError):
+                late.result(WAIT)
+            assert not g.closed
+        finally:
+            close_or_fail(g)
+    assert g.workers[0].loop.is_closed()
+    totals = g.stats()["totals"]
+    assert totals["pending"] == totals["running"] == 0
+    assert totals["spawned"] == 3 + 8 + 3 + 2
+    assert [t for t in threading.enumerate() if t not in before] == []
+
+
+def test_close_right_after_a_worker_died_returns() -> None:
+    """close() skips the dead worker's loop (closed, or still being finished)."""
+    g = Grid(3)
+    hs = [g.spawn(forever, worker=i) for i in range(3)]
+    assert wait_until(lambda: all(h.state is TaskState.RUNNING for h in hs))
+    g.workers[2].loop.call_soon_threadsafe(sys.exit, 1)
+    close_or_fail(g, cancel=True)
+    assert all(h.cancelled() for h in hs)
+    assert grid_threads() == []
+
+
+# -- tasks that never end ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cancel", [True, False])
+def test_an_interrupted_close_gives_up_on_tasks_that_never_end(cancel: bool) -> None:
+    """Ctrl-C while close() waits for cancelled tasks that swallow every
+    cancellation gives up on them, as asyncio.Runner.close gives up on its loop:
+    their handles end cancelled, their coroutines are closed, every thread is
+    joined, and the KeyboardInterrupt propagates. Without cancel=True, the
+    first Ctrl-C cancels, the second gives up."""
+    swallowed = threading.Event()
+    closed = threading.Event()
+    started = threading.Event()
+
+    async def stubborn() -> None:
+        started.set()
+        try:
+            while True:
+                try:
+                    await forever()
+                except asyncio.CancelledError:
+                    swallowed.set()
+        finally:
+            closed.set()  # GeneratorExit, when given up on
+
+    g = Grid(2)
+    h = g.spawn(stubborn, worker=1)
+    other = g.spawn(forever, worker=0)
+    assert started.wait(WAIT)
+
+    def interrupt() -> None:
+        if not cancel:
+            assert wait_until(lambda: g.closed)  # close() waits for the tasks
+            assert not swallowed.is_set()
+            _thread.interrupt_main()  # close() cancels them
+        assert swallowed.wait(WAIT)
+        _thread.interrupt_main()  # close() gives up on them
+
+    t = threading.Thread(target=interrupt)
+    t.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            g.close(cancel=cancel)
+    finally:
+        t.join(WAIT)
+    assert h.cancelled() and other.cancelled()
+    assert closed.is_set()
+    assert g.workers[1].loop.is_closed()
+    assert grid_threads() == []
+    g.close()  # closed: nothing more to do
