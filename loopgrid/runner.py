@@ -67,7 +67,7 @@ from typing import Any, TypeVar
 
 from .grid import Grid
 from .handle import Handle, _wait
-from .worker import finish_loop
+from .worker import _finish_loop
 
 __all__ = ["Runner", "run"]
 
@@ -229,7 +229,7 @@ class Runner:
             grid.close(cancel=True)
 
     def _finish_loops(self, grid: Grid) -> None:
-        """Run :func:`~loopgrid.worker.finish_loop` on every live worker loop at
+        """Run :func:`~loopgrid.worker._finish_loop` on every live worker loop at
         once (all loops still run, so tasks that wait on one another across
         loops while they are cancelled can end), and wait for them.
 
@@ -241,7 +241,7 @@ class Runner:
         for w in grid.workers:
             if w._exit is not None:
                 continue
-            coro = finish_loop(_SHUTDOWN_MESSAGE)
+            coro = _finish_loop(_SHUTDOWN_MESSAGE)
             try:
                 futures.append((w, asyncio.run_coroutine_threadsafe(coro, w.loop)))
             except RuntimeError:

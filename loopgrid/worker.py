@@ -75,7 +75,7 @@ from .stealing import has_victim, steal_into
 if TYPE_CHECKING:
     from .grid import Grid
 
-__all__ = ["BATCH", "CHAIN_TURN", "LOCAL_CAPACITY", "Worker", "current_worker", "finish_loop"]
+__all__ = ["BATCH", "CHAIN_TURN", "LOCAL_CAPACITY", "Worker", "current_worker"]
 
 #: Most tasks a dispatcher turn starts before it yields to the loop. Larger
 #: batches amortise the turn; smaller ones keep the backlog stealable and the
@@ -329,7 +329,7 @@ class Worker:
         Owner thread, after ``run_forever``: remaining tasks cancelled and
         awaited (whoever raises instead is reported to the loop's exception
         handler), async generators and the default executor shut down (see
-        :func:`finish_loop`). The grid may give up meanwhile
+        :func:`_finish_loop`). The grid may give up meanwhile
         (:meth:`_abandon_soon`: it stops the loop again), and a second
         ``SystemExit`` may escape the finish itself; either way what is left
         is given up on (:meth:`_give_up`), as asyncio.Runner.close leaves its
@@ -772,7 +772,7 @@ _GIVE_UP_MESSAGE = "exception while loopgrid gave up on a task that did not end"
 _EXECUTOR_TIMEOUT: float | None = 300.0 if sys.version_info >= (3, 12) else None
 
 
-async def finish_loop(message: str = _SHUTDOWN_MESSAGE) -> None:
+async def _finish_loop(message: str = _SHUTDOWN_MESSAGE) -> None:
     """``asyncio.Runner.close`` on the running loop, short of closing it.
 
     Every other task is cancelled (a grid task through its handle, past any
@@ -816,9 +816,9 @@ async def finish_loop(message: str = _SHUTDOWN_MESSAGE) -> None:
         await loop.shutdown_default_executor()
 
 
-_FINISH_CODE = finish_loop.__code__
+_FINISH_CODE = _finish_loop.__code__
 
 
 def _shutdown_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Finish a stopped loop as ``asyncio.run`` does (see :func:`finish_loop`)."""
-    loop.run_until_complete(finish_loop())
+    """Finish a stopped loop as ``asyncio.run`` does (see :func:`_finish_loop`)."""
+    loop.run_until_complete(_finish_loop())
