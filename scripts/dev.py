@@ -11,8 +11,10 @@ The first run creates ``.venv`` (``.venv-X.Y`` for another interpreter, chosen
 with ``--python``; ``.venv-X.Yt`` for a free-threaded one) and installs the
 project with its ``dev`` extra (``--extra test``: only what the tests need, for
 interpreters where the linters or matplotlib have no wheels; ``--extra dev,ray``
-adds Ray, in a venv of its own, ``.venv-dev-ray``); later runs reuse it,
-re-installing only when pyproject.toml or the extra changed.
+adds Ray, in a venv of its own, ``.venv-dev-ray``; ``--extra docs`` has only
+the docs tools, in ``.venv-docs``: ``python3 scripts/dev.py --extra docs python
+-m mkdocs serve``); later runs reuse it, re-installing only when pyproject.toml
+or the extra changed.
 """
 
 from __future__ import annotations
