@@ -516,6 +516,18 @@ def start_child(fn):
     return loopgrid.spawn(fn, worker=1)
 """
 
+_SWALLOWING_MAIN = """
+async def main():
+    if CHILD is not None:
+        start_child(CHILD)
+    print("ready", flush=True)
+    while True:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            print("swallowed", flush=True)
+"""
+
 _CTRL_C_CASES = {
     # A main task busy in call_soon callbacks (test_interrupt_call_soon).
     "call_soon": """
@@ -549,15 +561,7 @@ async def main():
         await asyncio.Event().wait()  # the SIGINT's cancellation ends this
 """,
     # One that swallows every cancellation: each SIGINT is answered by a line.
-    "swallow": """
-async def main():
-    print("ready", flush=True)
-    while True:
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            print("swallowed", flush=True)
-""",
+    "swallow": "CHILD = None\n" + _SWALLOWING_MAIN,
     # Main and a child (on another worker) both swallow every cancellation.
     "swallow_with_child": """
 async def stubborn_child():
@@ -567,15 +571,9 @@ async def stubborn_child():
         except asyncio.CancelledError:
             pass
 
-async def main():
-    start_child(stubborn_child)
-    print("ready", flush=True)
-    while True:
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            print("swallowed", flush=True)
-""",
+CHILD = stubborn_child
+"""
+    + _SWALLOWING_MAIN,
 }
 
 _CTRL_C_RUN = """
