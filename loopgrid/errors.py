@@ -7,6 +7,8 @@ traceback alone tells the user what to fix.
 from __future__ import annotations
 
 import asyncio
+import math
+from typing import NoReturn
 
 __all__ = [
     "DeadlockError",
@@ -66,6 +68,10 @@ class WorkerDiedError(LoopgridError, RuntimeError):
     """
 
 
+#: The message of a task's CancelledError when the grid's close cancelled it.
+CLOSED_MSG = "cancelled by the grid's close(cancel=True)"
+
+
 def check_seconds(name: str, value: object, *, zero: bool = False) -> float:
     """``value`` as a float number of seconds, > 0 (>= 0 with ``zero``).
 
@@ -80,3 +86,31 @@ def check_seconds(name: str, value: object, *, zero: bool = False) -> float:
         bound = ">= 0" if zero else "> 0"
         raise ValueError(f"{name} must be a number of seconds {bound}, got {value!r}")
     return float(value)
+
+
+def check_timeout(value: object) -> float | None:
+    """A blocking call's ``timeout``: None, or a number of seconds >= 0.
+
+    TypeError for what is not a number (``True`` is not 1 s here, nor is
+    ``"1"``), ValueError for NaN and negative values, each naming the value.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"timeout must be None or a number of seconds, got {value!r}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"timeout must be None or a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def refuse_keywords(what: str, fn: object, kwargs: dict[str, object]) -> NoReturn:
+    """Keyword arguments given to a spawn are not passed on: say how to pass
+    them (closing a coroutine object given, so that it does not also warn)."""
+    if asyncio.iscoroutine(fn):
+        fn.close()
+    names = ", ".join(f"{k}=..." for k in kwargs)
+    name = getattr(fn, "__name__", repr(fn))
+    raise TypeError(
+        f"{what}() takes the task's arguments by position only, got {names}: pass "
+        f"functools.partial({name}, {names}) to give them by keyword"
+    )

@@ -42,7 +42,7 @@ from typing import Any, TypeVar, overload
 
 from . import logs
 from .debug import DebugServer, debug_port_from_env
-from .errors import GridClosedError, NotOnGridError, check_seconds
+from .errors import CLOSED_MSG, GridClosedError, NotOnGridError, check_seconds, refuse_keywords
 from .gridbase import GridBase
 from .handle import CLAIMS, PENDING, Handle, _wait
 from .integrations import anyio_hook
@@ -55,6 +55,10 @@ from .worker import Worker, _current
 __all__ = ["Grid", "current_grid", "default_loop_factory", "spawn"]
 
 T = TypeVar("T")
+
+#: The most loops a grid may have: each is an OS thread, and a count beyond
+#: this is a mistake (10**20 once raised an OverflowError naming nothing).
+MAX_LOOPS = 4096
 
 _FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 _ids = itertools.count(1)
@@ -185,8 +189,13 @@ class Grid(GridBase):
     ) -> None:
         if loops is None:
             loops = os.cpu_count() or 1
-        if type(loops) is not int or loops < 1:
-            raise ValueError(f"loops must be an int >= 1, got {loops!r}")
+        if type(loops) is not int:
+            raise TypeError(f"loops must be an int >= 1 (or None: one per CPU), got {loops!r}")
+        if not 1 <= loops <= MAX_LOOPS:
+            raise ValueError(
+                f"loops must be an int >= 1 and at most {MAX_LOOPS} (each is an OS thread), "
+                f"got {loops!r}"
+            )
         if loop_factory is None:
             loop_factory = default_loop_factory()
         elif not callable(loop_factory):
@@ -364,6 +373,7 @@ class Grid(GridBase):
         name: str | None = None,
         worker: int | None = None,
         context: contextvars.Context | None = None,
+        **kwargs: Any,
     ) -> Handle[Any]:
         """Schedule ``fn(*args)`` (or a coroutine object) and return its handle.
 
@@ -375,6 +385,8 @@ class Grid(GridBase):
         The task runs in a copy of the caller's context (contextvars), or in
         ``context`` if given, as with ``asyncio.create_task``.
         """
+        if kwargs:
+            refuse_keywords("spawn", fn, kwargs)
         cur = _current.worker
         if cur is not None and cur.grid is not self:
             cur = None
@@ -612,12 +624,12 @@ class Grid(GridBase):
         for w in self._workers:
             w._abandon_soon()
 
-    def _cancel_queued(self) -> None:
+    def _cancel_queued(self, msg: str = CLOSED_MSG) -> None:
         """Cancel every task still queued anywhere on the grid (any thread)."""
         for h in self._pop_queued():
-            h.cancel()
+            h.cancel(msg)
         for h in list(self._shelf.values()):
-            h.cancel()
+            h.cancel(msg)
 
     def _stop_workers(self) -> None:
         if self._closed:
@@ -704,8 +716,11 @@ def spawn(
     name: str | None = None,
     worker: int | None = None,
     context: contextvars.Context | None = None,
+    **kwargs: Any,
 ) -> Handle[Any]:
     """Spawn on the current grid: ``current_grid().spawn(...)``."""
+    if kwargs:
+        refuse_keywords("loopgrid.spawn", fn, kwargs)
     w = _current.worker
     if w is None:
         if _current.grid is not None:

@@ -58,7 +58,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import logs
-from .errors import WouldBlockError
+from .errors import WouldBlockError, check_timeout
 from .mailbox import Mailbox, _tls, mailbox_for_running_loop, running_loop
 from .priority import Priority
 
@@ -322,8 +322,7 @@ class Handle(Generic[T]):
                 f"Handle.{what}() on {self!r}, which is not done, from a thread that runs "
                 f"an event loop: waiting would block that loop; use 'await handle' there"
             )
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be None or >= 0, got {timeout!r}")
+        timeout = check_timeout(timeout)
         event = threading.Event()
 
         def _set(_: object) -> None:
@@ -493,6 +492,8 @@ class Handle(Generic[T]):
         runs on the thread that finishes the task, or at once if it is done:
         keep it short and thread-safe, as with ``concurrent.futures``.
         """
+        if not callable(fn):
+            raise TypeError(f"add_done_callback() needs a callable fn(handle), got {fn!r}")
         mb = _tls.mailbox
         if mb is None or not mb.permanent:  # not a grid worker: look the loop up
             mb = mailbox_for_running_loop()

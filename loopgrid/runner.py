@@ -58,6 +58,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import functools
+import inspect
 import signal
 import sys
 import threading
@@ -133,12 +134,16 @@ class Runner:
     def run(self, coro: Coroutine[Any, Any, T], *, context: contextvars.Context | None = None) -> T:
         """Run ``coro`` on worker 0 and return its result (see the module doc)."""
         if not asyncio.iscoroutine(coro):
-            raise ValueError(f"a coroutine was expected, got {coro!r}")
+            raise ValueError(_not_a_coroutine(coro))
         if asyncio._get_running_loop() is not None:
             # As asyncio: fail fast, and leave the coroutine to warn that it
             # was never awaited.
             raise RuntimeError("Runner.run() cannot be called from a running event loop")
-        grid = self._lazy_init()
+        try:
+            grid = self._lazy_init()
+        except BaseException:
+            coro.close()  # a bad argument of the runner's: one error, not also a warning
+            raise
         if context is None:
             context = self._context
         # Before the look below: a worker dying after it wakes this event.
@@ -284,6 +289,21 @@ def run(
     if asyncio._get_running_loop() is not None:
         raise RuntimeError("loopgrid.run() cannot be called from a running event loop")
     if not asyncio.iscoroutine(main):  # before any thread starts
-        raise ValueError(f"a coroutine was expected, got {main!r}")
-    with Runner(loops=loops, debug=debug, loop_factory=loop_factory) as runner:
+        raise ValueError(_not_a_coroutine(main))
+    try:
+        runner = Runner(loops=loops, debug=debug, loop_factory=loop_factory)
+        runner.get_grid()  # made here, so that a bad argument fails before main runs
+    except BaseException:
+        main.close()  # a bad argument: one error, not also a "never awaited" warning
+        raise
+    with runner:
         return runner.run(main)
+
+
+def _not_a_coroutine(obj: object) -> str:
+    """asyncio's message, and the fix when ``obj`` is an async function."""
+    message = f"a coroutine was expected, got {obj!r}"
+    if inspect.iscoroutinefunction(obj):
+        name = getattr(obj, "__name__", "main")
+        message += f": call it, as in run({name}())"
+    return message

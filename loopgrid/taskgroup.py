@@ -73,7 +73,7 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-from .errors import NotOnGridError
+from .errors import NotOnGridError, refuse_keywords
 from .grid import Grid, current_grid
 from .handle import Handle, not_on_asyncio
 from .priority import Priority
@@ -335,6 +335,7 @@ class TaskGroup:
         name: str | None = None,
         worker: int | None = None,
         context: contextvars.Context | None = None,
+        **kwargs: Any,
     ) -> Handle[Any]:
         """Spawn ``fn(*args)`` (or a coroutine object) as a child of this group.
 
@@ -344,6 +345,8 @@ class TaskGroup:
         has finished, or is shutting down (a child failed, or the body raised
         or was cancelled). Callable from any thread.
         """
+        if kwargs:
+            refuse_keywords("TaskGroup.spawn", fn, kwargs)
         options = {"priority": priority, "name": name, "worker": worker, "context": context}
         if threading.get_ident() == self._thread:
             return self._spawn_here(fn, args, options)

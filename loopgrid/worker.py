@@ -64,7 +64,7 @@ from . import logs
 from .affinity import name_loop
 from .deadlock import handle_of
 from .driver import Driver, cancel_task, drive
-from .errors import NotOnGridError
+from .errors import CLOSED_MSG, NotOnGridError
 from .fairness import Fairness
 from .fairness import needed as fairness_needed
 from .handle import CLAIMS, RUNNING, Handle
@@ -758,7 +758,7 @@ class Worker:
         if self._finishing or self._abandoned:
             return
         for task in asyncio.all_tasks(self.loop):
-            cancel_task(task, None)
+            cancel_task(task, CLOSED_MSG)
 
     def _cancel_task(self, task: asyncio.Task[Any], msg: Any | None, h: Handle[Any]) -> bool:
         """Cancel the task of ``h``, one of this worker's, past any pause; owner thread."""

@@ -7,7 +7,7 @@ import inspect
 from typing import Any
 
 import pytest
-from helpers import WAIT, Gate, grid_threads
+from helpers import WAIT, Gate, forever, grid_threads
 
 import loopgrid
 from loopgrid import Grid, GridClosedError
@@ -106,12 +106,84 @@ def test_name_wrong_type(grid: Grid) -> None:
     assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
 
 
-@pytest.mark.parametrize("loops", [0, -1, 1.5, "2", True])
-def test_grid_loops(loops: Any) -> None:
-    with pytest.raises(ValueError, match="loops must be an int >= 1") as info:
+@pytest.mark.parametrize(
+    ("loops", "error"),
+    [
+        (0, ValueError),
+        (-1, ValueError),
+        (10**20, ValueError),  # once an OverflowError that named nothing
+        (1.5, TypeError),
+        ("4", TypeError),
+        (True, TypeError),
+    ],
+)
+def test_grid_loops(loops: Any, error: type[Exception]) -> None:
+    with pytest.raises(error, match="loops must be an int >= 1") as info:
         Grid(loops)
     assert repr(loops) in str(info.value)
     assert grid_threads() == []
+
+
+def test_keywords_given_to_spawn_name_functools_partial(grid: Grid) -> None:
+    async def work(x: int) -> int:
+        return x
+
+    message = r"by position only, got x=\.\.\.: pass functools\.partial\(work, x=\.\.\.\)"
+    with pytest.raises(TypeError, match=message):
+        grid.spawn(work, x=3)  # type: ignore[call-overload]
+    coro = coro_fn()
+    with pytest.raises(TypeError, match=r"functools\.partial"):
+        grid.spawn(coro, x=3)  # type: ignore[call-overload]
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED  # and no warning
+
+    async def in_a_task() -> str:
+        with pytest.raises(TypeError, match=r"loopgrid\.spawn\(\) takes .*functools\.partial"):
+            loopgrid.spawn(work, x=3)  # type: ignore[call-overload]
+        async with loopgrid.TaskGroup() as tg:
+            with pytest.raises(TypeError, match=r"TaskGroup\.spawn\(\) takes .*functools\.partial"):
+                tg.spawn(work, x=3)  # type: ignore[call-overload]
+        return "checked"
+
+    assert grid.spawn(in_a_task).result(WAIT) == "checked"
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error", "message"),
+    [
+        (float("nan"), ValueError, "nan"),
+        (-1, ValueError, "-1"),
+        (True, TypeError, "True"),
+        ("1", TypeError, "'1'"),
+    ],
+)
+def test_result_timeouts_are_checked_by_name(
+    grid: Grid, timeout: Any, error: type[Exception], message: str
+) -> None:
+    h = grid.spawn(forever)
+    with pytest.raises(error, match=f"timeout must be None or a number of seconds.*{message}"):
+        h.result(timeout=timeout)
+    h.cancel()
+
+
+def test_a_done_callback_must_be_callable(grid: Grid) -> None:
+    h = grid.spawn(coro_fn)
+    with pytest.raises(TypeError, match=r"add_done_callback\(\) needs a callable .* got 5"):
+        h.add_done_callback(5)  # type: ignore[arg-type]
+    h.result(WAIT)
+
+
+def test_run_names_the_fix_for_an_async_function_and_warns_no_more() -> None:
+    async def work() -> None:
+        pass
+
+    with pytest.raises(
+        ValueError, match=r"a coroutine was expected, .*: call it, as in run\(work\(\)\)"
+    ):
+        loopgrid.run(work)  # type: ignore[arg-type]
+    coro = work()
+    with pytest.raises(ValueError, match="loops must be an int >= 1"):
+        loopgrid.run(coro, loops=0)
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED  # closed: nothing warns
 
 
 @pytest.mark.parametrize("aging", [0, -1, "1", True, float("nan")])
@@ -208,3 +280,13 @@ def test_not_on_grid_errors_name_the_thread() -> None:
 def test_handles_are_made_by_spawn_only() -> None:
     with pytest.raises(TypeError, match=r"created by spawn\(\)"):
         loopgrid.Handle()
+
+
+def test_a_task_cancelled_by_close_says_so() -> None:
+    g = Grid(2)
+    running = g.spawn(forever)
+    g.close(cancel=True)
+    with pytest.raises(
+        asyncio.CancelledError, match=r"cancelled by the grid's close\(cancel=True\)"
+    ):
+        running.result(WAIT)
