@@ -40,7 +40,7 @@ import types
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar, overload
 
-from . import logs
+from . import fork, logs
 from .debug import DebugServer, debug_port_from_env
 from .errors import CLOSED_MSG, GridClosedError, NotOnGridError, check_seconds, refuse_keywords
 from .gridbase import GridBase
@@ -288,6 +288,7 @@ class Grid(GridBase):
             self._closed = True
             raise failed[0]._startup_error  # type: ignore[misc]
         anyio_hook.grid_started()
+        fork.track(self)
         self._monitor = Monitor(self, None if stall_threshold is None else float(stall_threshold))
         self._monitor.start()
         self._debug_server: DebugServer | None = None
@@ -302,6 +303,10 @@ class Grid(GridBase):
                 self.close(cancel=True)
                 raise
         logs.info("grid.started", grid=name, loops=loops, debug_url=self.debug_url)
+
+    def _mark_forked(self, parent: int) -> None:
+        super()._mark_forked(parent)
+        self._accept = _ACCEPT_NONE
 
     def _worker_ready(self, w: Worker) -> None:
         with self._ready_lock:

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import GridClosedError
+from .fork import forked_error
 
 if TYPE_CHECKING:
     from .handle import Handle
@@ -34,6 +35,9 @@ class GridBase:
     _closing: bool
     _closed: bool
     _paused: bool
+    #: The parent's pid, in a child of fork(): this copy of the grid is dead
+    #: (``fork.py``); None everywhere else.
+    _forked_from: int | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "closing" if self._closing else "open"
@@ -84,6 +88,9 @@ class GridBase:
         (:meth:`_abandon`), as ``asyncio.Runner.close`` gives up on its loop
         when interrupted. The workers are stopped either way.
         """
+        if self._forked_from is not None:  # its threads are the parent's (fork.py)
+            self._closed = True
+            return
         with self._close_lock:
             if self._closed:
                 return
@@ -114,9 +121,20 @@ class GridBase:
         """Stop what runs the workers; sets ``_closed``."""
         raise NotImplementedError
 
+    def _mark_forked(self, parent: int) -> None:
+        """In a child of fork(): this copy is dead; its locks are made anew (a
+        lock another thread of the parent held would stay held for ever)."""
+        self._forked_from = parent
+        self._closing = True
+        self._close_lock = threading.Lock()
+        self._ext_lock = threading.Lock()
+        self._control = threading.RLock()
+
     def _refuse(self, fn: Any) -> None:
         if asyncio.iscoroutine(fn):
             fn.close()
+        if self._forked_from is not None:
+            raise forked_error(self, f"spawn({fn!r})")
         raise GridClosedError(f"{self!r} is closed: it does not take new tasks (got {fn!r})")
 
     def _check_worker_index(self, worker: object) -> None:

@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import logs
 from .errors import WouldBlockError, check_timeout
+from .fork import forked_error
 from .mailbox import Mailbox, _tls, mailbox_for_running_loop, running_loop
 from .priority import Priority
 
@@ -317,6 +318,8 @@ class Handle(Generic[T]):
         raise exc.with_traceback(self._aux[0])
 
     def _block_until_done(self, timeout: float | None, what: str) -> None:
+        if self._grid._forked_from is not None:
+            raise forked_error(self._grid, f"Handle.{what}() on {self!r}")
         if running_loop() is not None:
             raise WouldBlockError(
                 f"Handle.{what}() on {self!r}, which is not done, from a thread that runs "
@@ -546,6 +549,8 @@ class Handle(Generic[T]):
 
     def __await__(self) -> Generator[Any, None, T]:
         if self._state not in _DONE:
+            if self._grid._forked_from is not None:
+                raise forked_error(self._grid, f"await {self!r}")
             # The wait-for graph (deadlock.py), inlined: an edge from the
             # awaiting task to this handle, and a walk only if this handle's
             # task is itself waiting. DeadlockError if the walk comes back.
