@@ -12,6 +12,7 @@ from .errors import (
     GridClosedError,
     LoopgridError,
     NotOnGridError,
+    WorkerDiedError,
     WouldBlockError,
 )
 from .grid import Grid, current_grid, spawn
@@ -61,6 +62,7 @@ __all__ = [
     "TaskGroup",
     "TaskState",
     "Worker",
+    "WorkerDiedError",
     "WouldBlockError",
     "configure_logging",
     "current_grid",

@@ -58,7 +58,14 @@ class WouldBlockError(LoopgridError, asyncio.InvalidStateError):
 
 
 class WorkerDiedError(LoopgridError, RuntimeError):
-    """A task was running on a worker process that died (``loopgrid.ray``).
+    """A worker died: a task was running on a worker process that died
+    (``loopgrid.ray``), or a spawn named a grid worker whose loop died.
+
+    On a :class:`~loopgrid.Grid`, a worker dies when an exception asyncio lets
+    out of a loop (``SystemExit`` or ``KeyboardInterrupt`` from a callback)
+    stops its loop: the grid goes on with the others, tasks pinned to the dead
+    worker end cancelled with a message naming it, and a spawn pinned to it
+    raises this error.
 
     Only pending tasks can be saved when a worker dies: they never left the
     driver, so they go back to the queue. A task that was running there took

@@ -42,7 +42,14 @@ from typing import Any, TypeVar, overload
 
 from . import fork, logs
 from .debug import DebugServer, debug_port_from_env
-from .errors import CLOSED_MSG, GridClosedError, NotOnGridError, check_seconds, refuse_keywords
+from .errors import (
+    CLOSED_MSG,
+    GridClosedError,
+    NotOnGridError,
+    WorkerDiedError,
+    check_seconds,
+    refuse_keywords,
+)
 from .gridbase import GridBase
 from .handle import CLAIMS, PENDING, Handle, _wait
 from .integrations import anyio_hook
@@ -423,6 +430,8 @@ class Grid(GridBase):
                     raise TypeError(f"name must be a str or None, got {name!r}")
                 if worker is not None:
                     self._check_worker_index(worker)
+                    if self._workers[worker]._exit is not None:
+                        raise WorkerDiedError(self._workers[worker].died_message())
                 if context is not None and not isinstance(context, contextvars.Context):
                     raise TypeError(
                         f"context must be a contextvars.Context or None, got {context!r}"

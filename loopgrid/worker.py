@@ -320,8 +320,16 @@ class Worker:
                 h.cancel()
         else:
             self._requeue_local()
+        why = self.died_message()
         for h in self._pinned.pop_all():
-            h.cancel()
+            h.cancel(why)
+
+    def died_message(self) -> str:
+        """What a task pinned to this dead worker is told (its cancel message)."""
+        return (
+            f"worker {self.index} of grid {self.grid.name!r} died ({self._exit!r}): "
+            "a task pinned to it cannot run; spawn it on another worker, or with no worker="
+        )
 
     def _finish(self) -> None:
         """Finish the stopped loop as ``asyncio.run`` does, or give up on its tasks.

@@ -370,19 +370,24 @@ def test_a_worker_whose_loop_dies_is_finished_and_the_grid_goes_on(task_timing: 
                 assert x.cancelled()
             assert [c.result(WAIT) for c in box["children"]] == list(range(8))
             assert all(p.cancelled() for p in box["pinned"]), box["pinned"]
-            # The grid goes on: worker 0 takes what is spawned; what is pinned to
-            # the dead worker ends cancelled.
+            with pytest.raises(
+                asyncio.CancelledError, match=r"worker 1 .* died \(SystemExit\(7\)\)"
+            ):
+                box["pinned"][0].result(WAIT)
+            # The grid goes on: worker 0 takes what is spawned; a spawn pinned
+            # to the dead worker is refused, naming it.
             assert g.spawn(identity, "on").result(WAIT) == "on"
-            late = g.spawn(identity, "late", worker=1)
-            with pytest.raises(asyncio.CancelledError):
-                late.result(WAIT)
+            with pytest.raises(
+                loopgrid.WorkerDiedError, match=r"worker 1 .* died .*another worker"
+            ):
+                g.spawn(identity, "late", worker=1)
             assert not g.closed
         finally:
             close_or_fail(g)
     assert g.workers[0].loop.is_closed()
     totals = g.stats()["totals"]
     assert totals["pending"] == totals["running"] == 0
-    assert totals["spawned"] == 3 + 8 + 3 + 2
+    assert totals["spawned"] == 3 + 8 + 3 + 1
     assert [t for t in threading.enumerate() if t not in before] == []
 
 
