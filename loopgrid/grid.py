@@ -583,7 +583,7 @@ class Grid(GridBase):
 
     # -- shutdown -----------------------------------------------------------------
 
-    def close(self, *, cancel: bool = False) -> None:
+    def close(self, *, cancel: bool = False, timeout: float | None = None) -> None:
         """Stop the grid: wait for (or cancel) every task, then stop the workers.
 
         With ``cancel=False`` every spawned task runs to its end; tasks already
@@ -605,6 +605,12 @@ class Grid(GridBase):
         can keep one alive. A worker whose loop died (see
         :meth:`Worker._die`) finishes that loop by itself: ``close`` waits for
         its thread, and nothing more.
+
+        ``timeout`` (seconds, None: no limit) bounds each wait without an
+        interrupt: tasks still running ``timeout`` s into the drain are
+        cancelled, and those that swallow their cancellation for another
+        ``timeout`` s are given up on as above (logged as
+        ``grid.close_gave_up``); ``close`` then returns.
         """
         cur = _current.worker
         if cur is not None and cur.grid is self:
@@ -612,9 +618,9 @@ class Grid(GridBase):
                 f"{self!r}.close() was called from its own worker {cur.index}: it waits for "
                 "that worker's thread to exit, which would deadlock"
             )
-        super().close(cancel=cancel)
+        super().close(cancel=cancel, timeout=timeout)
 
-    def _drain(self, cancel: bool) -> None:
+    def _drain(self, cancel: bool, timeout: float | None = None) -> bool:
         with self._ext_lock:
             self._closing = True
             self._accept = _ACCEPT_NONE if cancel else min(self._accept, _ACCEPT_WORKERS)
@@ -626,7 +632,7 @@ class Grid(GridBase):
                 w._call_soon(w._cancel_running)  # (a dead worker's loop may be closed)
         self._check_quiescent()
         # In slices on the main thread, so that Ctrl-C is seen (handle._wait).
-        _wait(self._quiescent, None)
+        return _wait(self._quiescent, timeout)
 
     def _abandon(self) -> None:
         """Give up on the tasks that do not end; any thread but a worker's.

@@ -16,7 +16,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import GridClosedError
+from . import logs
+from .errors import GridClosedError, check_timeout
 from .fork import forked_error
 
 if TYPE_CHECKING:
@@ -80,14 +81,19 @@ class GridBase:
         for q in queues:
             yield from q.pop_all()
 
-    def close(self, *, cancel: bool = False) -> None:
+    def close(self, *, cancel: bool = False, timeout: float | None = None) -> None:
         """Drain (or cancel) every task, then stop the workers; idempotent.
 
         A failure or interrupt while draining switches to cancelling, then
         propagates; one while waiting for cancelled tasks gives up on them
         (:meth:`_abandon`), as ``asyncio.Runner.close`` gives up on its loop
-        when interrupted. The workers are stopped either way.
+        when interrupted. ``timeout`` (seconds) bounds each wait: tasks still
+        running ``timeout`` s after the drain began are cancelled, and those
+        still running ``timeout`` s after being cancelled (a task that
+        swallows its cancellation) are given up on, with a warning. The
+        workers are stopped either way.
         """
+        timeout = check_timeout(timeout)
         if self._forked_from is not None:  # its threads are the parent's (fork.py)
             self._closed = True
             return
@@ -95,7 +101,19 @@ class GridBase:
             if self._closed:
                 return
             try:
-                self._drain(cancel)
+                ended = self._drain(cancel, timeout)
+                if not ended and not cancel:
+                    ended = self._drain(True, timeout)
+                if not ended:
+                    logs.warning(
+                        "grid.close_gave_up",
+                        grid=self.name,
+                        tasks=self._live(),
+                        waited=timeout,
+                        hint="these tasks did not end when cancelled: their coroutines "
+                        "are closed where they are and their handles end cancelled",
+                    )
+                    self._abandon()
             except BaseException:
                 try:
                     if not cancel:
@@ -113,8 +131,9 @@ class GridBase:
         """Give up on the tasks that did not end when cancelled (a grid whose
         workers cannot be made to: nothing; stopping them ends them)."""
 
-    def _drain(self, cancel: bool) -> None:
-        """Refuse new work, then wait until no task is pending or running."""
+    def _drain(self, cancel: bool, timeout: float | None = None) -> bool:
+        """Refuse new work, then wait until no task is pending or running, for
+        up to ``timeout`` s; True if that happened."""
         raise NotImplementedError
 
     def _stop_workers(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import logging
 import gc
 import sys
 import threading
@@ -452,3 +453,36 @@ def test_an_interrupted_close_gives_up_on_tasks_that_never_end(cancel: bool) -> 
     assert g.workers[1].loop.is_closed()
     assert grid_threads() == []
     g.close()  # closed: nothing more to do
+
+
+async def _swallows_cancellation(started: threading.Event) -> str:
+    started.set()
+    while True:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            continue  # never ends by being cancelled
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+def test_close_with_a_timeout_gives_up_on_a_task_that_never_ends(cancel: bool) -> None:
+    started = threading.Event()
+    g = Grid(2)
+    stubborn = g.spawn(_swallows_cancellation, started)
+    finite = g.spawn(identity, 5)
+    assert started.wait(WAIT)
+    with LogCatcher("grid.close_gave_up", logging.WARNING) as gave_up:
+        closer = threading.Thread(target=g.close, kwargs={"cancel": cancel, "timeout": 0.05})
+        closer.start()
+        closer.join(WAIT)
+        assert not closer.is_alive(), "close(timeout=...) did not return"
+    assert gave_up.seen.is_set() and "tasks=1" in gave_up.messages[0]
+    assert stubborn.cancelled() and finite.result(WAIT) == 5
+    assert grid_threads() == []
+
+
+def test_close_timeouts_are_checked_by_name() -> None:
+    with Grid(1) as g:
+        with pytest.raises(ValueError, match="timeout must be None or a number of seconds >= 0"):
+            g.close(timeout=-1)
+        assert not g.closed

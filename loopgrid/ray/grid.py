@@ -792,7 +792,7 @@ class RayGrid(GridBase):
             spawned += w.spawned
         return spawned - finished
 
-    def close(self, *, cancel: bool = False) -> None:
+    def close(self, *, cancel: bool = False, timeout: float | None = None) -> None:
         """Wait for (or cancel) every task, then stop the actors and the pump.
 
         As :meth:`loopgrid.Grid.close`: each task ends in exactly one state;
@@ -801,9 +801,9 @@ class RayGrid(GridBase):
         confirms they are gone, a private Ray instance is shut down (when no
         other grid of the process uses it). Idempotent.
         """
-        super().close(cancel=cancel)
+        super().close(cancel=cancel, timeout=timeout)
 
-    def _drain(self, cancel: bool) -> None:
+    def _drain(self, cancel: bool, timeout: float | None = None) -> bool:
         with self._ext_lock:
             self._closing = True
             self._accept = False
@@ -823,7 +823,7 @@ class RayGrid(GridBase):
             self._from_ray_thread(self._cancel_running)
         self._kick()
         self._check_quiescent()
-        self._quiescent.wait()
+        return self._quiescent.wait(timeout)
 
     def _stop_workers(self) -> None:
         self._stopping = True
