@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import _thread
 import asyncio
-import logging
 import gc
+import logging
 import sys
 import threading
 import warnings
