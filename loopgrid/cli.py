@@ -279,7 +279,7 @@ def _top(args: argparse.Namespace) -> int:
         from rich.console import Console
         from rich.live import Live
     except ImportError:
-        print("loopgrid top needs rich: pip install 'loopgrid[cli]'", file=sys.stderr)
+        print("loopgrid top needs rich (loopgrid's cli extra): pip install rich", file=sys.stderr)
         return FAILED
     from .top import render
 

@@ -93,7 +93,8 @@ def _prometheus() -> Any:
         import prometheus_client.core
     except ImportError as exc:
         raise ModuleNotFoundError(
-            "loopgrid.metrics needs prometheus_client: pip install 'loopgrid[prometheus]'"
+            "loopgrid.metrics needs prometheus_client (loopgrid's prometheus extra): "
+            "pip install prometheus_client"
         ) from exc
     return prometheus_client
 

@@ -27,7 +27,7 @@ from loopgrid import GridClosedError, Priority, TaskState
 HAVE_RAY = find_spec("ray") is not None
 pytestmark = [
     pytest.mark.ray,
-    pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (pip install 'loopgrid[ray]')"),
+    pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (loopgrid's ray extra)"),
 ]
 
 if HAVE_RAY:

@@ -317,17 +317,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _pids_seen(url: str, want: set[int] | int, tries: int = 400) -> set[int]:
-    """Distinct worker pids answering, until ``want`` (a set to include, or a
-    count) is met or ``tries`` requests were made."""
+def _pids_seen(url: str, count: int) -> set[int]:
+    """Distinct worker pids answering, one request per poll until ``count``
+    answered (the last worker may still be starting) or WAIT passed."""
     seen: set[int] = set()
-    for _ in range(tries):
+
+    def enough() -> bool:
         with contextlib.suppress(OSError, http.client.HTTPException):
             seen.add(get(url)[2]["pid"])
-        if (isinstance(want, int) and len(seen) >= want) or (
-            isinstance(want, set) and want <= seen
-        ):
-            break
+        return len(seen) >= count
+
+    wait_until(enough)
     return seen
 
 

@@ -61,7 +61,8 @@ def import_ray() -> ModuleType:
         import ray
     except ImportError as exc:
         raise ImportError(
-            "loopgrid.ray needs Ray, which is not installed: pip install 'loopgrid[ray]' "
+            "loopgrid.ray needs Ray, which is not installed (loopgrid's ray extra): "
+            "pip install 'ray>=2.60' "
             "(Ray has wheels for CPython 3.10 to 3.13, not for free-threaded builds)"
         ) from exc
     module: ModuleType = ray  # (typed Any where mypy runs without Ray installed)

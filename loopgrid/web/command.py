@@ -210,7 +210,7 @@ def parse(argv: list[str]) -> Command:
         import click
         from uvicorn.main import main as uvicorn_main
     except ImportError:
-        raise Usage("serving needs uvicorn: pip install 'loopgrid[web]'") from None
+        raise Usage("serving needs uvicorn (loopgrid's web extra): pip install uvicorn") from None
     try:
         ctx = uvicorn_main.make_context("loopgrid serve", rest)
     except click.ClickException as exc:

@@ -29,8 +29,8 @@ def import_uvicorn() -> Any:
         import uvicorn
     except ImportError:
         raise ImportError(
-            "loopgrid.web serves ASGI apps with uvicorn, which is not installed: "
-            "pip install 'loopgrid[web]'"
+            "loopgrid.web serves ASGI apps with uvicorn, which is not installed "
+            "(loopgrid's web extra): pip install uvicorn"
         ) from None
     return uvicorn
 
