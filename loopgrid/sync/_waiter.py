@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Generator, Sized
 from typing import Any, TypeVar
 
-from ..errors import WouldBlockError
+from ..errors import WouldBlockError, check_timeout
 from ..handle import _wait_sliced, not_on_asyncio
 from ..mailbox import Mailbox, mailbox_for_running_loop, running_loop
 
@@ -350,15 +350,10 @@ def begin_blocking(what: str, obj: object, timeout: float | None = None) -> floa
             f"{what} on {obj!r} from a thread that runs an event loop: waiting "
             f"would block that loop; await the async method there instead"
         )
-    if timeout is None:
+    seconds = check_timeout(timeout)
+    if seconds is None or math.isinf(seconds):
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be None or a number of seconds, got {timeout!r}")
-    if math.isnan(timeout) or timeout < 0:
-        raise ValueError(f"timeout must be None or >= 0, got {timeout!r}")
-    if math.isinf(timeout):
-        return None
-    return _monotonic() + timeout
+    return _monotonic() + seconds
 
 
 def expired(deadline: float | None) -> bool:
