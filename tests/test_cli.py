@@ -169,11 +169,10 @@ def test_version_names_loopgrid_and_python(capsys: pytest.CaptureFixture[str]) -
     assert re.fullmatch(r"loopgrid \S+ \((CPython|PyPy) 3\.\d+\.\d+\S*(, free-threaded)?\)\n", out)
 
 
-def test_top_without_a_terminal_prints_frame_after_frame(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Piped (pytest captures stdout: no terminal), each refresh is printed."""
-    fetched = Countdown(3)  # the first frame and two refreshes
+def _count_fetches(monkeypatch: pytest.MonkeyPatch) -> Countdown:
+    """``top``'s fetches counted: the countdown reaches 0 at the first frame and
+    two refreshes."""
+    fetched = Countdown(3)
     real_fetch = cli._fetch
 
     def counting_fetch(url: str, path: str) -> Any:
@@ -182,6 +181,14 @@ def test_top_without_a_terminal_prints_frame_after_frame(
         return body
 
     monkeypatch.setattr(cli, "_fetch", counting_fetch)
+    return fetched
+
+
+def test_top_without_a_terminal_prints_frame_after_frame(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Piped (pytest captures stdout: no terminal), each refresh is printed."""
+    fetched = _count_fetches(monkeypatch)
     g = Grid(1, name="piped", debug_port=0)
     url = g.debug_url
     assert url is not None
@@ -241,15 +248,7 @@ def test_top_once_prints_a_frame(capsys: pytest.CaptureFixture[str]) -> None:
 def test_top_refreshes_until_the_grid_goes_away(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fetched = Countdown(3)  # the first frame and two refreshes
-    real_fetch = cli._fetch
-
-    def counting_fetch(url: str, path: str) -> Any:
-        body = real_fetch(url, path)
-        fetched.hit()
-        return body
-
-    monkeypatch.setattr(cli, "_fetch", counting_fetch)
+    fetched = _count_fetches(monkeypatch)
     g = Grid(1, debug_port=0)
     url = g.debug_url
     assert url is not None

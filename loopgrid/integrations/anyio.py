@@ -115,6 +115,31 @@ def _give_up(mutex: threading.Lock, waiters: deque[_Waiter], w: _Waiter) -> bool
         return False
 
 
+async def _take_or_wait(prim: Any, take: Callable[[], bool], owner: object) -> None:
+    """Lock's and Semaphore's acquire after its checks: ``take()`` (mutex held)
+    or queue a waiter for ``owner``; the fast path yields once unless
+    ``fast_acquire``, as anyio's does; a waiter that leaves with an exception
+    after it was handed the lock or a permit releases it."""
+    with prim._mutex:
+        w = None if take() else _Waiter(owner)
+        if w is not None:
+            prim._waiters.append(w)
+    if w is None:
+        if not prim._fast_acquire:
+            try:
+                await _cancel_shielded_checkpoint()
+            except asyncio.CancelledError:
+                prim.release()
+                raise
+        return
+    try:
+        await w.fut
+    except BaseException:
+        if _give_up(prim._mutex, prim._waiters, w):
+            prim.release()
+        raise
+
+
 class Event(_backend.Event):
     """anyio's ``Event`` on :class:`loopgrid.Event`: set from any loop or thread."""
 
@@ -157,28 +182,14 @@ class Lock(_backend.Lock):
         if self._owner_task is task:
             raise RuntimeError("Attempted to acquire an already held Lock")
         await _checkpoint_if_cancelled()
-        with self._mutex:
+
+        def take() -> bool:
             if self._owner_task is None and not self._waiters:
                 self._owner_task = task
-                w = None
-            else:
-                w = _Waiter(task)
-                self._waiters.append(w)
-        if w is None:
-            # Unless on the fast path, let other tasks run, as anyio does.
-            if not self._fast_acquire:
-                try:
-                    await _cancel_shielded_checkpoint()
-                except asyncio.CancelledError:
-                    self.release()
-                    raise
-            return
-        try:
-            await w.fut
-        except BaseException:
-            if _give_up(self._mutex, self._waiters, w):
-                self.release()
-            raise
+                return True
+            return False
+
+        await _take_or_wait(self, take, task)
 
     def acquire_nowait(self) -> None:
         task = _current_task()
@@ -214,27 +225,14 @@ class Semaphore(_backend.Semaphore):
 
     async def acquire(self) -> None:
         await _checkpoint_if_cancelled()
-        with self._mutex:
+
+        def take() -> bool:
             if self._value > 0 and not self._waiters:
                 self._value -= 1
-                w = None
-            else:
-                w = _Waiter(None)
-                self._waiters.append(w)
-        if w is None:
-            if not self._fast_acquire:
-                try:
-                    await _cancel_shielded_checkpoint()
-                except asyncio.CancelledError:
-                    self.release()
-                    raise
-            return
-        try:
-            await w.fut
-        except BaseException:
-            if _give_up(self._mutex, self._waiters, w):
-                self.release()
-            raise
+                return True
+            return False
+
+        await _take_or_wait(self, take, None)
 
     def acquire_nowait(self) -> None:
         with self._mutex:
