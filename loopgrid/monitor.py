@@ -222,6 +222,25 @@ def _user_stack(frame: types.FrameType | None, limit: int = 30) -> str:
     return "".join(traceback.StackSummary.from_list(kept).format())
 
 
+#: What a stall is, said with the first stall warning of the process only:
+#: repeated on every warning it buried the part that changes (task, stack).
+STALL_HINT = (
+    "this loop has not been back to its event loop for longer than the threshold: a "
+    "callback or task step holds it (a blocking call, a long computation), or a long run "
+    "of ready callbacks; its pending tasks move to the other workers meanwhile"
+)
+_hinted = threading.Event()
+
+
+def _hint_once() -> dict[str, str]:
+    """``{"hint": STALL_HINT}`` the first time in this process, then nothing
+    (two monitors racing may both give it: harmless)."""
+    if _hinted.is_set():
+        return {}
+    _hinted.set()
+    return {"hint": STALL_HINT}
+
+
 class Monitor:
     """The monitor thread of one grid."""
 
@@ -357,10 +376,7 @@ class Monitor:
             threshold=self.stall_threshold,
             **info,
             stack=_user_stack(frame),
-            hint="this loop has not been back to its event loop for longer than the "
-            "threshold: a callback or task step holds it (a blocking call, a long "
-            "computation), or a long run of ready callbacks; its pending tasks move to the "
-            "other workers meanwhile",
+            **_hint_once(),
         )
 
     def _stall_ended(self, watch: _Watch, answered: float) -> None:

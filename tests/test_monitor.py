@@ -208,3 +208,32 @@ def test_monitor_wakes_a_worker_whose_wake_up_was_lost(monkeypatch: pytest.Monke
             h = g.spawn(identity, 42)
         # Only the monitor can notice the task queued beside parked workers.
         assert h.result(timeout=WAIT) == 42
+
+
+def test_the_stall_hint_is_given_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    from loopgrid import monitor
+
+    monkeypatch.setattr(monitor, "_hinted", threading.Event())  # as in a fresh process
+
+    def stall_once(g: Grid) -> None:
+        release = threading.Event()
+
+        async def hog() -> None:
+            _hold_thread_until(release)
+
+        with LogCatcher("worker.stalled", logging.WARNING) as stalled:
+            h = g.spawn(hog, worker=0)
+            try:
+                assert stalled.seen.wait(WAIT)
+            finally:
+                release.set()
+            h.result(timeout=WAIT)
+        messages.append(stalled.messages[0])
+
+    messages: list[str] = []
+    with Grid(2, stall_threshold=THRESHOLD) as g:
+        stall_once(g)
+    with Grid(2, stall_threshold=THRESHOLD) as g:  # another grid, the same process
+        stall_once(g)
+    assert "has not been back to its event loop" in messages[0]
+    assert "has not been back" not in messages[1] and "_hold_thread_until" in messages[1]
