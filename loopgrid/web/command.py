@@ -100,6 +100,13 @@ class Command:
     def config_options(self) -> dict[str, Any]:
         """What goes to each ``uvicorn.Config`` unchanged."""
         options = {k: v for k, v in self.uvicorn.items() if k not in _OURS}
+        if "headers" in options:
+            # Pairs from uvicorn >= 0.55's option parser, "Name:Value" strings
+            # from older ones (their command split them itself).
+            options["headers"] = [
+                tuple(h.split(":", 1)) if isinstance(h, str) else tuple(h)
+                for h in options["headers"]
+            ]
         if options.get("log_config") is None:
             from uvicorn.config import LOGGING_CONFIG
 

@@ -366,7 +366,8 @@ class Server:
         self._close_sockets()
         failed = [s for s in self._servers if s.error is not None]
         if failed:
-            raise StartupError(f"a server of {self!r} could not start") from failed[0].error
+            error = failed[0].error
+            raise StartupError(f"a server of {self!r} could not start: {error!r}") from error
         _uvicorn_log.info(
             f"Uvicorn running on {self.url} with loopgrid: {loops_text}, dispatch={self.dispatch}"
             + (" (Press CTRL+C to quit)" if self._says_ctrl_c else "")
