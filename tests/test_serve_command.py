@@ -394,3 +394,12 @@ def test_several_processes_default_to_two_loops_each(monkeypatch: pytest.MonkeyP
     assert loops("--workers", "3", "--loops", "5") == 5
     monkeypatch.setenv("WEB_CONCURRENCY", "4")
     assert loops() == 2
+
+
+def test_a_bad_web_concurrency_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from loopgrid.web.supervisor import workers_wanted
+
+    monkeypatch.setenv("WEB_CONCURRENCY", "many")
+    with pytest.raises(command.Usage, match=r"WEB_CONCURRENCY must be .* got 'many'"):
+        workers_wanted(command.parse(["a:b"]))
+    assert workers_wanted(command.parse(["--workers", "3", "a:b"])) == 3  # the option wins

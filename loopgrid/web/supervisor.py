@@ -65,9 +65,18 @@ _HANDLED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGTTIN", "SIGTTOU")
 def workers_wanted(command: Command) -> int:
     """``--workers``, else ``$WEB_CONCURRENCY``, else 1 (uvicorn's rule)."""
     workers = command.uvicorn["workers"]
-    if workers is None:
-        workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
-    return int(workers)
+    if workers is not None:
+        return int(workers)
+    raw = os.environ.get("WEB_CONCURRENCY", "1")
+    try:
+        count = int(raw)
+    except ValueError:
+        count = 0
+    if count < 1:
+        from .command import Usage
+
+        raise Usage(f"WEB_CONCURRENCY must be a number of processes >= 1, got {raw!r}")
+    return count
 
 
 def supervise(command: Command, target: Callable[..., None]) -> int:
