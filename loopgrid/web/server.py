@@ -213,6 +213,10 @@ class Server:
         if offload_processes < 1:
             raise ValueError(f"offload_processes must be at least 1, got {offload_processes!r}")
         if dispatch == "request":
+            if fronts is None and uvicorn_options.get("limit_max_requests") is not None:
+                # uvicorn counts requests per server: with one front loop the
+                # limit is the process's, as under uvicorn.
+                fronts = 1
             self._dispatch: RequestDispatch | ConnectionDispatch = RequestDispatch(
                 routes,
                 inline,
