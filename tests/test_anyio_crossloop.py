@@ -402,3 +402,20 @@ def test_the_startup_check_passes_anyio_objects_that_cross_loops_only() -> None:
     assert loopbound.describe(anyio.Lock()) is None  # an adapter: made at first use
     with Grid(loops=1) as grid:
         assert loopbound.describe(on(grid, 0, make, anyio.Semaphore, 1)) is None
+
+
+def test_an_anyio_event_made_before_the_grid_opened_wakes_a_waiter_on_another_loop() -> None:
+    """Made on a loop before any grid was open, it is anyio's own class: while a
+    grid is open, its set() from another loop's thread is sent to the waiter's
+    loop (in debug mode anyio's own set() would fail there at once)."""
+
+    async def main() -> str:
+        ev = anyio.Event()  # no grid open yet: anyio's class, bound to this loop
+        assert type(ev) is anyio_asyncio.Event
+        async with Grid(loops=2, debug=True) as grid:
+            grid.spawn(call, ev.set, worker=1)
+            with anyio.fail_after(WAIT):
+                await ev.wait()
+        return "woken"
+
+    assert asyncio.run(main(), debug=True) == "woken"

@@ -375,6 +375,23 @@ def _one_loop(state: object, what: str) -> None:
     )
 
 
+# -- anyio's own events, made before any grid opened ------------------------------------
+
+
+def _set_across_threads(self: Any) -> None:
+    """``anyio.Event.set`` while a grid is open: an event of anyio's own class
+    (made before the first grid opened) whose waiters are on another running
+    loop is set on that loop, so that they wake now, not at that loop's next
+    own wake-up. Its ``is_set()`` turns True once that loop has run the set."""
+    inner = self._event
+    if type(inner) is asyncio.Event:
+        loop = getattr(inner, "_loop", None)  # bound by its first waiter (asyncio's mixin)
+        if loop is not None and loop is not running_loop() and loop.is_running():
+            loop.call_soon_threadsafe(inner.set)
+            return
+    inner.set()
+
+
 def _guarded(method: Callable[..., Any], what: str) -> Callable[..., Any]:
     def checked(self: Any, *args: Any) -> Any:
         _one_loop(self._state, what)
@@ -485,6 +502,7 @@ _PATCHES: list[tuple[type, str, object]] = [
         "receive_nowait",
         _guarded(_memory.MemoryObjectReceiveStream.receive_nowait, "receive"),
     ),
+    (_backend.Event, "set", _set_across_threads),
     *[(cls, prop, _made_once(cls.__dict__[prop], slot)) for cls, prop, slot in _ADAPTERS],
     (_core.EventAdapter, "set", _locked(_core.EventAdapter.set)),
     (_core.CapacityLimiterAdapter, "total_tokens", _tokens_locked()),
