@@ -146,8 +146,9 @@ def test_a_queue_subclass_with_storage_of_its_own_runs_it_under_the_mutex(
 
     producer = grid.spawn(put_all, worker=0)
     first = grid.spawn(get_some, 10, worker=1).result(WAIT)
-    rest = [q.get_blocking(WAIT) for _ in range(9)] + [q.get_nowait()]
-    producer.result(WAIT)
+    rest = [q.get_blocking(WAIT) for _ in range(9)]
+    producer.result(WAIT)  # its last put is in once it returns: get_nowait finds it
+    rest.append(q.get_nowait())
     assert sorted(first + rest) == list(range(20))
     assert len(held) == 40 and all(held)
 
