@@ -169,6 +169,26 @@ def test_version_names_loopgrid_and_python(capsys: pytest.CaptureFixture[str]) -
     assert re.fullmatch(r"loopgrid \S+ \((CPython|PyPy) 3\.\d+\.\d+\S*(, free-threaded)?\)\n", out)
 
 
+def _top_until_the_grid_closes(monkeypatch: pytest.MonkeyPatch, name: str) -> int:
+    """``loopgrid top`` on a grid named ``name``, refreshing every 0.02 s, until
+    the grid closes after the first frame and two refreshes; its exit status."""
+    fetched = _count_fetches(monkeypatch)
+    g = Grid(1, name=name, debug_port=0)
+    url = g.debug_url
+    assert url is not None
+    status: list[int] = []
+    argv = ["top", "--url", url, "--interval", "0.02"]
+    t = threading.Thread(target=lambda: status.append(main(argv)))
+    t.start()
+    try:
+        assert fetched.wait(WAIT)
+    finally:
+        g.close()
+    t.join(WAIT)
+    assert not t.is_alive()
+    return status[0]
+
+
 def _count_fetches(monkeypatch: pytest.MonkeyPatch) -> Countdown:
     """``top``'s fetches counted: the countdown reaches 0 at the first frame and
     two refreshes."""
@@ -188,21 +208,7 @@ def test_top_without_a_terminal_prints_frame_after_frame(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Piped (pytest captures stdout: no terminal), each refresh is printed."""
-    fetched = _count_fetches(monkeypatch)
-    g = Grid(1, name="piped", debug_port=0)
-    url = g.debug_url
-    assert url is not None
-    status: list[int] = []
-    t = threading.Thread(
-        target=lambda: status.append(main(["top", "--url", url, "--interval", "0.02"]))
-    )
-    t.start()
-    try:
-        assert fetched.wait(WAIT)
-    finally:
-        g.close()
-    t.join(WAIT)
-    assert status == [1]  # the grid went away
+    assert _top_until_the_grid_closes(monkeypatch, "piped") == 1  # the grid went away
     assert capsys.readouterr().out.count("grid piped  1 loops") >= 3
 
 
@@ -248,19 +254,5 @@ def test_top_once_prints_a_frame(capsys: pytest.CaptureFixture[str]) -> None:
 def test_top_refreshes_until_the_grid_goes_away(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fetched = _count_fetches(monkeypatch)
-    g = Grid(1, debug_port=0)
-    url = g.debug_url
-    assert url is not None
-    status: list[int] = []
-    argv = ["top", "--url", url, "--interval", "0.02"]
-    t = threading.Thread(target=lambda: status.append(main(argv)))
-    t.start()
-    try:
-        assert fetched.wait(WAIT)
-    finally:
-        g.close()
-    t.join(WAIT)
-    assert not t.is_alive()
-    assert status == [1]
+    assert _top_until_the_grid_closes(monkeypatch, "watched") == 1
     assert "the grid went away" in capsys.readouterr().err
