@@ -29,13 +29,25 @@ writes only its own key (``dict`` item assignment and ``pop`` are atomic, also
 free-threaded), and publishes its edge *before* walking the chain. Of two tasks
 that close a cycle at the same moment, at least one therefore sees the other's
 edge; both may, and then both get the error, which is still true of each.
+
+Stale edges, and why a cycle is confirmed before it is reported: an edge to a
+lock's owner is recorded from a read of the owner that the lock's lock-free
+release path can make out of date at once (the holder is mid-release; a third
+party then takes the lock without the mutex, and nobody re-points the waiter
+until that party releases). With the GIL off this happens under contention,
+and the past owner, queueing again behind the waiter, would close a cycle that
+does not exist. So an edge may name its *source* (``what`` is then an object
+with ``_still_waits(node, target)`` and ``_wait_label()``, the lock itself),
+and a cycle found by the walk is reported only if every such edge on it still
+holds when looked at again (exactly for the lock whose mutex the caller holds,
+as a racy read for others: a cycle may go unreported, none is invented).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import logs
 from .driver import drive
@@ -51,14 +63,25 @@ __all__ = [
     "current_node",
     "describe",
     "end_wait",
+    "explain",
     "handle_of",
     "look_for_standstill",
     "waiting_for",
 ]
 
+
+class WaitSource(Protocol):
+    """What an edge may name instead of a message: the primitive waited on,
+    which can say whether the edge still holds (see the module docstring)."""
+
+    def _still_waits(self, node: object, target: object) -> bool: ...
+
+    def _wait_label(self) -> str: ...
+
+
 _DRIVE_CODE = drive.__code__
-#: waiter node -> (target it waits for, what it waits on, for messages).
-_edges: dict[object, tuple[object, str | None]] = {}
+#: waiter node -> (target it waits for, what it waits on).
+_edges: dict[object, tuple[object, str | WaitSource | None]] = {}
 _current_task = asyncio.current_task
 #: Longest chain walked; a longer one can only come from a concurrent change
 #: of the graph mid-walk, and is given up on rather than reported.
@@ -122,11 +145,14 @@ def describe(node: object) -> str:
     return repr(node)
 
 
-def begin_wait(target: object, what: str | None = None, waiter: object | None = None) -> object:
+def begin_wait(
+    target: object, what: str | WaitSource | None = None, waiter: object | None = None
+) -> object:
     """Record that ``waiter`` (default: the caller) now waits for ``target``.
 
     ``target`` is a node (a handle, the owner of a lock); ``what`` says what is
-    waited on, for the message. Raises :class:`~loopgrid.DeadlockError` naming
+    waited on: a message, or the primitive itself (see :class:`WaitSource`).
+    Raises :class:`~loopgrid.DeadlockError` naming
     the cycle if this wait would close one; otherwise returns the waiter, to
     be passed to :func:`end_wait` when the wait is over.
     """
@@ -143,6 +169,8 @@ def check_cycle(me: object) -> None:
     while edge is not None and steps < _MAX_WALK:
         node = _resolve(edge[0])
         if node is me:
+            if not _confirmed(me):
+                return
             cycle = _cycle_from(me)
             _edges.pop(me, None)
             raise DeadlockError(cycle)
@@ -150,14 +178,39 @@ def check_cycle(me: object) -> None:
         steps += 1
 
 
+def _confirmed(me: object) -> bool:
+    """Whether every edge on the cycle through ``me`` that names its source
+    still holds, looked at once more (see the module docstring)."""
+    node: Any = me
+    for _ in range(_MAX_WALK):
+        edge = _edges.get(node)
+        if edge is None:
+            return False
+        target, what = edge
+        if what is not None and not isinstance(what, str) and not what._still_waits(node, target):
+            return False
+        node = _resolve(target)
+        if node is me:
+            return True
+    return False
+
+
 def end_wait(waiter: object) -> None:
     """Remove the edge ``begin_wait`` added for ``waiter`` (idempotent)."""
     _edges.pop(waiter, None)
 
 
-def waiting_for(node: object) -> tuple[object, str | None] | None:
+def waiting_for(node: object) -> tuple[object, str | WaitSource | None] | None:
     """What ``node`` waits for right now, if anything (a racy snapshot)."""
     return _edges.get(node)
+
+
+def explain(edge: tuple[object, str | WaitSource | None]) -> str:
+    """What an edge's waiter waits for, in words: ``lock <...>``, or the target."""
+    what = edge[1]
+    if what is None:
+        return describe(edge[0])
+    return what if isinstance(what, str) else what._wait_label()
 
 
 def _cycle_from(me: object) -> str:
@@ -167,7 +220,7 @@ def _cycle_from(me: object) -> str:
         edge = _edges.get(node)
         if edge is None:
             break
-        parts.append(f"{describe(node)} waits for {edge[1] or describe(edge[0])}")
+        parts.append(f"{describe(node)} waits for {explain(edge)}")
         node = _resolve(edge[0])
         if node is me:
             break
@@ -194,8 +247,8 @@ def look_for_standstill(grid: Grid, previous: tuple[int, ...] | None) -> tuple[i
         return sig
     loops = {w.loop for w in grid._workers}
     waits: list[str] = []
-    for node, (target, what) in _edges.copy().items():
-        t = _resolve(target)
+    for node, edge in _edges.copy().items():
+        t = _resolve(edge[0])
         if (
             isinstance(node, asyncio.Task)
             and isinstance(t, asyncio.Task)
@@ -203,7 +256,7 @@ def look_for_standstill(grid: Grid, previous: tuple[int, ...] | None) -> tuple[i
             and t.get_loop() in loops
             and handle_of(node) is not None
         ):
-            waits.append(f"{describe(node)} waits for {what or describe(target)}")
+            waits.append(f"{describe(node)} waits for {explain(edge)}")
     if len(waits) >= running:
         grid._asleep_reported = sig
         logs.error(

@@ -24,7 +24,7 @@ import types
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .deadlock import describe, handle_of, waiting_for
+from .deadlock import explain, handle_of, waiting_for
 from .driver import Driver
 from .handle import Handle
 
@@ -79,7 +79,7 @@ def task_where(task: asyncio.Task[Any]) -> list[str]:
     where = await_chain(task.get_coro())
     edge = waiting_for(task)
     if edge is not None:
-        where.append(f"waiting for {edge[1] or describe(edge[0])}")
+        where.append(f"waiting for {explain(edge)}")
     return where
 
 
@@ -132,7 +132,7 @@ def task_rows(grid: Grid, limit: int = TASK_LIMIT) -> list[dict[str, Any]]:
                 where = [f"running: {line}" for line in thread_stack(w.thread, limit=1)]
                 edge = waiting_for(task)
                 if edge is not None:
-                    where.append(f"waiting for {edge[1] or describe(edge[0])}")
+                    where.append(f"waiting for {explain(edge)}")
             else:
                 where = task_where(task)
             row = _row(h, now, w.index, where)

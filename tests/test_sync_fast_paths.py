@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import test_sync
-from helpers import FREE_THREADED, WAIT, wait_until
+from helpers import WAIT, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_sync import ForeignLoop, Threads, waiters
@@ -101,6 +101,50 @@ def test_a_lock_freed_as_its_waiter_queues_is_taken_at_once() -> None:
     assert not lock.locked() and len(lock._free) == 1
 
 
+def test_an_edge_to_a_past_owner_left_by_a_third_party_is_no_deadlock() -> None:
+    """The waiter reads the owner just before the holder releases; the holder,
+    looking twice, sees no waiter yet; a third party takes the token before the
+    waiter looks again. Nobody serves the queue until the third party
+    releases, so the waiter's edge names the past owner. The past owner, now
+    queueing behind the waiter, closes a cycle only on the stale edge: it must
+    wait, not get DeadlockError (a free-threaded stress run found this)."""
+    lock = Lock()
+    assert lock.acquire_blocking()
+    me = threading.current_thread()
+    third = threading.Thread(name="third party")  # a node that holds, never run
+
+    def release_then_third_party_takes() -> None:  # inside the waiter's _queue
+        lock.release()  # sees no waiter, puts the token back, sees none again
+        assert lock._grab()
+        lock._owner = third
+
+    got: list[str] = []
+
+    def waiter() -> None:
+        with lock:
+            got.append("waiter")
+
+    lock._waiters = Wedged(before=release_then_third_party_takes)
+    t = threading.Thread(target=waiter, name="waiter", daemon=True)  # not left if it fails
+    t.start()
+    assert wait_until(lambda: deadlock.waiting_for(t) is not None)
+    assert deadlock.waiting_for(t) == (me, lock)  # stale: the third party holds
+
+    def third_party_releases() -> None:
+        assert wait_until(lambda: waiters(lock) == 2)
+        lock.release()  # to the waiter, then the waiter's release to me
+
+    releaser = threading.Thread(target=third_party_releases, daemon=True)
+    releaser.start()
+    assert lock.acquire_blocking(timeout=WAIT)
+    releaser.join(WAIT)
+    t.join(WAIT)
+    assert got == ["waiter"] and lock._owner is me
+    lock.release()
+    assert not lock.locked() and waiters(lock) == 0 and len(lock._free) == 1
+    assert deadlock.waiting_for(me) is None and deadlock.waiting_for(t) is None
+
+
 def test_a_get_without_the_mutex_as_a_putter_queues_leaves_it_the_room(grid: Grid) -> None:
     """The putter found the queue full; a get frees the slot before the putter
     is in the queue (so the get wakes nobody): the putter, looking again, puts."""
@@ -156,12 +200,6 @@ def test_a_queue_subclass_with_storage_of_its_own_runs_it_under_the_mutex(
 # -- stress ---------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    FREE_THREADED,
-    reason="known bug, open in issue 19: with the GIL off, a waiter can record a wait-for "
-    "edge to a past owner of the lock (the lock-free path writes the owner after taking "
-    "the token), and this stress test then gets a false DeadlockError about one run in three",
-)
 def test_stress_uncontended_and_contended_lock_paths_stay_exclusive(
     grid: Grid, foreign: ForeignLoop
 ) -> None:

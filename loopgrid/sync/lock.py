@@ -35,12 +35,18 @@ Deadlock edges (see ``deadlock.py``): a waiter waits for the node ahead of it
 in the FIFO, or the owner if it is first. ``_owner`` is written by whoever
 takes the token (right after taking it) or hands the lock over (under the
 mutex), and cleared by the releaser just before it puts the token back; a
-waiter that reads it in between finds None and records no edge: a cycle may
-then go unreported, none is ever invented. The edges themselves are written
-under the mutex, by the waiter itself when it queues and gives up, and by
-whoever hands the lock over (removing the new owner's edge) or removes a
-waiter from the middle of the FIFO (re-pointing its successor). A record is in
-the FIFO exactly while its edge may be written by others.
+waiter that reads it in between finds None and records no edge (a cycle may
+then go unreported). A waiter that reads it just *before* a releaser clears it
+records an edge to a past owner, and if a third party then takes the token
+(without the mutex, so neither the releaser nor the waiter serves the queue),
+that edge stays stale until the third party releases; so ``deadlock.py``
+reports a cycle only after :meth:`_still_waits` confirms each lock edge on it
+against the queue and the owner as they are now: none is ever invented. The
+edges themselves are written under the mutex, by the waiter itself when it
+queues and gives up, and by whoever hands the lock over (removing the new
+owner's edge) or removes a waiter from the middle of the FIFO (re-pointing its
+successor). A record is in the FIFO exactly while its edge may be written by
+others.
 
 Thread ownership: ``_free`` and ``_owner`` as above; ``_waiters`` under
 ``_mutex`` (read without it only as a hint, or by the releaser as described).
@@ -169,6 +175,28 @@ class Lock(HandOver):
         if w is not None:
             w.wake()
 
+    # -- for deadlock.py -----------------------------------------------------------
+
+    def _wait_label(self) -> str:
+        return f"lock {self!r}"
+
+    def _still_waits(self, node: object, target: object) -> bool:
+        """Whether ``node`` is queued here right behind ``target`` (the waiter
+        ahead of it, or the owner if it is first): its edge still holds.
+
+        Exact with the mutex held; from another lock's walk a racy look, and a
+        queue changed meanwhile counts as no.
+        """
+        ahead = self._owner
+        try:
+            for w in self._waiters:
+                if w.node is node:
+                    return ahead is target
+                ahead = w.node
+        except RuntimeError:  # the deque changed under the iteration
+            pass
+        return False
+
     # -- under the mutex ----------------------------------------------------------
 
     def _take(self, node: object) -> bool:
@@ -195,9 +223,13 @@ class Lock(HandOver):
         """
         waiters = self._waiters
         ahead = waiters[-1].node if waiters else self._owner
+        waiters.append(w)  # before the walk, which confirms ``w``'s place
         if ahead is not None:
-            deadlock.begin_wait(ahead, f"lock {self!r}", w.node)
-        waiters.append(w)
+            try:
+                deadlock.begin_wait(ahead, self, w.node)
+            except DeadlockError:
+                waiters.pop()
+                raise
         if self._grab():
             return self._hand_over()
         return None
@@ -245,7 +277,7 @@ class Lock(HandOver):
             deadlock.end_wait(node)
             return
         try:
-            deadlock.begin_wait(ahead, f"lock {self!r}", node)
+            deadlock.begin_wait(ahead, self, node)
         except DeadlockError:
             # Only reachable in the racy window deadlock.py describes (the path
             # from the successor already led to its new predecessor). The edge
