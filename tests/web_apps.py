@@ -228,7 +228,10 @@ async def short_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             time.sleep(1.5 * inline.WALL_LIMIT)
             await _reply(send, 200, {"did": now})
         elif now == "compute":
-            _spin_cpu(3 * inline.CPU_LIMIT)
+            _spin_cpu(2 * inline.HOG_LIMIT)
+            await _reply(send, 200, {"did": now})
+        elif now == "hiccup":  # over the CPU limit, under the hog limit
+            _spin_cpu(1.5 * inline.CPU_LIMIT)
             await _reply(send, 200, {"did": now})
         elif now == "ask":
             try:

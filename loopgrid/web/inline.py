@@ -19,12 +19,16 @@ than :data:`WALL_LIMIT` from start to end. CPU time, because the wall time of
 a short handler on a GIL build includes the waits for the GIL, several
 milliseconds while another thread computes; the wall limit, because a
 blocking call that sleeps (``time.sleep``, a synchronous driver) uses no CPU.
-An inline run over the CPU limit sends its route back at once; one over only
-the wall limit counts a strike, and :data:`STRIKES` strikes send it back (a
-GIL wait too many now and then is not a blocked loop), each :data:`PROMOTE`
-short runs forgiving one: a route that blocks more often than once in
-:data:`PROMOTE` runs goes back, one that blocks more rarely stays, and holds
-the front each time it does. A route whose runs await anything slow never
+An inline run over :data:`HOG_LIMIT` of CPU sends its route back at once; one
+that is merely not short counts a strike, and :data:`STRIKES` strikes send it
+back, each :data:`PROMOTE` short runs forgiving one: a route that is long more
+often than once in :data:`PROMOTE` runs goes back, one that is long more
+rarely stays, and holds the front each time it is. One long run is not enough,
+because a short handler is long now and then through no fault of its own: a
+GIL wait too many, a cyclic garbage collection that happened to start in it,
+or a virtual machine taking its core away (all counted as that run's time; on
+a busy 2-core VM, ``/ping`` of a few microseconds went over 1 ms of CPU every
+few seconds, and was sent back for good within ten). A route whose runs await anything slow never
 looks short, so it stays dispatched, which is also where it belongs.
 
 What changes for a handler that runs inline: it runs on the front loop's
@@ -52,7 +56,7 @@ from typing import Any
 from .. import logs
 from ..worker import _current
 
-__all__ = ["CPU_LIMIT", "MAX_ROUTES", "PROMOTE", "STRIKES", "WALL_LIMIT", "Routes"]
+__all__ = ["CPU_LIMIT", "HOG_LIMIT", "MAX_ROUTES", "PROMOTE", "STRIKES", "WALL_LIMIT", "Routes"]
 
 #: Dispatched runs in a row, each short, after which a route runs inline.
 PROMOTE = 16
@@ -60,8 +64,10 @@ PROMOTE = 16
 CPU_LIMIT = 0.001
 #: Seconds from start to end under which a run counts as short.
 WALL_LIMIT = 0.010
-#: Inline runs over the wall limit (only) that send a route back; each
-#: :data:`PROMOTE` short runs forgive one.
+#: Thread CPU seconds over which one inline run sends its route back at once.
+HOG_LIMIT = 0.010
+#: Inline runs that were not short (but under :data:`HOG_LIMIT`) that send a
+#: route back; each :data:`PROMOTE` short runs forgive one.
 STRIKES = 3
 #: Routes tracked; requests of others are dispatched, untracked. A route is a
 #: method and a path as requested, so ``/users/{id}`` is learned id by id.
@@ -107,9 +113,9 @@ class _Route:
 
     def ran_inline(self, m: Measure) -> None:
         """A run on the front loop ended, having taken ``m``."""
-        if m.cpu >= CPU_LIMIT or m.asked:
+        if m.asked or m.cpu >= HOG_LIMIT:
             self._demote(m)
-        elif m.wall >= WALL_LIMIT:
+        elif m.cpu >= CPU_LIMIT or m.wall >= WALL_LIMIT:
             self.strikes += 1
             if self.strikes >= STRIKES:
                 self._demote(m)
