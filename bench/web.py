@@ -349,6 +349,11 @@ def _report(
             b = raw[base][s]
             med["rps_ratio"] = med["rps"] / _median(b, "rps")
             med["p99_ratio"] = med["p99_ms"] / _median(b, "p99_ms")
+            # Each round's ratio to the baseline's run of the same round: the
+            # two ran seconds apart, so a noisy machine moves both alike.
+            paired = sorted(r["rps"] / max(rb["rps"], 1e-9) for r, rb in zip(rows, b, strict=True))
+            med["paired"] = statistics.median(paired)
+            med["paired_min"], med["paired_max"] = paired[0], paired[-1]
             table[n][s] = med
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
     return {
@@ -384,19 +389,23 @@ def _markdown(rep: dict[str, Any]) -> str:
         "load (/block?ms=50 or /cpu?ms=20 on 1 more connection, /hash?kb=1024 on 8) opened "
         "0.3 s after them. "
         "Medians over rounds; ratios "
-        f"against {rep['baseline']} in the same run (requests/s: higher is better; p99: lower).",
+        f"against {rep['baseline']} in the same run (requests/s: higher is better; p99: lower); "
+        "*paired*: the median (and range) over rounds of each round's requests/s ratio to the "
+        "baseline's run in the same round, which a machine whose speed drifts between rounds "
+        "moves less.",
         f"- Parallel ceiling when the run began: 2 plain threads did {rep['ceiling_before']:.2f}x "
         "the work of 1 (pure Python on a free-threaded build, sha256 with the GIL released on "
         "a GIL build): 2x on an idle 2-core machine, less while other processes hold the cores.",
         "",
-        "| server | scenario | /ping req/s | ratio | p50 ms | p99 ms | p99 ratio |",
-        "|---|---|---|---|---|---|---|",
+        "| server | scenario | /ping req/s | ratio | paired | p50 ms | p99 ms | p99 ratio |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, per in rep["table"].items():
         for s, m in per.items():
             out.append(
-                f"| {name} | {s} | {m['rps']:.0f} | {m['rps_ratio']:.2f}x | {m['p50_ms']:.2f} | "
-                f"{m['p99_ms']:.2f} | {m['p99_ratio']:.2f}x |"
+                f"| {name} | {s} | {m['rps']:.0f} | {m['rps_ratio']:.2f}x | "
+                f"{m['paired']:.2f}x ({m['paired_min']:.2f}-{m['paired_max']:.2f}) | "
+                f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['p99_ratio']:.2f}x |"
             )
     out += ["", "Servers (after the interpreter):", ""]
     out += [f"- {n}: `{cmd}`" for n, cmd in rep["servers"].items()]
