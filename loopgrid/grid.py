@@ -269,6 +269,11 @@ class Grid(GridBase):
         #: good (see Worker._die); written once, by that worker's thread,
         #: under _ext_lock.
         self._worker_exit: BaseException | None = None
+        #: Set once, under _ext_lock, when the last live worker died: the grid
+        #: can run nothing more; spawns are refused and what is queued ends
+        #: cancelled (see _worker_exited), so that no wait and no close()
+        #: waits for ever on a task no worker will start.
+        self._all_died = False
         #: Called (no arguments, on the dying worker's thread) when a worker
         #: loop dies: Runner.run() wakes up to raise its exception. Appended by
         #: any thread (atomic); with none, the grid logs the death as an error.
@@ -332,6 +337,9 @@ class Grid(GridBase):
         with self._ext_lock:
             if self._worker_exit is None:
                 self._worker_exit = exc
+            if all(x._exit is not None for x in self._workers):
+                self._all_died = True
+                self._accept = _ACCEPT_NONE
         watchers = list(self._exit_watchers)
         (logs.info if watchers else logs.error)(
             "worker.died",
@@ -343,8 +351,23 @@ class Grid(GridBase):
             "worker's loop; its tasks were cancelled, tasks pinned to it are cancelled, "
             "the other workers go on",
         )
+        if self._all_died:
+            self._cancel_queued(self._all_died_message())
         for fn in watchers:
             fn()
+
+    def _all_died_message(self) -> str:
+        return (
+            f"every worker of {self!r} died (the first: {self._worker_exit!r}): it runs no "
+            "more tasks; close it, and make a new grid"
+        )
+
+    def _refuse(self, fn: Any) -> None:
+        if self._all_died and not self._closing:
+            if asyncio.iscoroutine(fn):
+                fn.close()
+            raise WorkerDiedError(f"{self._all_died_message()} (got {fn!r})")
+        super()._refuse(fn)
 
     @property
     def workers(self) -> tuple[Worker, ...]:
@@ -476,6 +499,8 @@ class Grid(GridBase):
                 self._injection.push(h)
                 if self._maybe_idle:
                     self._wake_idle()
+                if self._all_died:  # it died since the check above: no one takes it
+                    self._cancel_queued(self._all_died_message())
             else:
                 self._workers[worker]._push_pinned(h)
         if logs.DEBUG_EVENTS:
@@ -502,6 +527,8 @@ class Grid(GridBase):
             self._injection.push(h)
             if self._maybe_idle:
                 self._wake_idle()
+            if self._all_died:  # (spawned by a dead worker's finish, say)
+                self._cancel_queued(self._all_died_message())
 
     def _shelve(self, h: Handle[Any]) -> None:
         """Keep a paused pending task off the queues until it is resumed (dispatcher)."""
