@@ -11,6 +11,25 @@ nothing sees warnings and errors on stderr (``logging.lastResort``) and no
 chatter on stdout. Nothing is configured on import;
 :func:`configure_logging` is the one helper that does configure.
 
+Why structlog is imported late: it costs more than asyncio itself (with rich,
+which its console renderer imports when installed), and most processes never
+log anything through it. So ``import loopgrid`` does not import it; the first
+event loopgrid writes does, or :func:`configure_logging`. An event that the
+``"loopgrid"`` logger would filter out anyway, while nothing has imported
+structlog (so nothing can have configured it), returns before that import: a
+grid that runs without warnings and with logging left alone never imports it.
+
+The four context variables are therefore plain :class:`contextvars.ContextVar`
+objects, made here and named as structlog names its own
+(``structlog_<key>``, with ``Ellipsis`` for "unbound"): ``merge_contextvars``
+and ``get_contextvars`` find context variables by that name prefix. structlog
+also keeps a registry of the variables it made, which ``bind_contextvars`` and
+``unbind_contextvars`` use; so that a user's ``bind_contextvars(task=...)``
+sets loopgrid's variable rather than a second one of the same name, ours are
+entered in it: at once if structlog is already imported, else right after
+``structlog.contextvars`` is first imported (a finder on ``sys.meta_path``,
+``_afterimport.py``, removed once it has run).
+
 Per-task events (spawn, steal, completion) are behind :data:`DEBUG_EVENTS`, a
 module flag that is off by default: even a filtered structlog call costs
 microseconds, and the hot path checks one global instead.
@@ -24,9 +43,10 @@ import logging
 import sys
 import threading
 from collections import deque
+from types import ModuleType
 from typing import Any
 
-import structlog
+from ._afterimport import AfterImport
 
 __all__ = ["DEBUG_EVENTS", "configure_logging", "set_debug_events"]
 
@@ -42,32 +62,56 @@ def _exception_formatter(show_locals: bool) -> Any:
     them, for every "task exception was never retrieved". Logs travel further
     than the process that wrote them, so the default is a plain traceback.
     """
+    import structlog
+
     if show_locals:
         return structlog.dev.RichTracebackFormatter(show_locals=True)
     return structlog.dev.plain_traceback
 
 
 _stdlib_logger = logging.getLogger("loopgrid")
-_fallback = structlog.wrap_logger(
-    _stdlib_logger,
-    processors=[
-        structlog.stdlib.filter_by_level,
-        structlog.contextvars.merge_contextvars,
-        structlog.dev.ConsoleRenderer(
-            colors=False, exception_formatter=_exception_formatter(False)
-        ),
-    ],
-    wrapper_class=structlog.stdlib.BoundLogger,
-)
+#: The pipeline used while structlog is not configured; made at first use.
+_fallback: Any = None
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def _make_fallback() -> Any:
+    import structlog
+
+    return structlog.wrap_logger(
+        _stdlib_logger,
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.contextvars.merge_contextvars,
+            structlog.dev.ConsoleRenderer(
+                colors=False, exception_formatter=_exception_formatter(False)
+            ),
+        ],
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
 
 
 def _logger() -> Any:
+    import structlog
+
     if structlog.is_configured():
         return structlog.get_logger("loopgrid")
+    global _fallback
+    if _fallback is None:
+        _fallback = _make_fallback()  # two threads may both make one: equal, harmless
     return _fallback
 
 
 def _log(level: str, event: str, **kw: Any) -> None:
+    if "structlog" not in sys.modules and not _stdlib_logger.isEnabledFor(_LEVELS[level]):
+        # Nothing imported structlog, so nothing configured it: the fallback
+        # pipeline would drop this event at its first processor (filter_by_level).
+        return
     getattr(_logger(), level)(event, **kw)
 
 
@@ -112,6 +156,8 @@ def configure_logging(
     lvl = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     if not isinstance(lvl, int):
         raise ValueError(f"level must be a logging level name or number, got {level!r}")
+    import structlog
+
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json
@@ -138,19 +184,50 @@ def configure_logging(
 
 # -- context bound per task -----------------------------------------------------
 
+#: structlog.contextvars.STRUCTLOG_KEY_PREFIX: how merge_contextvars tells its
+#: context variables from others (tests/test_import_cost.py checks it).
+_KEY_PREFIX = "structlog_"
 
-def _structlog_var(key: str) -> contextvars.ContextVar[Any]:
-    # bind_contextvars creates (once) and registers the ContextVar structlog's
-    # merge_contextvars reads; binding in a throwaway context leaves ours clean.
-    tokens = contextvars.Context().run(structlog.contextvars.bind_contextvars, **{key: None})
-    var: contextvars.ContextVar[Any] = tokens[key].var
+
+def _registry(module: ModuleType | None) -> dict[str, contextvars.ContextVar[Any]] | None:
+    """structlog's name -> ContextVar registry (``_CONTEXT_VARS``, private,
+    unchanged since 21.1), or None if this structlog has none."""
+    registry = getattr(module, "_CONTEXT_VARS", None)
+    return registry if isinstance(registry, dict) else None
+
+
+def _task_var(key: str) -> contextvars.ContextVar[Any]:
+    name = _KEY_PREFIX + key
+    var: contextvars.ContextVar[Any] = contextvars.ContextVar(name, default=Ellipsis)
+    registry = _registry(sys.modules.get("structlog.contextvars"))
+    if registry is not None:
+        # structlog came first: the variable it made if a key was bound already.
+        var = registry.setdefault(name, var)
     return var
 
 
-GRID_VAR = _structlog_var("grid")
-WORKER_VAR = _structlog_var("worker")
-TASK_ID_VAR = _structlog_var("task_id")
-TASK_VAR = _structlog_var("task")
+GRID_VAR = _task_var("grid")
+WORKER_VAR = _task_var("worker")
+TASK_ID_VAR = _task_var("task_id")
+TASK_VAR = _task_var("task")
+
+
+def _register_task_vars(module: ModuleType) -> None:
+    """structlog.contextvars has just been executed: enter our variables in
+    its registry before anything can bind those keys."""
+    try:
+        sys.meta_path.remove(_structlog_finder)
+    except ValueError:
+        pass
+    registry = _registry(module)
+    if registry is not None:
+        for var in (GRID_VAR, WORKER_VAR, TASK_ID_VAR, TASK_VAR):
+            registry.setdefault(var.name, var)
+
+
+_structlog_finder = AfterImport("structlog.contextvars", _register_task_vars)
+if "structlog.contextvars" not in sys.modules:
+    sys.meta_path.insert(0, _structlog_finder)
 
 
 # -- exceptions nobody retrieved ------------------------------------------------

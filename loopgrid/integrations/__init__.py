@@ -18,11 +18,12 @@ modules at startup. Applications (or their own runners) can call it, or the
 adapters directly: :func:`loopgrid.integrations.sqlalchemy.per_loop_engine`,
 :func:`loopgrid.integrations.httpx.per_loop_client`. The libraries are
 optional: nothing here imports them unless it is given one of their objects.
+Nor does this package import :mod:`.primitives` before :func:`adapt` runs:
+``import loopgrid`` imports it (through ``integrations.anyio_hook``), and
+most processes never adapt anything.
 """
 
 from __future__ import annotations
-
-from . import primitives
 
 __all__ = ["adapt"]
 
@@ -55,6 +56,8 @@ def adapt(obj: object) -> str | None:
     Recognises the client classes by name, so it imports neither library.
     Applying it twice to an object is harmless.
     """
+    from . import primitives
+
     label = primitives.cross_loop(obj)
     if label is not None:
         return label

@@ -8,8 +8,8 @@ anyio's asyncio backend (:mod:`.anyio`), the last stop restores it.
 
 anyio is optional here in the sense that nothing imports it before it is
 used: if it is not imported when a grid starts, a finder on ``sys.meta_path``
-waits for ``import anyio`` (in a task, say) and patches right after it, so a
-late import is covered too. The finder is removed with the patch.
+(``_afterimport.py``) waits for ``import anyio`` (in a task, say) and patches
+right after it, so a late import is covered too. The finder is removed with the patch.
 
 Thread ownership: ``_users``, the finder's presence and the patch are changed
 under ``_lock`` only (grids start and stop on any thread; the import that
@@ -19,13 +19,11 @@ lock too, after anyio's own import has finished).
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import importlib.util
 import sys
 import threading
-from collections.abc import Sequence
 from types import ModuleType
+
+from .._afterimport import AfterImport
 
 __all__ = ["grid_started", "grid_stopped"]
 
@@ -66,51 +64,12 @@ def _patch() -> None:
     _anyio.patch()
 
 
-class _AfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Runs :func:`_patch` right after ``anyio`` is imported (first import only).
-
-    It finds ``anyio`` with the other finders, then stands in for its loader:
-    the real loader executes the module, then the patch is applied.
-    """
-
-    def __init__(self) -> None:
-        self._busy = threading.local()
-
-    def find_spec(
-        self,
-        fullname: str,
-        path: Sequence[str] | None,
-        target: ModuleType | None = None,
-    ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != "anyio" or getattr(self._busy, "on", False):
-            return None
-        self._busy.on = True
-        try:
-            spec = importlib.util.find_spec(fullname)
-        finally:
-            self._busy.on = False
-        if spec is None or spec.loader is None:
-            return None
-        spec.loader_state = spec.loader
-        spec.loader = self
-        return spec
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        real: importlib.abc.Loader = spec.loader_state
-        return real.create_module(spec)
-
-    def exec_module(self, module: ModuleType) -> None:
-        spec = module.__spec__
-        assert spec is not None
-        real: importlib.abc.Loader = spec.loader_state
-        # anyio's own code sees its real loader.
-        spec.loader = module.__loader__ = real
-        real.exec_module(module)
-        with _lock:
-            if _finder in sys.meta_path:
-                sys.meta_path.remove(_finder)
-            if _users > 0:
-                _patch()
+def _after_anyio_import(module: ModuleType) -> None:
+    with _lock:
+        if _finder in sys.meta_path:
+            sys.meta_path.remove(_finder)
+        if _users > 0:
+            _patch()
 
 
-_finder = _AfterImport()
+_finder = AfterImport("anyio", _after_anyio_import)
