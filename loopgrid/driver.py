@@ -359,6 +359,11 @@ class Driver:
         gate, p.gate = p.gate, None
         exc, p.stash = p.stash, None
         p.w._held.discard(self)
+        if gate.done():
+            # Cancelled (Task.cancel cancels what its task awaits) earlier in
+            # this turn of the loop: the Task's wake-up is on its way, with
+            # the CancelledError that passes the hold (Handle.cancel).
+            return
         if exc is None:
             gate.set_result(None)
         else:

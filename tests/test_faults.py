@@ -382,3 +382,42 @@ def test_fault(fault: Fault) -> None:
     assert grid_threads() == []
     assert all(w.loop.is_closed() and not w.thread.is_alive() for w in run.grid.workers)
     assert [t for t in threading.enumerate() if t not in before] == []
+
+
+# -- found by bench/soak.py --------------------------------------------------------------
+
+
+async def _stepping() -> None:
+    while True:
+        await asyncio.sleep(0.001)
+
+
+def test_a_held_task_cancelled_just_before_its_worker_resumes() -> None:
+    """A task held by its paused worker, cancelled and released in the same
+    turn of its loop (the cancel first): its gate is already cancelled when
+    the release comes. It ends cancelled, and nothing is reported to the
+    loop's exception handler (it was: InvalidStateError from the release,
+    seen by the soak with worker pauses and cancels from several threads)."""
+    reported: list[dict[str, Any]] = []
+    with Grid(2, loop_factory=asyncio.new_event_loop) as g:
+        w = g.workers[1]
+        w.loop.call_soon_threadsafe(w.loop.set_exception_handler, lambda _, c: reported.append(c))
+        h = g.spawn(_stepping, worker=1)
+        assert wait_until(lambda: h.state is TaskState.RUNNING)
+        w.pause()
+        assert wait_until(lambda: len(w._held) == 1)  # held on its gate
+        blocking, release = threading.Event(), threading.Event()
+
+        def block() -> None:
+            blocking.set()
+            assert release.wait(WAIT)
+
+        w.loop.call_soon_threadsafe(block)
+        assert blocking.wait(WAIT)
+        h.cancel()  # queued on worker 1's loop first...
+        w.resume()  # ...then the release
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            h.result(WAIT)
+        assert g.spawn(identity, "on", worker=1).result(WAIT) == "on"
+    assert reported == []
