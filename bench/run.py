@@ -52,6 +52,8 @@ BENCHMARKS = {
     "isolation": "bench.bench_isolation",
     "scaling": "bench.bench_scaling",
     "parallel": "bench.bench_parallel",
+    "import": "bench.bench_import",
+    "balance": "bench.bench_balance",
     "ray": "bench.bench_ray",
 }
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .handle import Handle
 
-__all__ = ["LEVELS_HIGH_FIRST", "RunQueue", "move", "take_aged", "take_in_order"]
+__all__ = ["LEVELS_HIGH_FIRST", "RunQueue", "move", "take_aged", "take_batch", "take_in_order"]
 
 LEVELS_HIGH_FIRST = (3, 2, 1, 0)
 _NO_ID = 1 << 62
@@ -177,4 +177,20 @@ def take_aged(
                 except IndexError:
                     break
                 taken += 1
+    return taken
+
+
+def take_batch(
+    queues: tuple[RunQueue, ...], aged_before: float | None, budget: int, out: list[Handle[Any]]
+) -> int:
+    """Pop the next ``budget`` handles to start into ``out``: the dispatcher's choice.
+
+    First those below CRITICAL queued before ``aged_before`` (``time.monotonic``
+    seconds; None when the grid does not age), then the rest in start order
+    (:func:`take_in_order`). Returns how many were taken. A pure function of
+    the queues, so that the order is tested on run queues alone.
+    """
+    taken = 0 if aged_before is None else take_aged(queues, aged_before, budget, out)
+    if taken < budget:
+        taken += take_in_order(queues, budget - taken, out)
     return taken

@@ -69,7 +69,7 @@ from .fairness import Fairness
 from .fairness import needed as fairness_needed
 from .handle import CLAIMS, RUNNING, Handle
 from .mailbox import Mailbox, install_mailbox
-from .runqueue import RunQueue, move, take_aged, take_in_order
+from .runqueue import RunQueue, move, take_batch, take_in_order
 from .stealing import has_victim, steal_into
 
 if TYPE_CHECKING:
@@ -94,6 +94,10 @@ LOCAL_CAPACITY = 256
 #: (see ``Worker._chain``): long enough to start dozens of short tasks per
 #: trip round the loop, short enough not to delay this loop's I/O.
 CHAIN_TURN = 0.0005
+
+#: The first-step cost a worker assumes before it has measured one: a turn
+#: then starts at most 4 tasks it cannot time (see ``Worker._budget``).
+_FIRST_COST = CHAIN_TURN / 4
 
 _QUARTER = LOCAL_CAPACITY // 4
 _perf_counter = time.perf_counter
@@ -145,6 +149,7 @@ class Worker:
 
     __slots__ = (
         "_abandoned",
+        "_cost",
         "_exit",
         "_fair",
         "_finishing",
@@ -153,6 +158,8 @@ class Worker:
         "_inert",
         "_local",
         "_mailbox",
+        "_mark",
+        "_marked",
         "_parked",
         "_paused",
         "_pinned",
@@ -190,6 +197,13 @@ class Worker:
         self._timing = grid._task_timing
         self._fair: Fairness | None = None
         self._startup_error: BaseException | None = None
+        #: Seconds a task started here takes in its first step, as last seen
+        #: (see _budget); the first turns assume a few per CHAIN_TURN.
+        self._cost = _FIRST_COST
+        #: When the last turn ended and how many tasks it started, while their
+        #: first steps run before the next turn (0: nothing to measure).
+        self._mark = 0.0
+        self._marked = 0
         self.spawned = 0
         self.started = 0
         self.completed = 0
@@ -589,72 +603,142 @@ class Worker:
             self._park(tried_stealing=True)
             return
         queues = (self._pinned, self._local, grid._injection)
-        batch: list[Handle[Any]] = []
-        # Of the injection queue, a turn on a grid of several workers takes one
-        # task. Go's globrunqget takes a fair share (1/N) into the local queue,
-        # where it stays stealable; here a task taken is started, and a started
-        # task never moves, so every task taken beyond the one about to run is
-        # bet on this loop staying free. A handler that then blocks the loop
-        # (a web request calling a slow driver) held every request started
-        # behind it for the whole block; left in the injection queue, they go
-        # to the next free worker. The cost is one dispatcher turn per injected
-        # task before 3.12; from 3.12 a turn goes on one task at a time while
-        # it is short (_chain). See bench/notes/web.md.
-        budget = BATCH
+        direct = self.loop.get_task_factory() is None
+        eager = _EAGER_START and direct
+        # A turn takes what it can start promptly: on 3.12+ it times each
+        # start and gives back what it had no time for; before, _budget says
+        # how many fit, from how long the last ones took. Of the injection
+        # queue, a turn on a grid of several workers takes one task. Go's
+        # globrunqget takes a fair share (1/N) into the local queue, where it
+        # stays stealable; here a task taken is started, and a started task
+        # never moves, so every task taken beyond the one about to run is bet
+        # on this loop staying free. A handler that then blocks the loop (a
+        # web request calling a slow driver) held every request started behind
+        # it for the whole block; left in the injection queue, they go to the
+        # next free worker. From 3.12 a turn goes on one injected task at a
+        # time while it is short (_chain). See bench/notes/web.md.
+        budget = self._budget()
         if grid._size > 1 and len(grid._injection):
-            budget = min(BATCH, len(self._pinned) + len(self._local) + 1)
+            budget = min(budget, len(self._pinned) + len(self._local) + 1)
         aging = grid._aging
-        if aging is not None:
-            take_aged(queues, time.monotonic() - aging, budget, batch)
-        if len(batch) < budget:
-            take_in_order(queues, budget - len(batch), batch)
+        batch: list[Handle[Any]] = []
+        take_batch(queues, None if aging is None else time.monotonic() - aging, budget, batch)
         if not batch:
             if steal_into(self):
-                take_in_order(queues, BATCH, batch)
+                take_batch(queues, None, budget, batch)
                 # Go's spinning chain: a thief that found work wakes another
                 # idle worker while backlog remains elsewhere.
                 if grid._maybe_idle and has_victim(self):
                     grid._wake_idle()
             if not batch:
+                self._marked = 0
                 self._park(tried_stealing=True)
                 return
+        n = len(batch)
         if grid._cancel_all:
             for h in batch:
                 h.cancel()
+            del h
+        elif eager:
+            # Each first step runs inside _start: the turn looks at the clock
+            # after every start, and what it had no time for is queued again,
+            # still stealable, instead of waiting behind a task that blocks.
+            t0 = _perf_counter()
+            deadline = t0 + CHAIN_TURN
+            start = self._start
+            i = 0
+            while i < n:
+                start(batch[i], True)
+                i += 1
+                t = _perf_counter()
+                if t > deadline:
+                    break
+            self._learn((t - t0) / i)
+            if i < n:
+                self._put_back(batch, i)
+            elif t <= deadline and grid._size > 1 and len(grid._injection):
+                self._chain(queues, n, deadline)
         else:
             start = self._start
-            direct = self.loop.get_task_factory() is None
             for h in batch:
                 start(h, direct)
-            if _EAGER_START and direct and grid._size > 1 and len(grid._injection):
-                self._chain(queues, len(batch))
+            del h
         # No handle stays in this frame: see the end of _start.
-        full = len(batch) == BATCH
         batch.clear()
-        del h
-        if full or len(self._pinned) or len(self._local) or len(grid._injection):
+        if n >= budget or len(self._pinned) or len(self._local) or len(grid._injection):
             self.loop.call_soon(self._dispatch)
+            if not eager:  # their first steps run before that turn: timed there
+                self._mark = _perf_counter()
+                self._marked = n
             # Backlog remains that an idle worker may take (a lone local task
             # stays here, as in _push_local).
             if grid._maybe_idle and (len(self._local) > 1 or len(grid._injection)):
                 grid._wake_idle()
         else:
+            self._marked = 0
             self._park()
 
-    def _chain(self, queues: tuple[RunQueue, ...], started: int) -> None:
-        """Go on starting tasks one at a time while this turn is short (3.12+).
+    def _budget(self) -> int:
+        """How many tasks this turn may take: as many as it can start promptly.
+
+        A started task never moves, so a turn that takes 64 tasks that each
+        block for 2 ms commits 128 ms of work to this loop while other workers
+        idle: before 3.12 (and with a task factory) they all start; on 3.12+,
+        where each first step runs inside the turn, the ones not yet started
+        are out of every queue meanwhile, where no thief sees them. So a turn
+        takes as many as fit in :data:`CHAIN_TURN` (1 to :data:`BATCH`) at the
+        cost per task last seen (:meth:`_learn`). Where the first steps run
+        after the turn, this turn first measures how long the loop took to
+        come back to it since the last one started tasks (those first steps,
+        and whatever else was ready). Owner thread.
+        """
+        n = self._marked
+        if n:
+            self._marked = 0
+            self._learn((_perf_counter() - self._mark) / n)
+        cost = self._cost
+        if cost * BATCH <= CHAIN_TURN:
+            return BATCH
+        return max(1, int(CHAIN_TURN / cost))
+
+    def _learn(self, per: float) -> None:
+        """Take ``per`` seconds as the latest first-step cost of a task here.
+
+        A higher cost is believed at once (the next turn must not commit
+        more than it can start promptly), a lower one by halves (one slow
+        round of the loop does not make many cheap tasks look dear for long).
+        """
+        cost = self._cost
+        self._cost = per if per > cost else (cost + per) * 0.5
+
+    def _put_back(self, batch: list[Handle[Any]], i: int) -> None:
+        """Queue again, at the front, the tasks of ``batch`` from index ``i`` on.
+
+        The turn took them but ran out of time before starting them. Each goes
+        back to the front of its level, in order, so the queues keep their
+        start order (they were the oldest there); unpinned ones go to the local
+        queue (an injected one too), where idle workers can steal them.
+        Owner thread.
+        """
+        pinned = self._pinned.levels
+        local = self._local.levels
+        for k in range(len(batch) - 1, i - 1, -1):
+            h = batch[k]
+            (local if h._pin is None else pinned)[h._priority].appendleft(h)
+
+    def _chain(self, queues: tuple[RunQueue, ...], started: int, deadline: float) -> None:
+        """Go on starting injected tasks one at a time while this turn is short (3.12+).
 
         With eager starts a task's first step runs inside :meth:`_start`, so a
         turn can look at the clock after each start: tasks that finish or
         suspend at once (a web request that answers at once) are started back
-        to back, up to :data:`BATCH` or :data:`CHAIN_TURN` seconds, without a
-        trip round the loop each; a task that blocks holds up only itself,
-        since whatever this turn has not taken yet is still queued for the
-        other workers. (Before 3.12 the steps run after the dispatcher, where
-        it cannot time them: one injected task per turn there.)
+        to back, up to :data:`BATCH` or ``deadline``, without a trip round the
+        loop each; a task that blocks holds up only itself, since whatever this
+        turn has not taken yet is still queued for the other workers. (Before
+        3.12 the steps run after the dispatcher, where it cannot time them:
+        one injected task per turn there.)
         """
         grid = self.grid
-        deadline = _perf_counter() + CHAIN_TURN
         one: list[Handle[Any]] = []
         start = self._start
         while started < BATCH and len(grid._injection) and not (self._inert or grid._cancel_all):

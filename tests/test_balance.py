@@ -1,0 +1,77 @@
+"""Balance: a dispatcher turn takes no more tasks than it can start promptly.
+
+A started task never moves, so a turn that took 64 tasks that each block
+their loop committed all 64 to that loop while other workers idled (issue 21:
+efficiency 0.43 at 32 loops). A worker now learns the cost of its tasks'
+first steps and takes as many as fit in ``CHAIN_TURN`` (``Worker._budget``);
+what it did not take stays in its queue, where thieves find it. These tests
+check the consequence without timing anything: a worker that has learned its
+tasks block leaves the rest of a burst to the others, so tasks that one of
+them waits for get done while it blocks.
+"""
+
+from __future__ import annotations
+
+import time
+
+from helpers import WAIT, Countdown
+
+import loopgrid
+from loopgrid import Grid
+from loopgrid.worker import BATCH, CHAIN_TURN
+
+
+def test_a_worker_that_learned_its_tasks_block_leaves_the_rest_to_thieves() -> None:
+    """A burst spawned on worker 0: a blocker, which holds its loop until every
+    other task of the burst has run, and those others. Whichever worker starts
+    the blocker must not have taken any of the others with it: with 64 per
+    turn they were started behind it (or held out of every queue while it
+    ran, on 3.12+) and the blocker waited for ever."""
+    n = 12
+    others_done = Countdown(n)
+
+    async def learn() -> None:
+        time.sleep(4 * CHAIN_TURN)  # a first step that blocks: what it learns from
+
+    async def blocker() -> bool:
+        return others_done.wait(WAIT)  # holds this worker's loop on purpose
+
+    async def other() -> int:
+        others_done.hit()
+        return loopgrid.current_worker().index
+
+    async def burst() -> tuple[bool, list[int]]:
+        b = loopgrid.spawn(blocker)
+        hs = [loopgrid.spawn(other) for _ in range(n)]
+        return await b, [await h for h in hs]
+
+    with Grid(2, stall_threshold=None) as g:  # balance alone, no stall shedding
+        # Teach both workers: a few blocking tasks at once on each (a turn
+        # measures first steps only when it has more to start after them).
+        warm = [g.spawn(learn, worker=i) for i in (0, 1) for _ in range(6)]
+        for h in warm:
+            h.result(WAIT)
+        ok, where = g.spawn(burst, worker=0).result(WAIT * 2)
+    assert ok, "the blocker's burst was not run by the other worker while it blocked"
+    assert len(where) == n and set(where) <= {0, 1}
+
+
+def test_a_turn_takes_as_many_as_fit_in_its_time() -> None:
+    """The budget follows the first-step cost last seen: a dear one at once, a
+    cheap one by halves, and never outside 1..BATCH (owner thread)."""
+
+    async def probe() -> list[int]:
+        w = loopgrid.current_worker()
+        seen = []
+        w._learn(CHAIN_TURN * 3)  # dearer than a whole turn: one task per turn
+        seen.append(w._budget())
+        w._learn(CHAIN_TURN / 8)  # cheaper: believed by halves, (3 + 1/8) / 2
+        seen.append(w._budget())
+        for _ in range(40):
+            w._learn(1e-7)
+        seen.append(w._budget())
+        return seen
+
+    with Grid(2) as g:
+        seen = g.spawn(probe, worker=1).result(WAIT)
+    assert seen == [1, 1, BATCH]
