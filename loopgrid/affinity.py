@@ -44,9 +44,6 @@ import weakref
 from asyncio.events import _get_running_loop
 from asyncio.mixins import _LoopBoundMixin
 
-if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup
-
 __all__ = ["annotate", "describe_loop", "explain", "name_loop"]
 
 #: What asyncio (3.10-3.13, C and Python) says when an object of one loop is
@@ -101,6 +98,21 @@ def _matches(exc: BaseException) -> bool:
     return isinstance(msg, str) and any(m in msg for m in _MARKERS)
 
 
+if sys.version_info >= (3, 11):
+
+    def _is_group(exc: BaseException) -> bool:
+        return isinstance(exc, BaseExceptionGroup)  # noqa: F821 (a built-in from 3.11)
+
+else:
+
+    def _is_group(exc: BaseException) -> bool:
+        """On 3.10 exception groups are the ``exceptiongroup`` backport's: none
+        exists before something imported it, so ``import loopgrid`` need not."""
+        module = sys.modules.get("exceptiongroup")
+        group = getattr(module, "BaseExceptionGroup", None)
+        return group is not None and isinstance(exc, group)
+
+
 def _chain(exc: BaseException) -> list[BaseException]:
     """``exc``, its causes and contexts, and the members of exception groups."""
     seen: set[int] = set()
@@ -112,8 +124,8 @@ def _chain(exc: BaseException) -> list[BaseException]:
             continue
         seen.add(id(e))
         out.append(e)
-        if isinstance(e, BaseExceptionGroup):
-            todo.extend(reversed(e.exceptions))
+        if _is_group(e):
+            todo.extend(reversed(e.exceptions))  # type: ignore[attr-defined]
         if e.__context__ is not None:
             todo.append(e.__context__)
         if e.__cause__ is not None:
@@ -125,11 +137,7 @@ def _find(exc: BaseException) -> BaseException | None:
     """The loop-affinity error that ``exc`` is, wraps or groups; None if none."""
     if _matches(exc):
         return exc
-    if (
-        exc.__cause__ is None
-        and exc.__context__ is None
-        and not isinstance(exc, BaseExceptionGroup)
-    ):
+    if exc.__cause__ is None and exc.__context__ is None and not _is_group(exc):
         return None
     for e in _chain(exc):
         if _matches(e):

@@ -38,6 +38,10 @@ NOT_AT_IMPORT = (
     "sqlalchemy",
     "prometheus_client",
     "ray",
+    # 3.10's ExceptionGroup backport, with typing_extensions: imported when a
+    # TaskGroup first raises a group.
+    "exceptiongroup",
+    "typing_extensions",
     # The debug endpoint's HTTP server, the metrics exporter's, the CLI's.
     "http.server",
     "http.client",
@@ -56,10 +60,8 @@ NOT_AT_IMPORT = (
 #: Modules besides asyncio's and loopgrid's own that ``import loopgrid`` may
 #: import, each for a reason: sysconfig tells a free-threaded build (for the
 #: loop factory and the monitor); ``from __future__ import annotations`` imports
-#: ``__future__``; on 3.10, the ``exceptiongroup`` backport stands for 3.11's
-#: built-in ExceptionGroup (with ``typing_extensions`` and ``textwrap``).
+#: ``__future__``.
 ALLOWED_PREFIXES = ("sysconfig", "_sysconfigdata", "__future__")
-ALLOWED_ON_310 = ("exceptiongroup", "typing_extensions", "textwrap")
 
 
 def _modules_after(statement: str) -> set[str]:
@@ -103,11 +105,10 @@ def test_import_loopgrid_adds_only_its_own_modules_to_asyncio(
     asyncio imports is its own package and a few named modules, so that a new
     import at module level (a standard library module included) is a choice."""
     by_asyncio, by_loopgrid = imported
-    allowed = ALLOWED_PREFIXES + (ALLOWED_ON_310 if sys.version_info < (3, 11) else ())
     extra = sorted(
         name
         for name in by_loopgrid - by_asyncio
-        if not _is(name, "loopgrid") and not name.startswith(allowed)
+        if not _is(name, "loopgrid") and not name.startswith(ALLOWED_PREFIXES)
     )
     assert extra == [], (
         f"import loopgrid also imports {extra}: import them where they are used, "
