@@ -171,3 +171,39 @@ def test_observe_leaves_no_trace_file_behind_unless_asked(tmp_path: Path) -> Non
     assert "pass --trace run.json to keep it" in proc.stdout
     after = set(Path(tempfile.gettempdir()).iterdir())
     assert not [p for p in after - before if (p / "loopgrid-trace.json").exists()]
+
+
+#: Stands in for an environment without Starlette: the finder raises what
+#: Python raises for a package that is not installed.
+_NO_STARLETTE = """
+import sys
+
+class NoStarlette:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "starlette":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NoStarlette())
+from loopgrid.cli import main
+sys.exit(main(["serve", "examples.webapp.app:app", "--port", "0"]))
+"""
+
+
+def test_serving_the_webapp_without_starlette_names_the_package() -> None:
+    """The `web` extra brings uvicorn, not Starlette (any ASGI app can be
+    served): the example app's import error says what to install."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _NO_STARLETTE],
+        cwd=EXAMPLES.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == (
+        "ModuleNotFoundError: examples/webapp is a Starlette app, and Starlette is not "
+        "installed: pip install starlette"
+    ), proc.stderr

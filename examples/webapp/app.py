@@ -13,6 +13,10 @@ Routes, each showing what a grid of loops changes for a web app:
   ``loopgrid.spawn`` (the first at HIGH priority) and gathers them.
 
 Every response says which worker ran it (``worker`` in the JSON).
+
+It needs Starlette, which no loopgrid extra installs (``loopgrid serve`` serves
+any ASGI app: the ``web`` extra brings uvicorn only): ``pip install starlette``.
+Without it, importing this module says so rather than only "No module named".
 """
 
 from __future__ import annotations
@@ -21,10 +25,18 @@ import asyncio
 import hashlib
 import time
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route
+try:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.routing import Route
+except ModuleNotFoundError as exc:
+    if exc.name is None or exc.name.partition(".")[0] != "starlette":
+        raise
+    raise ModuleNotFoundError(
+        "examples/webapp is a Starlette app, and Starlette is not installed: pip install starlette",
+        name=exc.name,
+    ) from exc
 
 import loopgrid
 from loopgrid import Priority
