@@ -36,6 +36,7 @@ import sys
 import sysconfig
 import threading
 import time
+import traceback
 import types
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar, overload
@@ -80,6 +81,12 @@ _PENDING = PENDING
 
 # What spawn accepts from whom: everyone, the grid's own workers, nobody.
 _ACCEPT_ALL, _ACCEPT_WORKERS, _ACCEPT_NONE = 2, 1, 0
+
+#: The least time ``close(timeout=)`` waits for the worker threads once they
+#: were told to stop (seconds). A worker that is not blocked exits within
+#: milliseconds; on a busy machine it may take longer than a short timeout
+#: meant for the tasks, and would be left behind, and logged, for nothing.
+JOIN_GRACE = 5.0
 
 atexit.register(logs.flush_unretrieved)
 
@@ -628,8 +635,7 @@ class Grid(GridBase):
         ``asyncio.Runner.close`` gives up on its loop: each loop stops where it
         is, the handles of the tasks left end cancelled (their coroutines are
         closed), the loops close and the worker threads are joined; then the
-        interrupt propagates. Only a callback that blocks its thread for ever
-        can keep one alive. A worker whose loop died (see
+        interrupt propagates. A worker whose loop died (see
         :meth:`Worker._die`) finishes that loop by itself: ``close`` waits for
         its thread, and nothing more.
 
@@ -637,7 +643,23 @@ class Grid(GridBase):
         interrupt: tasks still running ``timeout`` s into the drain are
         cancelled, and those that swallow their cancellation for another
         ``timeout`` s are given up on as above (logged as
-        ``grid.close_gave_up``); ``close`` then returns.
+        ``grid.close_gave_up``); then the worker threads are waited for,
+        ``timeout`` s at most, or :data:`JOIN_GRACE` if that is longer, so
+        that ``close`` returns within ``2 * timeout + max(timeout,
+        JOIN_GRACE)`` s.
+
+        A task or callback that blocks its worker's thread (a blocking call,
+        not an ``await``) keeps that thread alive: Python cannot kill a
+        thread. Without ``timeout``, ``close`` waits for it, as
+        ``ThreadPoolExecutor.shutdown`` waits for its threads. With one,
+        ``close`` leaves it, as ``asyncio``'s ``shutdown_default_executor``
+        leaves an executor's threads after its timeout: the thread is named
+        with its stack in a ``grid.close_left_thread`` error log; it is a
+        daemon thread, so the process can still exit; the tasks of that
+        worker stay as they are (the blocked one is still running) until the
+        call returns, when the worker gives up on them (their handles end
+        cancelled) and its thread exits. Everything else is closed and
+        stopped as usual. See docs/scheduling.md, "Shutdown".
         """
         cur = _current.worker
         if cur is not None and cur.grid is self:
@@ -685,8 +707,16 @@ class Grid(GridBase):
             self._accept = _ACCEPT_NONE
         for w in self._workers:
             w._stop_soon()
+        stuck = []
+        deadline = None
+        if self._join_timeout is not None:
+            deadline = time.monotonic() + max(self._join_timeout, JOIN_GRACE)
         for w in self._workers:
-            w.thread.join()
+            w.thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if w.thread.is_alive():
+                stuck.append(w)
+        if stuck:
+            self._leave_stuck(stuck)
         self._monitor.stop()
         if self._debug_server is not None:
             self._debug_server.stop()
@@ -702,6 +732,34 @@ class Grid(GridBase):
         self._cancel_queued()
         logs.flush_unretrieved()
         logs.info("grid.closed", grid=self.name)
+
+    def _leave_stuck(self, stuck: list[Worker]) -> None:
+        """Say which worker threads ``close(timeout=)`` leaves behind, and where they are.
+
+        A thread cannot be stopped from outside in Python: one held by a call
+        that never returns to its loop (a blocking call in a task or callback,
+        not an ``await``) stays alive, a daemon thread, which does not hold up
+        the interpreter's exit. When that call returns, its loop finds the
+        stop and the give-up that close() queued: the worker gives up on its
+        tasks (their handles end cancelled) and its thread exits.
+        """
+        frames = sys._current_frames()
+        for w in stuck:
+            frame = frames.get(w.thread.ident or -1)
+            logs.error(
+                "grid.close_left_thread",
+                grid=self.name,
+                worker=w.index,
+                thread=w.thread.name,
+                waited=self._join_timeout,
+                running=w.running,
+                where="".join(traceback.format_stack(frame)) if frame is not None else None,
+                hint="a call that never returns to the event loop (a blocking call, not an "
+                "await) holds this worker's thread; a thread cannot be killed in Python: it "
+                "is left running, as a daemon; when the call returns, the worker gives up on "
+                "its tasks (their handles end cancelled) and the thread exits. Run blocking "
+                "calls with asyncio.to_thread or loop.run_in_executor",
+            )
 
     # -- introspection --------------------------------------------------------------
 

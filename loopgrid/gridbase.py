@@ -39,6 +39,9 @@ class GridBase:
     #: The parent's pid, in a child of fork(): this copy of the grid is dead
     #: (``fork.py``); None everywhere else.
     _forked_from: int | None = None
+    #: How long ``_stop_workers`` waits for each worker (None: for ever): the
+    #: ``timeout`` given to ``close()``, which never waits for ever with one.
+    _join_timeout: float | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "closing" if self._closing else "open"
@@ -100,6 +103,7 @@ class GridBase:
         with self._close_lock:
             if self._closed:
                 return
+            self._join_timeout = timeout
             try:
                 ended = self._drain(cancel, timeout)
                 if not ended and not cancel:

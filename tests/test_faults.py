@@ -43,6 +43,7 @@ from helpers import (
 )
 
 import loopgrid
+import loopgrid.grid as grid_module
 from loopgrid import Grid, GridClosedError, TaskState, WorkerDiedError
 
 pytestmark = pytest.mark.faults
@@ -421,3 +422,52 @@ def test_a_held_task_cancelled_just_before_its_worker_resumes() -> None:
             h.result(WAIT)
         assert g.spawn(identity, "on", worker=1).result(WAIT) == "on"
     assert reported == []
+
+
+# -- what close() cannot end ----------------------------------------------------------
+
+
+def test_close_with_a_timeout_leaves_a_thread_blocked_for_ever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The decision (Grid.close's docstring; docs/scheduling.md, "Shutdown"):
+    a task that blocks its worker's thread cannot be ended from outside, so
+    ``close(timeout=)`` returns, leaving that thread running (named in an
+    error log, with its stack) and its tasks as they are; everything else
+    closes. When the call returns, the worker gives up on its tasks and the
+    thread exits: then every handle has ended and no thread is left."""
+    blocking, release = threading.Event(), threading.Event()
+
+    async def blocks_its_thread() -> None:
+        blocking.set()
+        assert release.wait(WAIT)  # a blocking call: "for ever", until the test lets go
+        await forever()  # back on its loop: given up on
+
+    monkeypatch.setattr(grid_module, "JOIN_GRACE", 1.0)  # the least wait for threads
+    g = Grid(2, name="stuck")
+    try:
+        stuck = g.spawn(blocks_its_thread, worker=1)
+        others = [g.spawn(forever, worker=0), g.spawn(identity, 1, worker=0)]
+        assert blocking.wait(WAIT)
+        queued = g.spawn(identity, 2, worker=1)  # behind the blocked call
+        with LogCatcher("grid.close_left_thread") as left:
+            _close_bounded(g, cancel=True, timeout=0.05)
+        assert [m for m in left.messages if "worker=1" in m and "blocks_its_thread" in m]
+        g.workers[0].thread.join(WAIT)  # (left too, on a machine too busy for the grace)
+        assert g.closed and not g.workers[0].thread.is_alive()
+        assert g.workers[1].thread.is_alive() and g.workers[1].thread.daemon
+        assert grid_threads() == [g.workers[1].thread]  # monitor and worker 0 stopped
+        assert others[0].cancelled() and others[1].done()
+        assert queued.cancelled()  # never started: cancelled by close
+        assert stuck.state is TaskState.RUNNING  # it is: its call has not returned
+        with pytest.raises(GridClosedError):
+            g.spawn(identity, 3)
+    finally:
+        release.set()
+    g.workers[1].thread.join(WAIT)
+    assert not g.workers[1].thread.is_alive() and g.workers[1].loop.is_closed()
+    assert stuck.cancelled()
+    totals = g.stats()["totals"]
+    assert totals["pending"] == totals["running"] == 0
+    assert totals["spawned"] == totals["completed"] + totals["failed"] + totals["cancelled"] == 4
+    assert grid_threads() == []
