@@ -203,3 +203,35 @@ def test_structlog_binds_loopgrid_s_task_variables_whichever_came_first(first: s
     seen, named = eval(out.stdout.strip().splitlines()[-1])
     assert seen == ["probe", "mine", None]
     assert named == ["structlog_grid", "structlog_task", "structlog_task_id", "structlog_worker"]
+
+
+def test_the_lazily_imported_modules_wait_for_their_first_use(
+    imported: tuple[set[str], set[str]],
+) -> None:
+    """The primitives, the runner, the decorator, task groups and LoopLocal
+    are imported at their first use (``loopgrid.__getattr__``)."""
+    import loopgrid
+
+    _, by_loopgrid = imported
+    lazy = {f"loopgrid.{module}" for module in loopgrid._LAZY.values()}
+    assert lazy & by_loopgrid == set(), (
+        "a module that import loopgrid loads imports these now; import them where they "
+        "are used, or take them out of loopgrid._LAZY"
+    )
+
+
+def test_every_public_name_resolves_to_its_module_s_object() -> None:
+    import importlib
+
+    import loopgrid
+
+    namespace: dict[str, object] = {}
+    exec("from loopgrid import *", namespace)
+    assert set(loopgrid.__all__) <= set(namespace)
+    assert set(loopgrid.__all__) <= set(dir(loopgrid))
+    for name, module in loopgrid._LAZY.items():
+        defined = getattr(importlib.import_module(f"loopgrid.{module}"), name)
+        assert getattr(loopgrid, name) is defined is namespace[name]
+    assert loopgrid.sync is importlib.import_module("loopgrid.sync")
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        loopgrid.Nope  # noqa: B018
