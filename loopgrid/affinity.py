@@ -44,6 +44,8 @@ import weakref
 from asyncio.events import _get_running_loop
 from asyncio.mixins import _LoopBoundMixin
 
+from .thisthread import this_thread
+
 __all__ = ["annotate", "describe_loop", "explain", "name_loop"]
 
 #: What asyncio (3.10-3.13, C and Python) says when an object of one loop is
@@ -178,9 +180,7 @@ def _owner(exc: BaseException, user: asyncio.AbstractEventLoop | None) -> tuple[
 
 def _user() -> tuple[str, asyncio.AbstractEventLoop | None]:
     """Who is running: the current worker, else the running loop, else nobody."""
-    from .worker import _current  # here: worker imports driver, which imports us
-
-    w = _current.worker
+    w = this_thread.worker
     if w is not None:
         return f"worker {w.index} of grid {w.grid.name!r}", w.loop
     loop = _get_running_loop()

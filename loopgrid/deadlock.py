@@ -1,230 +1,27 @@
-"""Deadlock detection: a wait-for graph of tasks awaiting tasks and locks.
+"""Standstill detection: a grid whose every task waits on another, all asleep.
 
-A task that awaits a :class:`~loopgrid.Handle`, or waits for a loopgrid
-:class:`~loopgrid.Lock` held by another task, adds an edge *waiter -> what it
-waits for* to one process-wide graph; the edge goes away when the wait ends. A
-task has at most one outgoing edge (it waits for one thing at a time), so the
-graph is a set of chains, and a wait that would close a cycle is found by
-walking the chain from its target: if the walk comes back to the waiter, every
-task on the cycle would wait forever, and the waiter gets
-:class:`~loopgrid.DeadlockError` instead of hanging (Go reports the same
-situation only once *every* goroutine is asleep; finding the cycle at the await
-names the culprits while the rest of the program still runs).
-
-A *node* is whoever waits or holds: the :class:`asyncio.Task` running the
-code (a grid task's, or a plain task on any loop), or a plain thread (for the
-blocking variants of the primitives). A wait's *target* is a node, or a
-:class:`~loopgrid.Handle`, which stands for its task's node once it has
-started (a pending or finished task waits for nothing). Tasks on every grid and
-every loop share the graph, so cycles across loops and grids are found too.
-
-Go's other check, "all goroutines are asleep", is :func:`look_for_standstill`,
-run by each grid's monitor thread: if every worker of a grid stays idle for a
-whole look interval while all its running tasks wait on each other (on handles
-and locks of the same grid), it logs ``grid.deadlock`` at error level, once per
-standstill. It costs the await path nothing.
-
-Thread ownership: ``_edges`` is a dict written by every thread. Each waiter
-writes only its own key (``dict`` item assignment and ``pop`` are atomic, also
-free-threaded), and publishes its edge *before* walking the chain. Of two tasks
-that close a cycle at the same moment, at least one therefore sees the other's
-edge; both may, and then both get the error, which is still true of each.
-
-Stale edges, and why a cycle is confirmed before it is reported: an edge to a
-lock's owner is recorded from a read of the owner that the lock's lock-free
-release path can make out of date at once (the holder is mid-release; a third
-party then takes the lock without the mutex, and nobody re-points the waiter
-until that party releases). With the GIL off this happens under contention,
-and the past owner, queueing again behind the waiter, would close a cycle that
-does not exist. So an edge may name its *source* (``what`` is then an object
-with ``_still_waits(node, target)`` and ``_wait_label()``, the lock itself),
-and a cycle found by the walk is reported only if every such edge on it still
-holds when looked at again (exactly for the lock whose mutex the caller holds,
-as a racy read for others: a cycle may go unreported, none is invented).
+Cycles are found at the await that would close them (``waitgraph.py``). This
+is Go's other check, "all goroutines are asleep": :func:`look_for_standstill`,
+run by each grid's monitor thread, looks whether every worker of a grid stayed
+idle for a whole look interval while all its running tasks wait on each other
+(on handles and locks of the same grid); if so it logs ``grid.deadlock`` at
+error level, once per standstill. It reads the wait-for graph and the
+workers' counters from the monitor's thread (racy snapshots, confirmed by a
+second look an interval later), and costs the await path nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 from . import logs
-from .driver import drive
-from .errors import DeadlockError
-from .handle import RUNNING, Handle
+from .waitgraph import _edges, _resolve, describe, explain, handle_of
 
 if TYPE_CHECKING:
     from .grid import Grid
 
-__all__ = [
-    "begin_wait",
-    "check_cycle",
-    "current_node",
-    "describe",
-    "end_wait",
-    "explain",
-    "handle_of",
-    "look_for_standstill",
-    "waiting_for",
-]
-
-
-class WaitSource(Protocol):
-    """What an edge may name instead of a message: the primitive waited on,
-    which can say whether the edge still holds (see the module docstring)."""
-
-    def _still_waits(self, node: object, target: object) -> bool: ...
-
-    def _wait_label(self) -> str: ...
-
-
-_DRIVE_CODE = drive.__code__
-#: waiter node -> (target it waits for, what it waits on).
-_edges: dict[object, tuple[object, str | WaitSource | None]] = {}
-_current_task = asyncio.current_task
-#: Longest chain walked; a longer one can only come from a concurrent change
-#: of the graph mid-walk, and is given up on rather than reported.
-_MAX_WALK = 10_000
-
-
-def current_node() -> object:
-    """Who is running here: the current asyncio task, or else the thread."""
-    try:
-        task = _current_task()
-    except RuntimeError:  # no running loop in this thread
-        return threading.current_thread()
-    return threading.current_thread() if task is None else task
-
-
-def _resolve(target: object) -> object:
-    """The node a target stands for: a handle's task (None unless running)."""
-    if type(target) is Handle:
-        task = target._task
-        if task is None and target._state is RUNNING:
-            return _starting_task(target)
-        return task
-    return target
-
-
-def _starting_task(h: Handle[Any]) -> asyncio.Task[Any] | None:
-    """The Task of ``h`` while it takes its eager first step (Python 3.12+).
-
-    The dispatcher stores a task's Task only once its constructor, which runs
-    the first step, has returned. During that step the Task is the current task
-    of the worker's thread, if that task is ``h``'s (and not one it started).
-    """
-    w = h._worker
-    if w is None or not w.is_current():
-        return None
-    task = _current_task()
-    return task if task is not None and handle_of(task) is h else None
-
-
-def handle_of(node: object) -> Handle[Any] | None:
-    """The grid handle whose task ``node`` is, if it is one (off the hot path)."""
-    if isinstance(node, asyncio.Task):
-        frame = getattr(node.get_coro(), "cr_frame", None)
-        if frame is not None and frame.f_code is _DRIVE_CODE:
-            h = frame.f_locals.get("h")
-            if isinstance(h, Handle):
-                return h
-    return None
-
-
-def describe(node: object) -> str:
-    """A short name for a node or target, as used in DeadlockError messages."""
-    h = node if isinstance(node, Handle) else handle_of(node)
-    if h is not None:
-        where = "" if h.worker is None else f" on worker {h.worker}"
-        return f"task {h.name!r} (id {h.id}{where})"
-    if isinstance(node, asyncio.Task):
-        return f"asyncio task {node.get_name()!r}"
-    if isinstance(node, threading.Thread):
-        return f"thread {node.name!r}"
-    return repr(node)
-
-
-def begin_wait(
-    target: object, what: str | WaitSource | None = None, waiter: object | None = None
-) -> object:
-    """Record that ``waiter`` (default: the caller) now waits for ``target``.
-
-    ``target`` is a node (a handle, the owner of a lock); ``what`` says what is
-    waited on: a message, or the primitive itself (see :class:`WaitSource`).
-    Raises :class:`~loopgrid.DeadlockError` naming
-    the cycle if this wait would close one; otherwise returns the waiter, to
-    be passed to :func:`end_wait` when the wait is over.
-    """
-    me = current_node() if waiter is None else waiter
-    _edges[me] = (target, what)
-    check_cycle(me)
-    return me
-
-
-def check_cycle(me: object) -> None:
-    """Raise DeadlockError (and drop ``me``'s edge) if ``me``'s wait closes a cycle."""
-    edge = _edges.get(me)
-    steps = 0
-    while edge is not None and steps < _MAX_WALK:
-        node = _resolve(edge[0])
-        if node is me:
-            if not _confirmed(me):
-                return
-            cycle = _cycle_from(me)
-            _edges.pop(me, None)
-            raise DeadlockError(cycle)
-        edge = _edges.get(node)
-        steps += 1
-
-
-def _confirmed(me: object) -> bool:
-    """Whether every edge on the cycle through ``me`` that names its source
-    still holds, looked at once more (see the module docstring)."""
-    node: Any = me
-    for _ in range(_MAX_WALK):
-        edge = _edges.get(node)
-        if edge is None:
-            return False
-        target, what = edge
-        if what is not None and not isinstance(what, str) and not what._still_waits(node, target):
-            return False
-        node = _resolve(target)
-        if node is me:
-            return True
-    return False
-
-
-def end_wait(waiter: object) -> None:
-    """Remove the edge ``begin_wait`` added for ``waiter`` (idempotent)."""
-    _edges.pop(waiter, None)
-
-
-def waiting_for(node: object) -> tuple[object, str | WaitSource | None] | None:
-    """What ``node`` waits for right now, if anything (a racy snapshot)."""
-    return _edges.get(node)
-
-
-def explain(edge: tuple[object, str | WaitSource | None]) -> str:
-    """What an edge's waiter waits for, in words: ``lock <...>``, or the target."""
-    what = edge[1]
-    if what is None:
-        return describe(edge[0])
-    return what if isinstance(what, str) else what._wait_label()
-
-
-def _cycle_from(me: object) -> str:
-    parts: list[str] = []
-    node: Any = me
-    for _ in range(_MAX_WALK):
-        edge = _edges.get(node)
-        if edge is None:
-            break
-        parts.append(f"{describe(node)} waits for {explain(edge)}")
-        node = _resolve(edge[0])
-        if node is me:
-            break
-    return "wait-for cycle: " + "; ".join(parts) + " (and so on, for ever)"
+__all__ = ["look_for_standstill"]
 
 
 def look_for_standstill(grid: Grid, previous: tuple[int, ...] | None) -> tuple[int, ...] | None:

@@ -66,6 +66,7 @@ from . import logs
 from .affinity import annotate as _annotate
 from .handle import COMPLETED, RUNNING
 from .trace import ACTIVE as _TRACING
+from .waitgraph import TaskLink
 
 if TYPE_CHECKING:
     from .handle import Handle
@@ -113,6 +114,9 @@ async def drive(h: Handle[Any], w: Worker) -> None:
                     f"{fn!r} returned {coro!r}, not a coroutine: spawn() needs an "
                     "async function or a coroutine object"
                 )
+            # The handle keeps the coroutine from now on (Handle.get_coro).
+            h._fn = coro
+            h._args = None
         result = await coro
     except (asyncio.CancelledError, GeneratorExit) as exc:
         # GeneratorExit: the coroutine was closed while suspended (a task the
@@ -230,17 +234,7 @@ class _Pause:
                 self.timed = False  # timing was switched off: the next step disarms
 
 
-def user_coroutine(task_coro: Any) -> Any:
-    """The coroutine of a started grid task, given its asyncio task's coroutine
-    (a :class:`Driver`): the one :func:`drive` awaits; None before its first
-    step made it, and once it ended. Reads only that local of drive()'s frame."""
-    if type(task_coro) is not Driver:
-        return None
-    frame = task_coro._inner().cr_frame
-    return None if frame is None else frame.f_locals.get("coro")
-
-
-class Driver:
+class Driver(TaskLink):
     """The coroutine an asyncio.Task runs for a grid task (see the module doc).
 
     Made by ``Worker._start``, on the hot path of every spawn.
@@ -249,7 +243,9 @@ class Driver:
     # ``send`` is a slot holding a bound method: unarmed, the inner coroutine's
     # own ``send`` (so a step costs a slot read more than a plain Task's);
     # armed, the ``send`` of a _Pause, which checks first. ``_target`` is the
-    # inner coroutine or the _Pause. Measured with callgrind (Python 3.11):
+    # inner coroutine or the _Pause. ``handle`` (TaskLink's slot) is the
+    # task's handle, how waitgraph.handle_of finds it from the asyncio Task.
+    # Measured with callgrind (Python 3.11):
     # 220 instructions per step more than no driver, where a ``send``
     # property reading ``_target.send`` cost 1,000, and a ``__next__`` (which
     # PyIter_Send prefers) 900. No ``__init__``: Worker._start sets the slots,
@@ -416,7 +412,7 @@ def cancel_task(task: asyncio.Task[Any], msg: Any | None, h: Handle[Any] | None 
                 t.cancel_now = True
         inner = drv._inner()
         if inspect.getcoroutinestate(inner) == inspect.CORO_CREATED:
-            created = h if h is not None else inner.cr_frame.f_locals["h"]
+            created = drv.handle
     cancelled = task.cancel(msg)
     if created is not None and created._state is RUNNING:
         cw = created._worker

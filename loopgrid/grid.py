@@ -57,6 +57,7 @@ from .integrations import anyio_hook
 from .monitor import Monitor
 from .priority import Priority, check_priority
 from .runqueue import RunQueue
+from .stats import snapshot
 from .trace import Tracer
 from .worker import Worker, _current
 
@@ -769,8 +770,6 @@ class Grid(GridBase):
         ``tasks=True`` adds ``"tasks"``: a row per unfinished task (what
         ``loopgrid ps`` shows), at most :data:`~loopgrid.introspect.TASK_LIMIT`.
         """
-        from .stats import snapshot
-
         return snapshot(self, tasks=tasks)
 
     @property

@@ -62,6 +62,8 @@ from .errors import WouldBlockError, check_timeout
 from .fork import forked_error
 from .mailbox import Mailbox, _tls, mailbox_for_running_loop, running_loop
 from .priority import Priority
+from .waitgraph import WaitTarget, _edges, handle_of
+from .waitgraph import check_cycle as _check_cycle
 
 if TYPE_CHECKING:
     from .grid import Grid
@@ -105,7 +107,7 @@ class TaskState(str, Enum):
 _Callback = tuple["Mailbox | None", Callable[[Any], object], "contextvars.Context | None"]
 
 
-class Handle(Generic[T]):
+class Handle(WaitTarget, Generic[T]):
     """A spawned task: awaitable from any event loop, waitable from any thread.
 
     Awaiting a handle behaves like awaiting an :class:`asyncio.Task`: the awaiter
@@ -213,16 +215,11 @@ class Handle(Generic[T]):
         function returned. None for a function not started yet (its coroutine
         is made when a worker starts it) and once the task is done (the handle
         lets go of it, so that a finished task holds no frames)."""
-        if self._args is None and self._state == PENDING:
+        # Once drive() made the coroutine it keeps it in _fn (args None).
+        if self._args is None and (self._state is PENDING or self._state is RUNNING):
             coro: Coroutine[Any, Any, T] = self._fn
             return coro
-        task = self._task
-        if task is None:
-            return None
-        from .driver import user_coroutine
-
-        started: Coroutine[Any, Any, T] | None = user_coroutine(task.get_coro())
-        return started
+        return None
 
     def get_context(self) -> contextvars.Context | None:
         """The context the task runs in, as :meth:`asyncio.Task.get_context`
@@ -261,6 +258,29 @@ class Handle(Generic[T]):
         if exc is not None:
             for line in traceback.format_exception_only(type(exc), exc):
                 print(line, file=file, end="")
+
+    # -- for the wait-for graph (waitgraph.py) ------------------------------------
+
+    def _wait_node(self) -> object:
+        """This task's node: its Task while it runs, else None (it waits for nothing).
+
+        During its eager first step (3.12+) the Task is not stored yet (the
+        dispatcher stores it once the constructor, which runs that step, has
+        returned); it is then the current task of the worker's thread, if that
+        task is this one's (and not one it started).
+        """
+        task = self._task
+        if task is None and self._state is RUNNING:
+            w = self._worker
+            if w is None or not w.is_current():
+                return None
+            task = asyncio.current_task()
+            return task if task is not None and handle_of(task) is self else None
+        return task
+
+    def _wait_name(self) -> str:
+        where = "" if self._worker is None else f" on worker {self._worker.index}"
+        return f"task {self._name!r} (id {self._id}{where})"
 
     def __repr__(self) -> str:
         where = "" if self._worker is None else f" worker={self._worker.index}"
@@ -551,7 +571,7 @@ class Handle(Generic[T]):
         if self._state not in _DONE:
             if self._grid._forked_from is not None:
                 raise forked_error(self._grid, f"await {self!r}")
-            # The wait-for graph (deadlock.py), inlined: an edge from the
+            # The wait-for graph (waitgraph.py), inlined: an edge from the
             # awaiting task to this handle, and a walk only if this handle's
             # task is itself waiting. DeadlockError if the walk comes back.
             try:
@@ -705,7 +725,3 @@ def not_on_asyncio(what: str, instead: str) -> RuntimeError:
         "backend included. Run this code on asyncio, or make the blocking call in a "
         f"worker thread: to_thread.run_sync({instead})"
     )
-
-
-# Imported last, because deadlock.py imports this module.
-from .deadlock import _edges, check_cycle as _check_cycle  # noqa: E402, I001

@@ -24,9 +24,9 @@ import types
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .deadlock import explain, handle_of, waiting_for
 from .driver import Driver
 from .handle import Handle
+from .waitgraph import explain, handle_of, waiting_for
 
 if TYPE_CHECKING:
     from .grid import Grid

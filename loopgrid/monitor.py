@@ -62,8 +62,10 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from . import logs
-from .deadlock import handle_of, look_for_standstill
+from .deadlock import look_for_standstill
 from .trace import ACTIVE as _TRACING
+from .waitgraph import handle_of
+from .worker import Worker
 
 if TYPE_CHECKING:
     from .grid import Grid
@@ -91,8 +93,6 @@ _BY_CPU_TIME = bool(sysconfig.get_config_var("Py_GIL_DISABLED")) and hasattr(
 
 def _idle_codes() -> frozenset[types.CodeType]:
     """Code objects that are on top of a worker thread's stack while its loop waits."""
-    from .worker import Worker
-
     codes = {Worker._main.__code__}
     for name in dir(selectors):
         cls = getattr(selectors, name)

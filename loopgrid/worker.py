@@ -62,7 +62,6 @@ from typing import TYPE_CHECKING, Any
 
 from . import logs
 from .affinity import name_loop
-from .deadlock import handle_of
 from .driver import Driver, cancel_task, drive
 from .errors import CLOSED_MSG, NotOnGridError
 from .fairness import Fairness
@@ -71,6 +70,8 @@ from .handle import CLAIMS, RUNNING, Handle
 from .mailbox import Mailbox, install_mailbox
 from .runqueue import RunQueue, move, take_batch, take_in_order
 from .stealing import has_victim, steal_into
+from .thisthread import this_thread
+from .waitgraph import handle_of
 
 if TYPE_CHECKING:
     from .grid import Grid
@@ -108,17 +109,8 @@ _Task: Any = asyncio.Task
 _new_object = object.__new__
 
 
-class _Current(threading.local):
-    worker: Worker | None = None
-    #: A thread that serves a grid without being one of its workers (the HTTP
-    #: front loop of ``loopgrid.web``): ``spawn()`` and ``current_grid()`` work there.
-    grid: Grid | None = None
-    #: Calls of current_worker() on this thread, ever: ``web/inline.py`` reads
-    #: it before and after a request to tell whether the handler asked.
-    asked = 0
-
-
-_current = _Current()
+#: What this thread is to loopgrid (``thisthread.py``; ``web/`` reads it here).
+_current = this_thread
 
 
 def current_worker() -> Worker:
@@ -504,7 +496,7 @@ class Worker:
         itself) before its next step; owner thread."""
         with self.grid._control:  # what Driver.arm takes, once for all
             for task in asyncio.all_tasks(self.loop):
-                h = handle_of(task)  # None for plain tasks and ended grid tasks
+                h = handle_of(task)  # None for plain asyncio tasks
                 if h is not None:
                     drv: Any = task.get_coro()
                     drv._arm(h, self, timed)
@@ -810,6 +802,7 @@ class Worker:
         coro: Any = _new_object(Driver)
         coro._target = inner = drive(h, self)
         coro.send = inner.send
+        coro.handle = h
         if self._timing:
             coro._arm(h, self, True)  # no lock: no other thread knows this driver yet
         ctx: Any = h._ctx
@@ -835,9 +828,10 @@ class Worker:
                 coro.arm(h, self)
         # On 3.12+ a task that fails in its eager first step keeps this frame
         # and the dispatcher's alive, through its traceback's f_back chain
-        # (see driver.drive): without the handle in them, a forgotten failed
-        # handle is freed at once rather than by a later cycle collection.
-        del h
+        # (see driver.drive): without the handle in them (nor the driver and
+        # Task, which link to it), a forgotten failed handle is freed at once
+        # rather than by a later cycle collection.
+        del h, coro, inner, task
 
     def _cancel_running(self) -> None:
         """Cancel every task on this loop (close(cancel=True)); owner thread.
@@ -877,8 +871,6 @@ async def _finish_loop(message: str = _SHUTDOWN_MESSAGE) -> None:
     """
     loop = asyncio.get_running_loop()
     me = asyncio.current_task()
-    # Handles are looked up first: a grid task's handle is found through its
-    # coroutine's frame, which is gone once it ends.
     tasks = [(t, handle_of(t)) for t in asyncio.all_tasks(loop) if t is not me]
     if tasks:
         for t, h in tasks:

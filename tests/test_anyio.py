@@ -29,7 +29,7 @@ import pytest
 from helpers import WAIT, Countdown, Gate, block_worker, fail, forever, identity, wait_until
 
 import loopgrid
-from loopgrid import Event, Grid, Handle, Lock, Queue, Semaphore, WouldBlockError, deadlock
+from loopgrid import Event, Grid, Handle, Lock, Queue, Semaphore, WouldBlockError, waitgraph
 
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
@@ -155,14 +155,14 @@ async def test_cancel_scope_cancel_reaches_the_grid_task(grid: Grid) -> None:
 
     async def awaiter(*, task_status: anyio.abc.TaskStatus[object]) -> None:
         with scope:
-            task_status.started(deadlock.current_node())
+            task_status.started(waitgraph.current_node())
             await h
             after.append("the await returned")
 
     async with anyio.create_task_group() as tg:
         node = await tg.start(awaiter)
         await counted(started)
-        await until(lambda: deadlock.waiting_for(node) is not None)  # it awaits h
+        await until(lambda: waitgraph.waiting_for(node) is not None)  # it awaits h
         scope.cancel()
     assert scope.cancelled_caught
     assert after == []
@@ -180,14 +180,14 @@ async def test_a_shielded_scope_protects_the_awaited_task(grid: Grid) -> None:
     async def awaiter(*, task_status: anyio.abc.TaskStatus[object]) -> None:
         with outer:
             with anyio.CancelScope(shield=True):
-                task_status.started(deadlock.current_node())
+                task_status.started(waitgraph.current_node())
                 log.append(await h)
             await anyio.lowlevel.checkpoint()  # the outer cancellation strikes here
             log.append("not cancelled")
 
     async with anyio.create_task_group() as tg:
         node = await tg.start(awaiter)
-        await until(lambda: deadlock.waiting_for(node) is not None)  # it awaits h
+        await until(lambda: waitgraph.waiting_for(node) is not None)  # it awaits h
         outer.cancel()
         # Were the shield broken, the cancel would reach the grid task before
         # this release does (both go to its loop, in this order).
@@ -592,7 +592,7 @@ async def test_awaiting_a_handle_on_trio_says_it_is_not_supported(grid: Grid) ->
     assert "anyio.run(main, backend='asyncio')" in msg
     assert "await trio.to_thread.run_sync(handle.result)" in msg
     assert "anyio.to_thread.run_sync(handle.result)" in msg
-    assert deadlock.waiting_for(threading.current_thread()) is None  # no edge left behind
+    assert waitgraph.waiting_for(threading.current_thread()) is None  # no edge left behind
     assert not h.done()  # nothing happened to the task
 
 

@@ -11,7 +11,7 @@ from helpers import WAIT, LogCatcher, identity
 
 import loopgrid
 from loopgrid import DeadlockError, Grid, Handle
-from loopgrid.deadlock import _edges
+from loopgrid.waitgraph import _edges
 
 
 def test_two_tasks_awaiting_each_other_on_different_loops(grid: Grid) -> None:

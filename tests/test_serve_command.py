@@ -397,7 +397,7 @@ def test_several_processes_default_to_two_loops_each(monkeypatch: pytest.MonkeyP
 
 
 def test_a_bad_web_concurrency_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from loopgrid.web.supervisor import workers_wanted
+    from loopgrid.web.command import workers_wanted
 
     monkeypatch.setenv("WEB_CONCURRENCY", "many")
     with pytest.raises(command.Usage, match=r"WEB_CONCURRENCY must be .* got 'many'"):

@@ -13,7 +13,6 @@ import asyncio
 import collections
 import concurrent.futures
 import gc
-import inspect
 import sys
 import threading
 import time
@@ -26,8 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import loopgrid
-from loopgrid import DeadlockError, Event, Grid, Lock, Queue, Semaphore, WouldBlockError, deadlock
-from loopgrid import handle as handle_module
+from loopgrid import DeadlockError, Event, Grid, Lock, Queue, Semaphore, WouldBlockError, waitgraph
 
 # -- helpers --------------------------------------------------------------------------
 
@@ -522,12 +520,12 @@ def test_wait_for_edges_follow_the_queue(grid: Grid) -> None:
     nodes: dict[Any, object] = {}
 
     async def holder() -> None:
-        nodes["holder"] = deadlock.current_node()
+        nodes["holder"] = waitgraph.current_node()
         async with lock:
             await release.wait()
 
     async def waiter(i: int) -> int:
-        nodes[i] = deadlock.current_node()
+        nodes[i] = waitgraph.current_node()
         async with lock:
             return i
 
@@ -539,7 +537,7 @@ def test_wait_for_edges_follow_the_queue(grid: Grid) -> None:
         assert wait_until(lambda i=i: waiters(lock) == i + 1)
 
     def target(i: int) -> object:
-        edge = deadlock.waiting_for(nodes[i])
+        edge = waitgraph.waiting_for(nodes[i])
         return None if edge is None else edge[0]
 
     assert [target(0), target(1), target(2)] == [nodes["holder"], nodes[0], nodes[1]]
@@ -554,17 +552,6 @@ def test_wait_for_edges_follow_the_queue(grid: Grid) -> None:
     assert target(0) is None and target(2) is None
 
 
-#: Whether awaiting a Handle records a wait-for edge (deadlock.py), which the
-#: next two tests need; handle.py calls into deadlock.py for it once it does.
-HANDLE_AWAITS_RECORD_EDGES = any(
-    name in inspect.getsource(handle_module) for name in ("begin_wait", "check_cycle")
-)
-
-
-@pytest.mark.skipif(
-    not HANDLE_AWAITS_RECORD_EDGES,
-    reason="awaiting a Handle does not record a wait-for edge yet (loopgrid/handle.py)",
-)
 def test_holder_awaiting_the_waiter_is_a_deadlock(grid: Grid) -> None:
     """Task A holds L and awaits task B's handle; B asks for L: B gets the error."""
     lock = Lock()
@@ -580,23 +567,19 @@ def test_holder_awaiting_the_waiter_is_a_deadlock(grid: Grid) -> None:
         return "no error"
 
     async def a() -> str:
-        box.append(deadlock.current_node())
+        box.append(waitgraph.current_node())
         async with lock:
             return str(await grid.spawn(b, worker=1, name="task-b"))
 
     box: list[Any] = []
     ha = grid.spawn(a, worker=0, name="task-a")
-    assert wait_until(lambda: bool(box) and deadlock.waiting_for(box[0]) is not None)
+    assert wait_until(lambda: bool(box) and waitgraph.waiting_for(box[0]) is not None)
     b_go.set()
     msg = ha.result(WAIT)
     assert "task 'task-a'" in msg and "task 'task-b'" in msg, msg
     assert not lock.locked()
 
 
-@pytest.mark.skipif(
-    not HANDLE_AWAITS_RECORD_EDGES,
-    reason="awaiting a Handle does not record a wait-for edge yet (loopgrid/handle.py)",
-)
 def test_past_holder_awaiting_a_later_waiter_is_no_deadlock(grid: Grid) -> None:
     """O held the lock and released it to W1; W2 queues behind W1; O awaiting W2
     is fine (W2 gets the lock once W1 is done), so nobody gets DeadlockError."""

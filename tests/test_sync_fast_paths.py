@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_sync import ForeignLoop, Threads, waiters
 
-from loopgrid import Grid, LifoQueue, Lock, PriorityQueue, Queue, deadlock
+from loopgrid import Grid, LifoQueue, Lock, PriorityQueue, Queue, waitgraph
 
 foreign = test_sync.foreign  # the fixture: a plain asyncio loop in a thread of its own
 
@@ -96,7 +96,7 @@ def test_a_lock_freed_as_its_waiter_queues_is_taken_at_once() -> None:
     me = threading.current_thread()
     assert lock.acquire_blocking(timeout=WAIT)
     assert lock.locked() and waiters(lock) == 0
-    assert deadlock.waiting_for(me) is None  # its wait-for edge went with it
+    assert waitgraph.waiting_for(me) is None  # its wait-for edge went with it
     lock.release()
     assert not lock.locked() and len(lock._free) == 1
 
@@ -127,8 +127,8 @@ def test_an_edge_to_a_past_owner_left_by_a_third_party_is_no_deadlock() -> None:
     lock._waiters = Wedged(before=release_then_third_party_takes)
     t = threading.Thread(target=waiter, name="waiter", daemon=True)  # not left if it fails
     t.start()
-    assert wait_until(lambda: deadlock.waiting_for(t) is not None)
-    assert deadlock.waiting_for(t) == (me, lock)  # stale: the third party holds
+    assert wait_until(lambda: waitgraph.waiting_for(t) is not None)
+    assert waitgraph.waiting_for(t) == (me, lock)  # stale: the third party holds
 
     def third_party_releases() -> None:
         assert wait_until(lambda: waiters(lock) == 2)
@@ -142,7 +142,7 @@ def test_an_edge_to_a_past_owner_left_by_a_third_party_is_no_deadlock() -> None:
     assert got == ["waiter"] and lock._owner is me
     lock.release()
     assert not lock.locked() and waiters(lock) == 0 and len(lock._free) == 1
-    assert deadlock.waiting_for(me) is None and deadlock.waiting_for(t) is None
+    assert waitgraph.waiting_for(me) is None and waitgraph.waiting_for(t) is None
 
 
 def test_a_get_without_the_mutex_as_a_putter_queues_leaves_it_the_room(grid: Grid) -> None:
@@ -272,7 +272,7 @@ def test_hypothesis_lock_paths_with_cancellations_end_free_and_consistent(
 
     async def task(i: int, k: int, yield_inside: bool) -> None:
         with nodes_lock:
-            nodes.append(deadlock.current_node())
+            nodes.append(waitgraph.current_node())
         started[i].set()
         for _ in range(k):
             async with lock:
@@ -307,4 +307,4 @@ def test_hypothesis_lock_paths_with_cancellations_end_free_and_consistent(
     threads.join()
     assert inside == [0, 1]
     assert not lock.locked() and waiters(lock) == 0 and len(lock._free) == 1
-    assert [deadlock.waiting_for(n) for n in nodes] == [None] * len(nodes)
+    assert [waitgraph.waiting_for(n) for n in nodes] == [None] * len(nodes)

@@ -17,7 +17,7 @@ from typing import Any
 
 import loopgrid
 from loopgrid import Priority
-from loopgrid.deadlock import handle_of
+from loopgrid.waitgraph import handle_of
 from loopgrid.web import inline
 
 WAIT = 30.0

@@ -35,10 +35,10 @@ from typing import Any
 
 import pytest
 
-from ..deadlock import handle_of
 from ..grid import Grid
 from ..handle import PENDING, Handle
 from ..introspect import queued, task_where, tasks_of, thread_stack
+from ..waitgraph import handle_of
 from ._options import current_state
 
 #: What the GridLoops closed during the current phase of a test found wrong.

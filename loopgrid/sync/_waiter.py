@@ -231,7 +231,7 @@ class Waits:
     __slots__ = ()
 
     def node(self, obj: object) -> object:
-        """Who calls, for deadlock edges (see ``deadlock.current_node``)."""
+        """Who calls, for deadlock edges (see ``waitgraph.current_node``)."""
         raise NotImplementedError
 
     def waiter(self, node: object, obj: object, method: str, deadline: float | None) -> Waiter:
@@ -272,7 +272,7 @@ if sys.version_info >= (3, 12):
     _c_current_task = asyncio.current_task  # implemented in C from 3.12
 
     def task_node(obj: object) -> object:
-        """``deadlock.current_node()`` for an async method of ``obj``: the current
+        """``waitgraph.current_node()`` for an async method of ``obj``: the current
         task, or the thread if a loop runs without one; the error for trio code
         (no asyncio loop) instead of filing the caller under its thread."""
         try:
@@ -288,7 +288,7 @@ else:
     ]
 
     def task_node(obj: object) -> object:
-        """``deadlock.current_node()`` for an async method of ``obj``: the current
+        """``waitgraph.current_node()`` for an async method of ``obj``: the current
         task, or the thread if a loop runs without one; the error for trio code
         (no asyncio loop) instead of filing the caller under its thread.
 

@@ -31,7 +31,7 @@ as asyncio's lock has them); correctness never rests on it. ``maxlen=1``
 keeps a release racing an erroneous second release (of a lock that is not
 held) from making two tokens.
 
-Deadlock edges (see ``deadlock.py``): a waiter waits for the node ahead of it
+Deadlock edges (see ``waitgraph.py``): a waiter waits for the node ahead of it
 in the FIFO, or the owner if it is first. ``_owner`` is written by whoever
 takes the token (right after taking it) or hands the lock over (under the
 mutex), and cleared by the releaser just before it puts the token back; a
@@ -39,7 +39,7 @@ waiter that reads it in between finds None and records no edge (a cycle may
 then go unreported). A waiter that reads it just *before* a releaser clears it
 records an edge to a past owner, and if a third party then takes the token
 (without the mutex, so neither the releaser nor the waiter serves the queue),
-that edge stays stale until the third party releases; so ``deadlock.py``
+that edge stays stale until the third party releases; so ``waitgraph.py``
 reports a cycle only after :meth:`_still_waits` confirms each lock edge on it
 against the queue and the owner as they are now: none is ever invented. The
 edges themselves are written under the mutex, by the waiter itself when it
@@ -57,7 +57,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from .. import deadlock
+from .. import waitgraph
 from ..errors import DeadlockError
 from ._handover import HandOver
 from ._waiter import TASK, Waiter, describe, remove, task_node
@@ -88,7 +88,7 @@ class Lock(HandOver):
     def __init__(self) -> None:
         #: Holds the token while the lock is free (see the module docstring).
         self._free: deque[bool] = deque((True,), maxlen=1)
-        #: The node holding the lock (see ``deadlock.current_node``), or None.
+        #: The node holding the lock (see ``waitgraph.current_node``), or None.
         self._owner: object | None = None
         self._mutex = _allocate_lock()
         self._waiters: deque[Waiter] = deque()
@@ -175,7 +175,7 @@ class Lock(HandOver):
         if w is not None:
             w.wake()
 
-    # -- for deadlock.py -----------------------------------------------------------
+    # -- for waitgraph.py ----------------------------------------------------------
 
     def _wait_label(self) -> str:
         return f"lock {self!r}"
@@ -226,7 +226,7 @@ class Lock(HandOver):
         waiters.append(w)  # before the walk, which confirms ``w``'s place
         if ahead is not None:
             try:
-                deadlock.begin_wait(ahead, self, w.node)
+                waitgraph.begin_wait(ahead, self, w.node)
             except DeadlockError:
                 waiters.pop()
                 raise
@@ -235,7 +235,7 @@ class Lock(HandOver):
         return None
 
     def _forget(self, w: Waiter) -> None:
-        deadlock.end_wait(w.node)
+        waitgraph.end_wait(w.node)
         self._repoint(remove(self._waiters, w))
 
     def _settle(self, w: Waiter, kept: bool) -> list[Waiter]:
@@ -254,7 +254,7 @@ class Lock(HandOver):
         waiters = self._waiters
         while waiters:
             w = waiters.popleft()
-            deadlock.end_wait(w.node)
+            waitgraph.end_wait(w.node)
             if w.gone():
                 w.skipped = True
                 self._repoint(0)
@@ -274,12 +274,12 @@ class Lock(HandOver):
         ahead = waiters[i - 1].node if i > 0 else self._owner
         node = waiters[i].node
         if ahead is None:
-            deadlock.end_wait(node)
+            waitgraph.end_wait(node)
             return
         try:
-            deadlock.begin_wait(ahead, self, node)
+            waitgraph.begin_wait(ahead, self, node)
         except DeadlockError:
-            # Only reachable in the racy window deadlock.py describes (the path
+            # Only reachable in the racy window waitgraph.py describes (the path
             # from the successor already led to its new predecessor). The edge
             # is dropped: a cycle may go unreported, none is ever invented.
             pass

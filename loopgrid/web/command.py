@@ -129,10 +129,11 @@ def main(argv: Sequence[str]) -> int:
         command = parse(argv)
         if command.uvicorn["reload"]:
             return _reload(command)
-        from .supervisor import supervise, workers_wanted
+        count = workers_wanted(command)
+        if count > 1:
+            from .supervisor import supervise  # multiprocessing: only for --workers
 
-        if workers_wanted(command) > 1:
-            return int(supervise(command, _child_target(command)))
+            return int(supervise(command, _child_target(command), count))
         return serve(command)
     except Usage as exc:
         print(f"loopgrid serve: {exc}", file=sys.stderr)
@@ -321,7 +322,7 @@ def server_options(command: Command) -> dict[str, Any]:
     to listen)."""
     own, params = command.own, command.uvicorn
     loops = own.loops
-    if loops is None and _processes(command) > 1:
+    if loops is None and workers_wanted(command) > 1:
         loops = LOOPS_PER_PROCESS
     options: dict[str, Any] = {
         "loops": loops,
@@ -355,10 +356,19 @@ def server_options(command: Command) -> dict[str, Any]:
     return options
 
 
-def _processes(command: Command) -> int:
-    from .supervisor import workers_wanted
-
-    return workers_wanted(command)
+def workers_wanted(command: Command) -> int:
+    """``--workers``, else ``$WEB_CONCURRENCY``, else 1 (uvicorn's rule)."""
+    workers = command.uvicorn["workers"]
+    if workers is not None:
+        return int(workers)
+    raw = os.environ.get("WEB_CONCURRENCY", "1")
+    try:
+        count = int(raw)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise Usage(f"WEB_CONCURRENCY must be a number of processes >= 1, got {raw!r}")
+    return count
 
 
 def _priorities(items: list[str]) -> dict[str, int]:

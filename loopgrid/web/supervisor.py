@@ -62,24 +62,7 @@ STARTUP_FAILED = 1
 _HANDLED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGTTIN", "SIGTTOU")
 
 
-def workers_wanted(command: Command) -> int:
-    """``--workers``, else ``$WEB_CONCURRENCY``, else 1 (uvicorn's rule)."""
-    workers = command.uvicorn["workers"]
-    if workers is not None:
-        return int(workers)
-    raw = os.environ.get("WEB_CONCURRENCY", "1")
-    try:
-        count = int(raw)
-    except ValueError:
-        count = 0
-    if count < 1:
-        from .command import Usage
-
-        raise Usage(f"WEB_CONCURRENCY must be a number of processes >= 1, got {raw!r}")
-    return count
-
-
-def supervise(command: Command, target: Callable[..., None]) -> int:
+def supervise(command: Command, target: Callable[..., None], count: int) -> int:
     """Bind the socket, run ``--workers`` processes of ``target``, supervise them."""
     import uvicorn
 
@@ -101,7 +84,6 @@ def supervise(command: Command, target: Callable[..., None]) -> int:
     scheme = "https" if options.get("ssl_certfile") else "http"
     logger.info(f"Uvicorn running on {url_of(sock, scheme)} (Press CTRL+C to quit)")
     grace = command.own.grace or params["timeout_graceful_shutdown"] or 10.0
-    count = workers_wanted(command)
     try:
         return Supervisor(count, target, [sock], float(grace) + 5).run()
     finally:
