@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 
 __all__ = ["BUSY_PERIOD", "BUSY_SHARE", "IDLE_PERIOD", "YIELD", "Fairness", "needed"]
 
@@ -61,12 +62,33 @@ def needed(workers: int) -> bool:
 class Fairness:
     """The fairness timer of one worker's loop (see the module doc)."""
 
-    __slots__ = ("_cpu", "_handle", "_loop", "_wall", "yields")
+    __slots__ = (
+        "_cpu",
+        "_cpu_clock",
+        "_handle",
+        "_loop",
+        "_sleep",
+        "_wall",
+        "_wall_clock",
+        "yields",
+    )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        cpu_clock: Callable[[], float] = _thread_time,
+        wall_clock: Callable[[], float] = _perf_counter,
+        sleep: Callable[[float], object] = _sleep,
+    ) -> None:
+        # The clocks and the sleep can be replaced, so that a test can check
+        # the decision without timing anything.
         self._loop = loop
-        self._cpu = _thread_time()
-        self._wall = _perf_counter()
+        self._cpu_clock = cpu_clock
+        self._wall_clock = wall_clock
+        self._sleep = sleep
+        self._cpu = cpu_clock()
+        self._wall = wall_clock()
         self._handle: asyncio.TimerHandle | None = None
         #: How many times the loop gave the GIL away (owner thread writes).
         self.yields = 0
@@ -81,12 +103,23 @@ class Fairness:
             self._handle = None
 
     def _look(self) -> None:
-        cpu = _thread_time()
-        wall = _perf_counter()
+        busy = self.decide()
+        self._handle = self._loop.call_later(BUSY_PERIOD if busy else IDLE_PERIOD, self._look)
+
+    def decide(self) -> bool:
+        """One look: was the loop busy since the last? Then give the GIL away.
+
+        Busy means this thread used more than :data:`BUSY_SHARE` of the wall
+        time since the last look on the CPU; the sleep of :data:`YIELD` lets a
+        waiting thread take the GIL. Returns whether the loop was busy (the
+        next look comes after :data:`BUSY_PERIOD`, else :data:`IDLE_PERIOD`).
+        """
+        cpu = self._cpu_clock()
+        wall = self._wall_clock()
         busy = cpu - self._cpu > BUSY_SHARE * (wall - self._wall)
         if busy:
-            _sleep(YIELD)
+            self._sleep(YIELD)
             self.yields += 1
-        self._cpu = _thread_time()
-        self._wall = _perf_counter()
-        self._handle = self._loop.call_later(BUSY_PERIOD if busy else IDLE_PERIOD, self._look)
+        self._cpu = self._cpu_clock()
+        self._wall = self._wall_clock()
+        return busy
