@@ -71,6 +71,7 @@ from .connectiondispatch import ConnectionDispatch
 from .lifespan import StartupError, _Lifespan, check_mode, run_shutdown, run_startup, workers
 from .listen import Listen, listening_sockets, url_of
 from .loopcheck import LoopCheck
+from .memtrim import MemoryTrimmer
 from .offload import Offload, check_prefixes
 from .requestdispatch import SERVE_SWITCH_INTERVAL, RequestDispatch, Routes_
 from .uvicornserver import import_uvicorn, make_server
@@ -268,6 +269,8 @@ class Server:
         self._header = worker_header
         self._switch_interval = switch_interval
         self._old_switch_interval: float | None = None
+        #: Gives memory freed after big requests back (memtrim.py); while serving.
+        self._trimmer: MemoryTrimmer | None = None
         self._options = {"log_config": None, "access_log": False, **uvicorn_options}
         self._socks: list[socket.socket] = []  # listening, until the servers have theirs
         self._port: int | None = None
@@ -376,6 +379,11 @@ class Server:
             f"Uvicorn running on {self.url} with loopgrid: {loops_text}, dispatch={self.dispatch}"
             + (" (Press CTRL+C to quit)" if self._says_ctrl_c else "")
         )
+        self._trimmer = MemoryTrimmer.for_server(
+            f"loopgrid-{grid.name}-memtrim",
+            # Requests in flight: uvicorn's request tasks, on every accepting loop.
+            busy=lambda: any(s.server_state.tasks for s in self._servers),
+        )
         logs.info(
             "web.serving",
             url=self.url,
@@ -440,6 +448,9 @@ class Server:
             if self._old_switch_interval is not None:
                 sys.setswitchinterval(self._old_switch_interval)
                 self._old_switch_interval = None
+            if self._trimmer is not None:
+                self._trimmer.stop()
+                self._trimmer = None
 
     def _close_sockets(self) -> None:
         for sock in self._socks:
