@@ -106,6 +106,30 @@ def _notes_index(out_dir: Path) -> list[str]:
     return [*out, ""]
 
 
+#: A line that marks a section of RESULTS.md as written by hand (a load test run
+#: by its own script, say): a run carries such sections over, after its own.
+KEEP_MARK = "<!-- hand-written: bench/run.py keeps this section -->"
+
+
+def _kept_sections(path: Path) -> list[str]:
+    """The ``## `` sections of ``path`` that carry :data:`KEEP_MARK`, verbatim."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    sections, current = [], None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            if current is not None:
+                sections.append(current)
+            current = [line]
+        elif current is not None:
+            current.append(line)
+    if current is not None:
+        sections.append(current)
+    return ["\n".join(sec).rstrip() for sec in sections if KEEP_MARK in sec]
+
+
 def _markdown(report: dict[str, Any], out_dir: Path) -> str:
     m = report["machine"]
     out = [
@@ -294,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"bench: plot {spec['file']} of {name} failed:", file=sys.stderr)
                 traceback.print_exc()
     (out_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "RESULTS.md").write_text(_markdown(report, out_dir), encoding="utf-8")
+    kept = _kept_sections(out_dir / "RESULTS.md")
+    text = _markdown(report, out_dir) + "".join(f"\n{sec}\n" for sec in kept)
+    (out_dir / "RESULTS.md").write_text(text, encoding="utf-8")
     print(f"bench: wrote {out_dir / 'RESULTS.md'} and results.json", file=sys.stderr)
     return status
 
