@@ -375,14 +375,16 @@ class Server:
         if failed:
             error = failed[0].error
             raise StartupError(f"a server of {self!r} could not start: {error!r}") from error
-        _uvicorn_log.info(
-            f"Uvicorn running on {self.url} with loopgrid: {loops_text}, dispatch={self.dispatch}"
-            + (" (Press CTRL+C to quit)" if self._says_ctrl_c else "")
-        )
+        # Before the line that says it serves: whoever waits for that line
+        # (a supervisor, a test) may signal at once.
         self._trimmer = MemoryTrimmer.for_server(
             f"loopgrid-{grid.name}-memtrim",
             # Requests in flight: uvicorn's request tasks, on every accepting loop.
             busy=lambda: any(s.server_state.tasks for s in self._servers),
+        )
+        _uvicorn_log.info(
+            f"Uvicorn running on {self.url} with loopgrid: {loops_text}, dispatch={self.dispatch}"
+            + (" (Press CTRL+C to quit)" if self._says_ctrl_c else "")
         )
         logs.info(
             "web.serving",
