@@ -35,12 +35,14 @@ loop, so a kick and the front's check of ``out`` never interleave.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..mailbox import Mailbox, mailbox_for_running_loop
 from ..priority import Priority
+from ..worker import _current
 from .inline import Measure, Routes
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = ["RequestBridge"]
 
 _Message = dict[str, Any]
+_perf_counter = time.perf_counter
 _AppCall = Callable[[dict[str, Any], Any, Any], Any]
 
 
@@ -160,14 +163,17 @@ class RequestBridge:
         if offload is not None and offload.matches(scope):
             await offload.call(scope, receive, send)
             return
-        route = self._routes.route(scope) if self._routes is not None else None
+        routes = self._routes
+        route = routes.route(scope) if routes is not None else None
         if route is not None and route.inline:
-            m = Measure()
+            assert routes is not None
+            calls = _current.asked
+            wall = _perf_counter()
+            cpu = routes.cpu_at(wall)  # mostly no system call: see inline.py
             try:
                 await self._front_call(scope, receive, send)
             finally:
-                m.end()
-                route.ran_inline(m)
+                route.ran_inline(cpu, _perf_counter() - wall, calls)
             return
         first = await receive() if scope["type"] == "http" else None
         mb = mailbox_for_running_loop()

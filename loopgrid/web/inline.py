@@ -31,6 +31,18 @@ a busy 2-core VM, ``/ping`` of a few microseconds went over 1 ms of CPU every
 few seconds, and was sent back for good within ten). A route whose runs await anything slow never
 looks short, so it stays dispatched, which is also where it belongs.
 
+How an inline run is timed, on the front's hot path: the clock
+(``perf_counter``) at its start and end, read in user space; the thread's CPU
+time only where it is needed, since reading it is a system call, which cost
+an inline ``/ping`` several percent of its CPU time (``bench/notes/web.md``,
+round 6). A run shorter than :data:`CPU_LIMIT` from start to end was short:
+a thread's CPU time grows no faster than the clock. For a longer run, the CPU
+time is read at its end, against a reading taken at its start or at most
+:data:`FRESH` seconds before it, which the runs that start within that time
+share: the run is charged the front's CPU time from that reading on, which
+is at most :data:`FRESH` more than its own (as a run that awaits is charged
+what the front ran meanwhile).
+
 What changes for a handler that runs inline: it runs on the front loop's
 thread, not on a worker, so ``loopgrid.current_worker()`` raises
 :class:`~loopgrid.NotOnGridError` there (``loopgrid.spawn()`` and
@@ -56,7 +68,16 @@ from typing import Any
 from .. import logs
 from ..worker import _current
 
-__all__ = ["CPU_LIMIT", "HOG_LIMIT", "MAX_ROUTES", "PROMOTE", "STRIKES", "WALL_LIMIT", "Routes"]
+__all__ = [
+    "CPU_LIMIT",
+    "FRESH",
+    "HOG_LIMIT",
+    "MAX_ROUTES",
+    "PROMOTE",
+    "STRIKES",
+    "WALL_LIMIT",
+    "Routes",
+]
 
 #: Dispatched runs in a row, each short, after which a route runs inline.
 PROMOTE = 16
@@ -74,6 +95,9 @@ STRIKES = 3
 MAX_ROUTES = 4096
 #: A route sent back this many times stays dispatched.
 _MAX_DEMOTIONS = 4
+#: Seconds for which one reading of the front thread's CPU time serves as the
+#: start of the inline runs that begin after it (see the docstring).
+FRESH = 0.0001
 
 _thread_time = time.thread_time
 _perf_counter = time.perf_counter
@@ -111,8 +135,19 @@ class _Route:
         else:
             self.run = 0
 
-    def ran_inline(self, m: Measure) -> None:
-        """A run on the front loop ended, having taken ``m``."""
+    def ran_inline(self, cpu: float, wall: float, calls: int) -> None:
+        """A run on the front loop ended, ``wall`` seconds after it started:
+        ``cpu`` is the thread's CPU time at its start (:meth:`Routes.cpu_at`),
+        ``calls`` the count of ``current_worker()`` calls then. The CPU time
+        is read again only for a run that took :data:`CPU_LIMIT` or more."""
+        asked = _current.asked != calls
+        if wall < CPU_LIMIT and wall < WALL_LIMIT and not asked:
+            if self.strikes:
+                self._forgive()
+            return
+        self._ran_inline(Measure.of(_thread_time() - cpu, wall, asked))
+
+    def _ran_inline(self, m: Measure) -> None:
         if m.asked or m.cpu >= HOG_LIMIT:
             self._demote(m)
         elif m.cpu >= CPU_LIMIT or m.wall >= WALL_LIMIT:
@@ -120,10 +155,14 @@ class _Route:
             if self.strikes >= STRIKES:
                 self._demote(m)
         elif self.strikes:
-            self.shorts += 1
-            if self.shorts >= PROMOTE:
-                self.shorts = 0
-                self.strikes -= 1
+            self._forgive()
+
+    def _forgive(self) -> None:
+        """A short inline run while the route has strikes."""
+        self.shorts += 1
+        if self.shorts >= PROMOTE:
+            self.shorts = 0
+            self.strikes -= 1
 
     def _demote(self, m: Measure) -> None:
         self.inline = False
@@ -151,6 +190,13 @@ class Measure:
         self.cpu = _thread_time()
         self.wall = _perf_counter()
 
+    @classmethod
+    def of(cls, cpu: float, wall: float, asked: bool) -> Measure:
+        """What a run took, from figures taken without one."""
+        m = cls.__new__(cls)
+        m.cpu, m.wall, m.asked = cpu, wall, asked
+        return m
+
     def end(self) -> None:
         """Turn the start readings into what the run took."""
         self.cpu = _thread_time() - self.cpu
@@ -163,6 +209,16 @@ class Routes:
 
     def __init__(self) -> None:
         self._table: dict[tuple[str, str], _Route] = {}
+        self._cpu = 0.0  # the thread's CPU time at _read (the clock)
+        self._read = float("-inf")
+
+    def cpu_at(self, now: float) -> float:
+        """The thread's CPU time at the start of an inline run (``now``, the
+        clock), read anew only if the last reading is over :data:`FRESH` old."""
+        if now - self._read > FRESH:
+            self._cpu = _thread_time()
+            self._read = now
+        return self._cpu
 
     def route(self, scope: dict[str, Any]) -> _Route | None:
         """The entry of this request's route (None: dispatch it, untracked)."""
