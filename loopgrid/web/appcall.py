@@ -3,8 +3,9 @@ worker header, and the ``connection: close`` of a failed 5xx.
 
 :func:`with_state` is the one per-request wrapper of every dispatch mode;
 :func:`call_on_its_worker` is the app as request tasks call it (on whichever
-worker runs them), :func:`call_with` as one loop calls it (a front loop, or a
-worker's own server with connection dispatch). Each loop gets its own
+worker runs them), :func:`call_on_front` as a front loop calls it for the
+requests it runs inline, :func:`call_with` as a worker's own server calls it
+with connection dispatch. Each loop gets its own
 snapshot of its lifespan state, made once startup ended.
 
 Thread ownership: the snapshots and labels are made by the controlling
@@ -14,7 +15,7 @@ thread before any request is served and only read after; each request's
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..worker import _current
@@ -22,7 +23,7 @@ from . import appstate
 from .failclose import call_closing_on_failure
 from .offload import with_header
 
-__all__ = ["WORKER_HEADER", "call_on_its_worker", "call_with", "with_state"]
+__all__ = ["WORKER_HEADER", "call_on_front", "call_on_its_worker", "call_with", "with_state"]
 
 #: The response header ``worker_header=True`` adds, naming the worker's index.
 WORKER_HEADER = b"x-loopgrid-worker"
@@ -31,36 +32,46 @@ _Scope = dict[str, Any]
 
 
 def with_state(app: Any, header: bool, per_loop: bool) -> Callable[..., Any]:
-    """``call(scope, receive, send, state, label)``: the app called with a
-    shallow copy of ``state`` in the scope, as uvicorn does, and with the
-    worker header (``label``) if asked. With ``per_loop`` (a per-loop
-    ``app.state``), the request is marked with its loop, for the code it runs
-    in threads (``appstate.enter``). An HTTP request's 5xx response says
-    ``connection: close`` when the app then raised (``failclose.py``).
+    """``bind(state, label)``, which makes ``call(scope, receive, send)`` for one
+    loop: the app called with a shallow copy of ``state`` in the scope, as
+    uvicorn does, and with the worker header (``label``) if asked. With
+    ``per_loop`` (a per-loop ``app.state``), the request is marked with its
+    loop, for the code it runs in threads (``appstate.enter``). An HTTP
+    request's 5xx response says ``connection: close`` when the app then
+    raised (``failclose.py``). ``call`` returns the awaitable to await, with
+    no coroutine of its own: one frame less on every request.
 
-    Each thread that calls it passes a state dict of its own: a snapshot of
+    Each thread that calls it binds a state dict of its own: a snapshot of
     the lifespan state taken once startup ended (:func:`_snapshot`). Two
     threads that copy one dict contend for its lock on free-threaded builds:
     two threads copying a shared dict did 0.77x the work of one there, with a
     dict each 1.25x (bench/notes/web.md).
     """
+    enter = appstate.enter
 
-    def call(scope: _Scope, receive: Any, send: Any, state: Any, label: bytes) -> Any:
-        if scope["type"] in ("http", "websocket"):
-            scope["state"] = state.copy()
-            if per_loop:
-                appstate.enter()
-        if scope["type"] != "http":
-            return app(scope, receive, send)
-        if header:
+    def bind(state: dict[str, Any], label: bytes) -> Callable[..., Awaitable[None]]:
+        def call(scope: _Scope, receive: Any, send: Any) -> Awaitable[None]:
+            kind = scope["type"]
+            if kind == "http":
+                scope["state"] = state.copy()
+                if per_loop:
+                    enter()
+                if header:
 
-            async def send_with_header(message: dict[str, Any]) -> None:
-                await send(with_header(message, WORKER_HEADER, label))
+                    async def send_with_header(message: dict[str, Any]) -> None:
+                        await send(with_header(message, WORKER_HEADER, label))
 
-            return call_closing_on_failure(app, scope, receive, send_with_header)
-        return call_closing_on_failure(app, scope, receive, send)
+                    return call_closing_on_failure(app, scope, receive, send_with_header)
+                return call_closing_on_failure(app, scope, receive, send)
+            if kind == "websocket":
+                scope["state"] = state.copy()
+                if per_loop:
+                    enter()
+            return app(scope, receive, send)  # type: ignore[no-any-return]
 
-    return call
+        return call
+
+    return bind
 
 
 def _snapshot(state: dict[str, Any]) -> dict[str, Any]:
@@ -72,24 +83,31 @@ def _snapshot(state: dict[str, Any]) -> dict[str, Any]:
 
 def call_on_its_worker(wrapped: Any, states: list[dict[str, Any]]) -> Any:
     """The app (``wrapped``, made by :func:`with_state`) as request tasks call
-    it, on whichever worker runs them."""
-    states = [_snapshot(s) for s in states]
-    labels = [str(i).encode() for i in range(len(states))]
+    it, on whichever worker runs them (a plain function: the task awaits what
+    it returns)."""
+    calls = [wrapped(_snapshot(s), str(i).encode()) for i, s in enumerate(states)]
 
-    async def call(scope: _Scope, receive: Any, send: Any) -> None:
+    def call(scope: _Scope, receive: Any, send: Any) -> Awaitable[None]:
         w = _current.worker  # not current_worker(): that counts as the app asking
         assert w is not None
-        await wrapped(scope, receive, send, states[w.index], labels[w.index])
+        return calls[w.index](scope, receive, send)  # type: ignore[no-any-return]
 
     return call
 
 
 def call_with(wrapped: Any, state: dict[str, Any], label: bytes) -> Any:
-    """The app (``wrapped``, made by :func:`with_state`) as one loop calls it:
-    a front loop, or one worker's server."""
-    state = _snapshot(state)
+    """The app (``wrapped``, made by :func:`with_state`) as one worker's server
+    calls it with connection dispatch: an ASGI app, so a coroutine function,
+    as uvicorn requires."""
+    inner = wrapped(_snapshot(state), label)
 
     async def call(scope: _Scope, receive: Any, send: Any) -> None:
-        await wrapped(scope, receive, send, state, label)
+        await inner(scope, receive, send)
 
     return call
+
+
+def call_on_front(wrapped: Any, state: dict[str, Any], label: bytes) -> Any:
+    """The app (``wrapped``, made by :func:`with_state`) as a front loop calls
+    it for a request it runs inline: the bridge awaits what it returns."""
+    return wrapped(_snapshot(state), label)

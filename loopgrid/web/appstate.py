@@ -45,8 +45,15 @@ _serving_loop: ContextVar[AbstractEventLoop | None] = ContextVar(
 
 
 def enter() -> None:
-    """Mark the running code (and what copies its context) as serving the running loop."""
-    _serving_loop.set(_get_running_loop())
+    """Mark the running code (and what copies its context) as serving the running loop.
+
+    Once per request, so the mark is set only where it is not there yet: a
+    loop's own server marks the context it serves from (``uvicornserver.py``),
+    which the tasks of its requests copy.
+    """
+    loop = _get_running_loop()
+    if _serving_loop.get() is not loop:
+        _serving_loop.set(loop)
 
 
 def _chain(app: Any) -> list[Any]:

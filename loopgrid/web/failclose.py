@@ -34,54 +34,45 @@ async def _nothing() -> None:
     pass
 
 
-class _Held:
-    """The send that the app calls: holds a 5xx response until the call ends.
-
-    A call cancelled (a forced stop) drops what it held: its connection is
-    being closed anyway.
-    """
-
-    __slots__ = ("_send", "held", "passing")
-
-    def __init__(self, send: Any) -> None:
-        self._send = send
-        self.held: list[_Message] | None = None
-        self.passing = False
-
-    def send(self, message: _Message) -> Awaitable[None]:
-        # A plain method that returns the real send's awaitable: no frame of
-        # its own on the way of every message that is not held.
-        held = self.held
-        if held is None:
-            if message["type"] != "http.response.start" or message["status"] < 500 or self.passing:
-                return self._send(message)  # type: ignore[no-any-return]
-            self.held = [message]
-            return _nothing()
-        held.append(message)
-        if message.get("more_body"):  # streamed: hand it over as it comes
-            self.held = None
-            self.passing = True
-            return self.flush(held)
-        return _nothing()
-
-    async def flush(self, messages: list[_Message]) -> None:
-        for message in messages:
-            await self._send(message)
+async def _flush(send: Any, messages: list[_Message]) -> None:
+    for message in messages:
+        await send(message)
 
 
 async def call_closing_on_failure(app: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """``app(scope, receive, send)`` for an HTTP request, as described above."""
-    sender = _Held(send)
+    """``app(scope, receive, send)`` for an HTTP request, as described above.
+
+    The app's ``send`` is a closure (cheaper to make than an object, on every
+    request): a plain function that returns the real send's awaitable, so no
+    frame of its own on the way of every message that is not held. A call
+    cancelled (a forced stop) drops what it held: its connection is being
+    closed anyway.
+    """
+    held: list[_Message] | None = None
+    passing = False  # a streamed 5xx response: handed over as it comes
+
+    def sender(message: _Message) -> Awaitable[None]:
+        nonlocal held, passing
+        if held is None:
+            if message["type"] != "http.response.start" or message["status"] < 500 or passing:
+                return send(message)  # type: ignore[no-any-return]
+            held = [message]
+            return _nothing()
+        held.append(message)
+        if message.get("more_body"):  # streamed: hand it over as it comes
+            messages, held, passing = held, None, True
+            return _flush(send, messages)
+        return _nothing()
+
     try:
-        await app(scope, receive, sender.send)
+        await app(scope, receive, sender)
     except Exception:
-        held = sender.held
         if held:
             start = held[0]
             start["headers"] = [*start.get("headers", ()), _CLOSE]
-            sender.held = None
-            await sender.flush(held)
+            messages, held = held, None
+            await _flush(send, messages)
         raise
-    if sender.held:
-        held, sender.held = sender.held, None
-        await sender.flush(held)
+    if held:
+        messages, held = held, None
+        await _flush(send, messages)

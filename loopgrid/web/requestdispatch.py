@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..priority import Priority, check_priority
-from .appcall import call_on_its_worker, call_with
+from .appcall import call_on_front, call_on_its_worker
 from .bridge import RequestBridge
 from .front import FrontLoop
 from .inline import Routes
@@ -145,7 +145,7 @@ class RequestDispatch:
             # Each front learns its routes alone: a table is front-only.
             routes = Routes() if self.inline else None
             front_state = states[n + i] if self.inline else {}
-            front_call = call_with(wrapped, front_state, b"front")
+            front_call = call_on_front(wrapped, front_state, b"front")
             bridge = RequestBridge(
                 grid, call, self._priority_of, front_call, routes, self.offload, self.spread
             )

@@ -21,6 +21,8 @@ import socket
 import threading
 from typing import Any
 
+from . import appstate
+
 __all__ = ["import_uvicorn", "make_server", "server_class"]
 
 
@@ -58,6 +60,10 @@ def server_class() -> Any:
 
         async def serve_marked(self, sockets: list[socket.socket]) -> None:
             self.loop = asyncio.get_running_loop()
+            # Its connections' callbacks, and the tasks of their requests,
+            # run in copies of this task's context: marked once here, a
+            # request finds its loop's mark there (appstate.enter).
+            appstate.enter()
             try:
                 await self.serve(sockets=sockets)
             except BaseException as exc:
