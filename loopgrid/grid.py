@@ -53,6 +53,7 @@ from .errors import (
 )
 from .gridbase import GridBase
 from .handle import CLAIMS, PENDING, Handle, _wait
+from .idle import Idle
 from .integrations import anyio_hook
 from .monitor import Monitor
 from .priority import Priority, check_priority
@@ -235,9 +236,6 @@ class Grid(GridBase):
         self._task_timing = task_timing
         #: Pushed by any thread, popped by every dispatcher (atomic deque ops).
         self._injection = RunQueue()
-        #: A hint that some worker may be parked: set by a parking worker,
-        #: cleared by a waker; a stale hint costs a scan or one monitor tick.
-        self._maybe_idle = True
         #: What spawn accepts; written under _ext_lock (by close), read without
         #: it by spawn, which re-checks under _ext_lock before counting.
         self._accept = _ACCEPT_ALL
@@ -294,6 +292,10 @@ class Grid(GridBase):
         self._all_ready = threading.Event()
         self._size = loops  # workers (with several, a dispatcher turn takes one injected task)
         self._workers = tuple(Worker(self, i, loops) for i in range(loops))
+        #: The parked workers (idle.py); its deque, non-empty, is the hint
+        #: that some worker may be idle, read on every spawn.
+        self._idle = Idle(self._workers)
+        self._sleepers = self._idle.sleepers
         for w in self._workers:
             w.thread.start()
         self._all_ready.wait()
@@ -505,7 +507,7 @@ class Grid(GridBase):
                 self._ext_spawned += 1
             if worker is None:
                 self._injection.push(h)
-                if self._maybe_idle:
+                if self._sleepers:
                     self._wake_idle()
                 if self._all_died:  # it died since the check above: no one takes it
                     self._cancel_queued(self._all_died_message())
@@ -516,16 +518,8 @@ class Grid(GridBase):
         return h
 
     def _wake_idle(self) -> None:
-        """Wake one parked worker so it can take injected or stealable work."""
-        # Clear the hint before scanning: a worker that parks concurrently sets
-        # it again after setting its own _parked, so it is seen by this scan or
-        # by the next spawn's.
-        self._maybe_idle = False
-        for w in self._workers:
-            if w._parked and not w._inert:
-                self._maybe_idle = True
-                w._wake()
-                return
+        """Wake one parked worker so it can take injected or stealable work (idle.py)."""
+        self._idle.wake_one()
 
     def _requeue(self, h: Handle[Any]) -> None:
         """Put a pending task back where any worker may take it (any thread)."""
@@ -533,7 +527,7 @@ class Grid(GridBase):
             self._workers[h._pin]._push_pinned(h)
         else:
             self._injection.push(h)
-            if self._maybe_idle:
+            if self._sleepers:
                 self._wake_idle()
             if self._all_died:  # (spawned by a dead worker's finish, say)
                 self._cancel_queued(self._all_died_message())

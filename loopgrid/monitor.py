@@ -308,23 +308,9 @@ class Monitor:
             self._probe(watch, now)
 
     def _wake_forgotten(self) -> None:
-        """Wake a parked worker that has work queued (a wake-up that was lost).
-
-        Parking and pushing are ordered so that a push is never stranded (see
-        ``worker.py``): each side writes its flag, then reads the other's. With
-        the GIL every step is sequentially consistent. Without it, that
-        reasoning also needs the reads to see the other thread's earlier
-        write, which the queue's own lock gives for the pushes and pops but
-        not for a bare ``len()``; rather than bet on the memory model of each
-        build, the monitor looks every tick, so a lost wake-up costs at most
-        one tick, never a task stuck in a queue.
-        """
+        """Wake a parked worker that has work queued: a lost wake-up (idle.py)."""
         grid = self._grid
-        injected = len(grid._injection)
-        for watch in self.watches:
-            w = watch.w
-            if w._parked and not w._hold and (injected or len(w._local) or len(w._pinned)):
-                w._wake()
+        grid._idle.wake_forgotten(grid._workers, grid._injection)
 
     def _probe(self, watch: _Watch, now: float) -> None:
         posted, answered = watch.posted, watch.answered

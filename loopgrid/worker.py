@@ -21,13 +21,12 @@ Thread ownership (who writes what):
 * ``_pinned`` (tasks pinned here with ``worker=i``): pushed by any thread,
   popped by the owner only while it lives. Pinned tasks are never stolen.
   Once it died, both queues are swept by any thread (``_sweep``: atomic pops).
-* ``_parked``: set True by the owner when the dispatcher stops; set False by
-  whoever wakes it. The owner re-checks every queue *after* setting it, and
-  pushers push *before* reading it, so a push is never stranded; a race costs
-  at most one spurious dispatcher turn. (That argument needs sequentially
-  consistent reads, which the GIL gives; on free-threaded builds the monitor
-  also wakes, every tick, a parked worker with work queued: see
-  ``Monitor._wake_forgotten``.)
+* ``_parked``: set True by the owner when the dispatcher stops (and the
+  worker lists itself as idle); set False by whoever wakes it. The owner
+  re-checks every queue *after* setting it, and pushers push *before* reading
+  it, so a push is never stranded. ``_listed`` (on the grid's idle list):
+  the owner and whoever pops its entry. Why no wake-up is lost, in one place:
+  ``idle.py``.
 * ``_paused`` (this worker paused by the user), ``_hold`` (paused by the user
   or by a paused grid: what the drivers read) and ``_inert`` (the dispatcher
   starts nothing: held, or dead): written under the grid's ``_control`` lock
@@ -68,6 +67,7 @@ from .fairness import Fairness
 from .fairness import needed as fairness_needed
 from .handle import CLAIMS, RUNNING, Handle
 from .mailbox import Mailbox, install_mailbox
+from .ownership import owner_thread, under_control
 from .runqueue import RunQueue, move, take_batch, take_in_order
 from .stealing import has_victim, steal_into
 from .thisthread import this_thread
@@ -148,6 +148,7 @@ class Worker:
         "_held",
         "_hold",
         "_inert",
+        "_listed",
         "_local",
         "_mailbox",
         "_mark",
@@ -179,6 +180,8 @@ class Worker:
         self._local = RunQueue()
         self._pinned = RunQueue()
         self._parked = True
+        #: On the grid's list of parked workers (idle.py); set by Idle.
+        self._listed = False
         self._paused = False
         self._hold = False
         self._inert = False
@@ -284,6 +287,7 @@ class Worker:
                     self._sweep()
                 logs.info("worker.stopped", grid=grid.name, worker=self.index)
 
+    @owner_thread
     def _die(self, exc: BaseException) -> None:
         """Record that ``exc`` stopped this loop for good; owner thread, loop stopped.
 
@@ -337,6 +341,7 @@ class Worker:
             "a task pinned to it cannot run; spawn it on another worker, or with no worker="
         )
 
+    @owner_thread
     def _finish(self) -> None:
         """Finish the stopped loop as ``asyncio.run`` does, or give up on its tasks.
 
@@ -358,6 +363,7 @@ class Worker:
                     self._die(exc)
         self._give_up()
 
+    @owner_thread
     def _give_up(self) -> None:
         """End the grid tasks left on this stopped loop without running them on.
 
@@ -450,6 +456,7 @@ class Worker:
             self._paused = False
             self._update_hold()
 
+    @under_control
     def _update_hold(self) -> None:
         """Recompute ``_hold`` and act on a change; under the grid's ``_control``."""
         if self._exit is not None:
@@ -487,10 +494,12 @@ class Worker:
         """Have this loop re-check its held tasks; any thread."""
         self._call_soon(self._release_held)
 
+    @owner_thread
     def _release_held(self) -> None:
         for drv in list(self._held):
             drv.release()
 
+    @owner_thread
     def _arm_all(self, timed: bool = False) -> None:
         """Make every grid task on this loop check for a pause (and maybe time
         itself) before its next step; owner thread."""
@@ -514,6 +523,7 @@ class Worker:
 
     # -- queueing and waking ----------------------------------------------------
 
+    @owner_thread
     def _push_local(self, h: Handle[Any]) -> None:
         """Queue a stealable task; owner thread only."""
         if self._inert:  # a paused (or dead) worker starts nothing: let the others have it
@@ -535,7 +545,7 @@ class Worker:
         # spawn-to-start 18 us -> 30-70 us on 2 workers). The second queued task
         # wakes one; a spawner that then holds its loop loses the lone task to
         # the stall detector (monitor.py).
-        if self.grid._maybe_idle and (len(d) > 1 or len(self._local) > 1):
+        if self.grid._sleepers and (len(d) > 1 or len(self._local) > 1):
             self.grid._wake_idle()
 
     def _push_pinned(self, h: Handle[Any]) -> None:
@@ -581,6 +591,7 @@ class Worker:
 
     # -- the dispatcher ---------------------------------------------------------
 
+    @owner_thread
     def _dispatch(self) -> None:
         grid = self.grid
         if self._inert:
@@ -620,7 +631,7 @@ class Worker:
                 take_batch(queues, None, budget, batch)
                 # Go's spinning chain: a thief that found work wakes another
                 # idle worker while backlog remains elsewhere.
-                if grid._maybe_idle and has_victim(self):
+                if grid._sleepers and has_victim(self):
                     grid._wake_idle()
             if not batch:
                 self._marked = 0
@@ -664,12 +675,13 @@ class Worker:
                 self._marked = n
             # Backlog remains that an idle worker may take (a lone local task
             # stays here, as in _push_local).
-            if grid._maybe_idle and (len(self._local) > 1 or len(grid._injection)):
+            if grid._sleepers and (len(self._local) > 1 or len(grid._injection)):
                 grid._wake_idle()
         else:
             self._marked = 0
             self._park()
 
+    @owner_thread
     def _budget(self) -> int:
         """How many tasks this turn may take: as many as it can start promptly.
 
@@ -693,6 +705,7 @@ class Worker:
             return BATCH
         return max(1, int(CHAIN_TURN / cost))
 
+    @owner_thread
     def _learn(self, per: float) -> None:
         """Take ``per`` seconds as the latest first-step cost of a task here.
 
@@ -703,6 +716,7 @@ class Worker:
         cost = self._cost
         self._cost = per if per > cost else (cost + per) * 0.5
 
+    @owner_thread
     def _put_back(self, batch: list[Handle[Any]], i: int) -> None:
         """Queue again, at the front, the tasks of ``batch`` from index ``i`` on.
 
@@ -718,6 +732,7 @@ class Worker:
             h = batch[k]
             (local if h._pin is None else pinned)[h._priority].appendleft(h)
 
+    @owner_thread
     def _chain(self, queues: tuple[RunQueue, ...], started: int, deadline: float) -> None:
         """Go on starting injected tasks one at a time while this turn is short (3.12+).
 
@@ -741,14 +756,15 @@ class Worker:
             if _perf_counter() > deadline:
                 return
 
+    @owner_thread
     def _park(self, tried_stealing: bool = False) -> None:
         grid = self.grid
         self._parked = True
-        grid._maybe_idle = True
+        grid._idle.park(self)
         if grid._closing:
             grid._check_quiescent()
-        # Re-check after announcing the park: a push that raced with it is
-        # either visible here or saw _parked and woke us. Other workers'
+        # Re-check after announcing the park (idle.py: a push that raced with
+        # it is either visible here or saw _parked and woke us). Other workers'
         # backlogs are looked at only if this turn did not just fail to steal
         # from them, so a thief losing races does not spin (and hold the GIL).
         if (
@@ -764,6 +780,7 @@ class Worker:
             self._parked = False
             self.loop.call_soon(self._dispatch)
 
+    @owner_thread
     def _start(self, h: Handle[Any], direct: bool) -> None:
         """Start a pending task on this loop (owner thread, from the dispatcher).
 
@@ -833,6 +850,7 @@ class Worker:
         # rather than by a later cycle collection.
         del h, coro, inner, task
 
+    @owner_thread
     def _cancel_running(self) -> None:
         """Cancel every task on this loop (close(cancel=True)); owner thread.
 
@@ -846,6 +864,7 @@ class Worker:
         for task in asyncio.all_tasks(self.loop):
             cancel_task(task, CLOSED_MSG)
 
+    @owner_thread
     def _cancel_task(self, task: asyncio.Task[Any], msg: Any | None, h: Handle[Any]) -> bool:
         """Cancel the task of ``h``, one of this worker's, past any pause; owner thread."""
         return cancel_task(task, msg, h)

@@ -1,4 +1,8 @@
-"""Shared fixtures: a 2-worker grid, and a check that no grid thread leaks."""
+"""Shared fixtures: a 2-worker grid, and a check that no grid thread leaks.
+
+Also: the thread-ownership rules are checked at every call of a marked method
+in the whole suite (``loopgrid.ownership``), before any grid starts.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ import structlog
 from helpers import close_or_fail
 
 import loopgrid
-from loopgrid import logs
+from loopgrid import logs, ownership
+
+ownership.enable()
 
 
 @pytest.fixture(autouse=True)
