@@ -122,6 +122,36 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def _server(name: str, argv: list[str], log: Path) -> Iterator[str]:
+    with _served(name, argv, log) as (url, _):
+        yield url
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process ``pid`` and of its live
+    descendants (uvicorn's and granian's worker processes), from /proc; 0.0
+    where there is no /proc."""
+    total, todo, seen = 0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(stat[11]) + int(stat[12])  # utime, stime (fields 14, 15)
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / _TICK
+
+
+@contextlib.contextmanager
+def _served(name: str, argv: list[str], log: Path) -> Iterator[tuple[str, int]]:
+    """A server running ``argv``: its URL and process id."""
     port = _free_port()
     cmd = [*argv, "--port", str(port), "--host", "127.0.0.1"]
     with open(log, "ab") as out:
@@ -143,7 +173,7 @@ def _server(name: str, argv: list[str], log: Path) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not answer on {url} within 60 s; see {log}")
             time.sleep(0.1)
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         try:
@@ -174,10 +204,12 @@ def _parse(text: str) -> dict[str, float]:
     p50 = re.search(r"^\s+50%\s+(\S+)", text, re.M)
     p99 = re.search(r"^\s+99%\s+(\S+)", text, re.M)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    requests = re.search(r"(\d+) requests in", text)
     if not (rps and p50 and p99):
         raise RuntimeError(f"cannot read wrk's output:\n{text}")
     return {
         "rps": float(rps.group(1)),
+        "requests": float(requests.group(1)) if requests else 0.0,
         "p50_ms": _ms(p50.group(1)),
         "p99_ms": _ms(p99.group(1)),
         "errors": float(errors.group(1)) if errors else 0.0,
@@ -314,10 +346,15 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
-            with _server(name, catalogue[name], log) as url:
+            with _served(name, catalogue[name], log) as (url, pid):
                 _wrk(url + "/ping", min(seconds, 1.0), args.connections)  # warm-up
                 for s in scenarios:
+                    cpu = _cpu_seconds(pid)
                     row = _measure(url, s, seconds, args.connections)
+                    # The server's CPU time per /ping request: its cost, where
+                    # /ping is alone (with a load, the load's CPU is in it).
+                    used = _cpu_seconds(pid) - cpu
+                    row["cpu_us_per_req"] = used / max(row["requests"], 1.0) * 1e6
                     raw[name][s].append(row)
                     print(f"round {r + 1} {name:24} {s:6} {row}", file=sys.stderr, flush=True)
     report = _report(raw, catalogue, scenarios, args, rounds, seconds)
@@ -345,9 +382,11 @@ def _report(
         table[n] = {}
         for s in scenarios:
             rows = raw[n][s]
-            med = {k: _median(rows, k) for k in ("rps", "p50_ms", "p99_ms", "errors")}
+            keys = ("rps", "p50_ms", "p99_ms", "errors", "cpu_us_per_req")
+            med = {k: _median(rows, k) for k in keys}
             b = raw[base][s]
             med["rps_ratio"] = med["rps"] / _median(b, "rps")
+            med["cpu_ratio"] = med["cpu_us_per_req"] / max(_median(b, "cpu_us_per_req"), 1e-9)
             med["p99_ratio"] = med["p99_ms"] / _median(b, "p99_ms")
             # Each round's ratio to the baseline's run of the same round: the
             # two ran seconds apart, so a noisy machine moves both alike.
@@ -397,15 +436,25 @@ def _markdown(rep: dict[str, Any]) -> str:
         "the work of 1 (pure Python on a free-threaded build, sha256 with the GIL released on "
         "a GIL build): 2x on an idle 2-core machine, less while other processes hold the cores.",
         "",
-        "| server | scenario | /ping req/s | ratio | paired | p50 ms | p99 ms | p99 ratio |",
-        "|---|---|---|---|---|---|---|---|",
+        "- *CPU us/req* (`/ping` alone only): the server's CPU time (its processes', user "
+        "and system, from /proc) over the wrk run, per `/ping` request answered: what a "
+        "request costs, which a machine whose speed drifts moves less than requests/s "
+        "(with a load beside `/ping`, the load's CPU would be in it: not shown).",
+        "",
+        "| server | scenario | /ping req/s | ratio | paired | p50 ms | p99 ms | p99 ratio "
+        "| CPU us/req | CPU ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, per in rep["table"].items():
         for s, m in per.items():
+            cpu = m.get("cpu_us_per_req", 0.0)
+            cpu_cells = (
+                f"{cpu:.1f} | {m['cpu_ratio']:.2f}x" if s == "alone" and cpu > 0 else "- | -"
+            )
             out.append(
                 f"| {name} | {s} | {m['rps']:.0f} | {m['rps_ratio']:.2f}x | "
                 f"{m['paired']:.2f}x ({m['paired_min']:.2f}-{m['paired_max']:.2f}) | "
-                f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['p99_ratio']:.2f}x |"
+                f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['p99_ratio']:.2f}x | {cpu_cells} |"
             )
     out += ["", "Servers (after the interpreter):", ""]
     out += [f"- {n}: `{cmd}`" for n, cmd in rep["servers"].items()]
