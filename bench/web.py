@@ -150,14 +150,14 @@ def _cpu_seconds(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def _served(name: str, argv: list[str], log: Path) -> Iterator[tuple[str, int]]:
-    """A server running ``argv``: its URL and process id."""
+def _served(name: str, argv: list[str], log: Path, cwd: Path = ROOT) -> Iterator[tuple[str, int]]:
+    """A server running ``argv`` (in ``cwd``): its URL and process id."""
     port = _free_port()
     cmd = [*argv, "--port", str(port), "--host", "127.0.0.1"]
     with open(log, "ab") as out:
         out.write(f"\n$ {shlex.join(cmd)}\n".encode())
         out.flush()
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
