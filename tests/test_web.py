@@ -390,6 +390,21 @@ def test_ctrl_c_during_a_hanging_startup_undoes_everything() -> None:
     assert proc.returncode == 130
 
 
+def test_sigterm_during_a_hanging_startup_is_taken_and_a_second_undoes_everything() -> None:
+    """Handlers are installed before the startup, as uvicorn's: a SIGTERM then
+    is taken (a graceful stop once the startup ends), never the default action
+    that killed a server whose "running on" line had just appeared (exit -15);
+    a second one, with the startup still hanging, undoes everything as Ctrl-C
+    does (exit 130)."""
+    proc = serve_process("web_apps:hanging_startup", "--loops", "2")
+    assert proc.stdout is not None
+    assert "in startup" in proc.stdout.readline()
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=WAIT)
+    assert proc.returncode == 130
+
+
 def test_loopgrid_is_importable_without_the_web_extra() -> None:
     code = (
         "import sys, loopgrid, loopgrid.cli; "
@@ -452,6 +467,50 @@ def promote(server: web.Server, path: str) -> None:
         if served_by(server, path) == "front":
             return
     raise AssertionError(f"{path} never ran inline")
+
+
+class _CpuClock:
+    """A stand-in for the front thread's CPU clock: counts its readings."""
+
+    def __init__(self) -> None:
+        self.now = 5.0
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+
+def test_an_inline_run_reads_the_cpu_clock_only_when_the_clock_says_it_may_be_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cpu = _CpuClock()
+    monkeypatch.setattr(inline, "_thread_time", cpu)
+    routes = inline.Routes()
+    route = routes.route({"type": "http", "method": "GET", "path": "/x"})
+    assert route is not None
+    route.inline = True
+    # Runs that start within FRESH of a reading share it.
+    assert routes.cpu_at(100.0) == 5.0
+    cpu.now = 5.001
+    assert routes.cpu_at(100.0 + inline.FRESH / 2) == 5.0
+    assert cpu.reads == 1
+    assert routes.cpu_at(100.0 + 2 * inline.FRESH) == 5.001
+    assert cpu.reads == 2
+    # A run shorter than CPU_LIMIT from start to end was short: no reading.
+    route.ran_inline(5.0, inline.CPU_LIMIT / 2, loopgrid.worker._current.asked)
+    assert cpu.reads == 2
+    assert route.inline and route.strikes == 0
+    # A longer one is charged the CPU time from the shared reading on.
+    cpu.now = 5.0 + 1.5 * inline.CPU_LIMIT
+    route.ran_inline(5.0, 2 * inline.CPU_LIMIT, loopgrid.worker._current.asked)
+    assert cpu.reads == 3
+    assert route.inline and route.strikes == 1
+    # Over HOG_LIMIT of CPU: sent back at once.
+    cpu.now = 5.0 + 2 * inline.HOG_LIMIT
+    route.ran_inline(5.0, 3 * inline.HOG_LIMIT, loopgrid.worker._current.asked)
+    assert cpu.reads == 4
+    assert not route.inline
 
 
 def test_a_route_learned_to_be_short_runs_on_the_front_loop() -> None:

@@ -97,7 +97,7 @@ MAX_ROUTES = 4096
 _MAX_DEMOTIONS = 4
 #: Seconds for which one reading of the front thread's CPU time serves as the
 #: start of the inline runs that begin after it (see the docstring).
-FRESH = 0.0001
+FRESH = 0.00025
 
 _thread_time = time.thread_time
 _perf_counter = time.perf_counter
