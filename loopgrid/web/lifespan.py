@@ -38,6 +38,7 @@ after it got that reply (the queue's lock orders the two).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -101,9 +102,15 @@ class _Lifespan:
         self._to_app: Queue[dict[str, Any]] = Queue()
         self._from_app: Queue[dict[str, Any]] = Queue()
         self._to_app.put_nowait({"type": "lifespan.startup"})
+        #: The task running the protocol, held here: asyncio keeps only weak
+        #: references to tasks, and an app that waits on something nothing
+        #: else holds (``await asyncio.Event().wait()``) would otherwise be
+        #: garbage-collected mid-startup, its coroutine closed.
+        self._task: asyncio.Task[None] | None = None
         start(self._main, f"lifespan on {self.where}")
 
     async def _main(self) -> None:
+        self._task = asyncio.current_task()
         scope = {
             "type": "lifespan",
             "asgi": {"version": "3.0", "spec_version": "2.0"},

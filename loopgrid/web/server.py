@@ -469,26 +469,40 @@ class Server:
         """:meth:`start`, then serve until SIGINT or SIGTERM, then clean up.
 
         Signal handlers are installed on the main thread only (elsewhere, call
-        :meth:`stop` yourself), once the server serves: the first signal stops
-        gracefully, the second forces, as with uvicorn; the previous handlers
-        are restored after. Ctrl-C during startup (a lifespan startup that
-        hangs, say) raises KeyboardInterrupt, once everything is undone.
+        :meth:`stop` yourself), before the startup, as uvicorn installs its
+        own: the first signal stops gracefully, the second forces, and the
+        previous handlers are restored after. A SIGTERM during the startup
+        (even one sent the moment the "running on" line appears, before
+        :meth:`start` returned) lets the startup finish and then stops, as in
+        uvicorn; Ctrl-C during the startup, or a second SIGTERM there (a
+        lifespan startup that hangs, say), raises KeyboardInterrupt, once
+        everything is undone.
         """
-        self._says_ctrl_c = threading.current_thread() is threading.main_thread()
-        self.start()
+        main = threading.current_thread() is threading.main_thread()
+        self._says_ctrl_c = main
         handlers: dict[signal.Signals, Any] = {}
+        signals = [0]
+        started = [False]
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            signals[0] += 1
+            force = signals[0] > 1
+            if not started[0]:
+                if signum == signal.SIGINT or force:
+                    raise KeyboardInterrupt  # start() undoes everything on its way out
+                _uvicorn_log.info(
+                    "Shutting down once the application startup is complete "
+                    "(a second signal stops it now)."
+                )
+            logs.info("web.stopping", signal=signal.Signals(signum).name, force=force)
+            self.stop(force=force)
+
         try:
-            if threading.current_thread() is threading.main_thread():
-                signals = [0]
-
-                def on_signal(signum: int, frame: FrameType | None) -> None:
-                    signals[0] += 1
-                    force = signals[0] > 1
-                    logs.info("web.stopping", signal=signal.Signals(signum).name, force=force)
-                    self.stop(force=force)
-
+            if main:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     handlers[sig] = signal.signal(sig, on_signal)
+            self.start()
+            started[0] = True
             if on_started is not None:
                 on_started(self)
             self.wait()
