@@ -54,6 +54,7 @@ BENCHMARKS = {
     "parallel": "bench.bench_parallel",
     "import": "bench.bench_import",
     "balance": "bench.bench_balance",
+    "loops": "bench.bench_loops",
     "ray": "bench.bench_ray",
 }
 
