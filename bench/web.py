@@ -435,11 +435,11 @@ def _markdown(rep: dict[str, Any]) -> str:
         f"- Parallel ceiling when the run began: 2 plain threads did {rep['ceiling_before']:.2f}x "
         "the work of 1 (pure Python on a free-threaded build, sha256 with the GIL released on "
         "a GIL build): 2x on an idle 2-core machine, less while other processes hold the cores.",
-        "",
         "- *CPU us/req* (`/ping` alone only): the server's CPU time (its processes', user "
         "and system, from /proc) over the wrk run, per `/ping` request answered: what a "
-        "request costs, which a machine whose speed drifts moves less than requests/s "
-        "(with a load beside `/ping`, the load's CPU would be in it: not shown).",
+        "request costs, less moved by a machine whose speed drifts than requests/s, but "
+        "still moved (for an A/B of a few percent: `bench/web_duel.py`); with a load beside "
+        "`/ping`, the load's CPU would be in it: not shown.",
         "",
         "| server | scenario | /ping req/s | ratio | paired | p50 ms | p99 ms | p99 ratio "
         "| CPU us/req | CPU ratio |",
