@@ -237,6 +237,11 @@ def annotate(exc: BaseException) -> None:
         if sys.version_info >= (3, 11):
             exc.add_note(note)
         else:
+            # The backport is what prints __notes__ on 3.10 (it patches
+            # traceback's printing when imported): imported with the first
+            # note, not with loopgrid (see taskgroup._group).
+            import exceptiongroup  # noqa: F401
+
             notes = getattr(exc, "__notes__", None)
             if notes is None:
                 exc.__notes__ = [note]  # type: ignore[attr-defined]
