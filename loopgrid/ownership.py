@@ -94,6 +94,13 @@ def _checked(method: Callable[..., Any], rule: str, check: Callable[[Any], bool]
                 f"thread {threading.current_thread().name!r} (see {method.__module__}'s "
                 "docstring, 'Thread ownership')"
             )
-        return method(self, *args, **kwargs)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            # This frame may outlive the call: on 3.12+ the traceback of a task
+            # that fails in its eager first step links back to the frames that
+            # started it (see Worker._start), and the arguments include its
+            # handle, which must be freed without the cycle collector.
+            del args, kwargs
 
     return checked
