@@ -99,9 +99,9 @@ def _workload(n: int, backlog: int, seed: int) -> tuple[Callable[[], Any], threa
 def _measure(n: int, backlog: int, aging: float | None) -> _Check:
     check = _Check()
     orig_in_order = worker_module.take_in_order
-    orig_aged = worker_module.take_aged
+    orig_batch = worker_module.take_batch
     worker_module.take_in_order = check.wrap(orig_in_order)  # type: ignore[assignment]
-    worker_module.take_aged = check.wrap(orig_aged)  # type: ignore[assignment]
+    worker_module.take_batch = check.wrap(orig_batch)  # type: ignore[assignment]
     try:
         seed_backlog, done = _workload(n, backlog, seed=42)
         with loopgrid.Grid(1, name="bench-priority", aging=aging) as grid:
@@ -109,7 +109,7 @@ def _measure(n: int, backlog: int, aging: float | None) -> _Check:
             done.wait()
     finally:
         worker_module.take_in_order = orig_in_order
-        worker_module.take_aged = orig_aged
+        worker_module.take_batch = orig_batch
     return check
 
 
