@@ -10,9 +10,10 @@ older task of the same level was left pending is reported beside it.
 The worker is loaded the way a server is: a backlog of tasks of random
 priorities, each of which spawns another one when it runs, until N have run;
 the local queue overflows into the injection queue on the way, so the
-dispatcher merges several queues. The check wraps the dispatcher's two take
-functions (``take_in_order`` and, with aging, ``take_aged``) and looks at what
-they left behind; it runs on the worker's own thread, the only one that
+dispatcher merges several queues. The check wraps the dispatcher's take
+functions (``take_batch``, a turn's choice, aged tasks first when the grid
+ages; ``take_in_order``, with which 3.12+ turns go on one task at a time) and
+looks at what they left behind; it runs on the worker's own thread, the only one that
 spawns here, so nothing changes the queues between a take and its check.
 
 Cases: a 1-worker grid with ``aging=None`` (strict priorities: target 100%),
