@@ -181,30 +181,32 @@ def check_cycle(me: object) -> None:
     while edge is not None and steps < _MAX_WALK:
         node = _resolve(edge[0])
         if node is me:
-            if not _confirmed(me):
+            cycle = _confirmed_cycle(me)
+            if cycle is None:
                 return
-            cycle = _cycle_from(me)
             _edges.pop(me, None)
             raise DeadlockError(cycle)
         edge = _edges.get(node)
         steps += 1
 
 
-def _confirmed(me: object) -> bool:
-    """Whether every edge on the cycle through ``me`` that names its source
-    still holds, looked at once more (see the module docstring)."""
+def _confirmed_cycle(me: object) -> str | None:
+    """The cycle through ``me``, in words, walked once more; None unless every
+    edge on it that names its source still holds (see the module docstring)."""
+    parts: list[str] = []
     node: Any = me
     for _ in range(_MAX_WALK):
         edge = _edges.get(node)
         if edge is None:
-            return False
+            return None
         target, what = edge
         if what is not None and not isinstance(what, str) and not what._still_waits(node, target):
-            return False
+            return None
+        parts.append(f"{describe(node)} waits for {explain(edge)}")
         node = _resolve(target)
         if node is me:
-            return True
-    return False
+            return "wait-for cycle: " + "; ".join(parts) + " (and so on, for ever)"
+    return None
 
 
 def end_wait(waiter: object) -> None:
@@ -223,17 +225,3 @@ def explain(edge: tuple[object, str | WaitSource | None]) -> str:
     if what is None:
         return describe(edge[0])
     return what if isinstance(what, str) else what._wait_label()
-
-
-def _cycle_from(me: object) -> str:
-    parts: list[str] = []
-    node: Any = me
-    for _ in range(_MAX_WALK):
-        edge = _edges.get(node)
-        if edge is None:
-            break
-        parts.append(f"{describe(node)} waits for {explain(edge)}")
-        node = _resolve(edge[0])
-        if node is me:
-            break
-    return "wait-for cycle: " + "; ".join(parts) + " (and so on, for ever)"
