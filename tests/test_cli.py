@@ -125,8 +125,10 @@ def test_run_serves_the_debug_endpoint_on_request(tmp_path: Path) -> None:
 
 def test_ps_lists_running_and_pending_tasks(capsys: pytest.CaptureFixture[str]) -> None:
     gate = Gate()
+    started = threading.Event()
 
     async def waiting_for_gate() -> None:
+        started.set()
         await gate.wait()
 
     with Grid(2, debug_port=0) as g:
@@ -135,6 +137,8 @@ def test_ps_lists_running_and_pending_tasks(capsys: pytest.CaptureFixture[str]) 
         try:
             w = g.spawn(waiting_for_gate, worker=1, name="gatekeeper")
             p = g.spawn(identity, 1, worker=0, priority=Priority.HIGH, name="queued-one")
+            # "running" only once the gatekeeper's first step has run.
+            assert started.wait(WAIT)
             assert main(["ps", "--url", g.debug_url]) == 0
             table = capsys.readouterr().out
             assert main(["ps", "--url", g.debug_url, "--json"]) == 0
