@@ -541,15 +541,29 @@ def test_anyio_task_group_inside_a_grid_task(grid: Grid) -> None:
 def test_anyio_timeouts_inside_a_grid_task_cancel_what_it_awaits(grid: Grid) -> None:
     started, cancelled = Countdown(2), Countdown(2)
 
+    async def running_child() -> Handle[None]:
+        # The timeout starts once the child runs: one cancelled while still
+        # queued never reaches its except clause, which this test counts.
+        running = Gate()
+
+        async def child() -> None:
+            running.set()
+            await until_cancelled(started, cancelled)
+
+        h = loopgrid.spawn(child, worker=1)
+        await running.wait()
+        return h
+
     async def move_on() -> tuple[bool, bool]:
-        h = loopgrid.spawn(until_cancelled, started, cancelled, worker=1)
+        h = await running_child()
         with anyio.move_on_after(0.01) as scope:
             await h
         return scope.cancelled_caught, h.cancelled()
 
     async def fail_after() -> None:
+        h = await running_child()
         with anyio.fail_after(0.01):
-            await loopgrid.spawn(until_cancelled, started, cancelled, worker=1)
+            await h
 
     assert grid.spawn(move_on, worker=0).result(WAIT) == (True, True)
     failing = grid.spawn(fail_after, worker=0)
