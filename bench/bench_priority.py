@@ -11,7 +11,7 @@ The worker is loaded the way a server is: a backlog of tasks of random
 priorities, each of which spawns another one when it runs, until N have run;
 the local queue overflows into the injection queue on the way, so the
 dispatcher merges several queues. The check wraps the dispatcher's take
-functions (``take_batch``, a turn's choice, aged tasks first when the grid
+functions (``take_batch``, a turn's choice in ``core.take_next``, aged tasks first when the grid
 ages; ``take_in_order``, with which 3.12+ turns go on one task at a time) and
 looks at what they left behind; it runs on the worker's own thread, the only one that
 spawns here, so nothing changes the queues between a take and its check.
@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 import loopgrid
+from loopgrid import core as core_module
 from loopgrid import worker as worker_module
 from loopgrid.runqueue import RunQueue
 
@@ -100,9 +101,9 @@ def _workload(n: int, backlog: int, seed: int) -> tuple[Callable[[], Any], threa
 def _measure(n: int, backlog: int, aging: float | None) -> _Check:
     check = _Check()
     orig_in_order = worker_module.take_in_order
-    orig_batch = worker_module.take_batch
+    orig_batch = core_module.take_batch
     worker_module.take_in_order = check.wrap(orig_in_order)  # type: ignore[assignment]
-    worker_module.take_batch = check.wrap(orig_batch)  # type: ignore[assignment]
+    core_module.take_batch = check.wrap(orig_batch)  # type: ignore[assignment]
     try:
         seed_backlog, done = _workload(n, backlog, seed=42)
         with loopgrid.Grid(1, name="bench-priority", aging=aging) as grid:
@@ -110,7 +111,7 @@ def _measure(n: int, backlog: int, aging: float | None) -> _Check:
             done.wait()
     finally:
         worker_module.take_in_order = orig_in_order
-        worker_module.take_batch = orig_batch
+        core_module.take_batch = orig_batch
     return check
 
 

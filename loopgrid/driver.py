@@ -382,13 +382,19 @@ def _as_exception(
     return exc if tb is None else exc.with_traceback(tb)
 
 
-def cancel_task(task: asyncio.Task[Any], msg: Any | None, h: Handle[Any] | None = None) -> bool:
+def cancel_task(
+    task: asyncio.Task[Any],
+    msg: Any | None,
+    h: Handle[Any] | None = None,
+    w: Worker | None = None,
+) -> bool:
     """Cancel ``task`` from its own loop's thread, as loopgrid itself asks to.
 
-    A grid task's cancellation passes its pause. ``h``, the task's handle, is
-    given by ``Handle.cancel``: the driver is then armed (under ``_control``)
-    to let the cancellation through, so that a pause being armed on another
-    thread at this very moment cannot hold it either. Without ``h`` (a closing
+    A grid task's cancellation passes its pause. ``h``, the task's handle, and
+    ``w``, its worker (the caller), are given by ``Handle.cancel``: the driver
+    is then armed (under ``_control``) to let the cancellation through, so
+    that a pause being armed on another thread at this very moment cannot
+    hold it either. Without ``h`` (a closing
     grid, where no pause can begin), only an armed driver is told. An armed
     driver stays armed until its loop (this thread) disarms it, so that look
     needs no lock.
@@ -402,7 +408,6 @@ def cancel_task(task: asyncio.Task[Any], msg: Any | None, h: Handle[Any] | None 
     created: Handle[Any] | None = None
     if type(drv) is Driver:
         if h is not None:
-            w = h._worker
             assert w is not None
             with h._grid._control:
                 drv._arm(h, w, False).cancel_now = True

@@ -42,22 +42,20 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar, overload
 
 from . import fork, logs
+from .core import ACCEPT_ALL, ACCEPT_NONE, SchedulingCore
 from .debug import DebugServer, debug_port_from_env
 from .errors import (
-    CLOSED_MSG,
     GridClosedError,
     NotOnGridError,
     WorkerDiedError,
     check_seconds,
     refuse_keywords,
 )
-from .gridbase import GridBase
-from .handle import CLAIMS, PENDING, Handle, _wait
+from .handle import Handle
 from .idle import Idle
 from .integrations import anyio_hook
 from .monitor import Monitor
 from .priority import Priority, check_priority
-from .runqueue import RunQueue
 from .stats import snapshot
 from .trace import Tracer
 from .worker import Worker, _current
@@ -71,18 +69,11 @@ T = TypeVar("T")
 MAX_LOOPS = 4096
 
 _FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
-_ids = itertools.count(1)
 _grid_names = itertools.count(1)
 _CO_COROUTINE = inspect.CO_COROUTINE
 _FunctionType = types.FunctionType
 _copy_context = contextvars.copy_context
-_monotonic = time.monotonic
-_new_object = object.__new__
 _NORMAL = Priority.NORMAL
-_PENDING = PENDING
-
-# What spawn accepts from whom: everyone, the grid's own workers, nobody.
-_ACCEPT_ALL, _ACCEPT_WORKERS, _ACCEPT_NONE = 2, 1, 0
 
 #: The least time ``close(timeout=)`` waits for the worker threads once they
 #: were told to stop (seconds). A worker that is not blocked exits within
@@ -170,7 +161,7 @@ def _describe_target(fn: Any, args: tuple[Any, ...]) -> tuple[str, bool]:
     raise TypeError(f"spawn() needs an async function or a coroutine object, got {fn!r}")
 
 
-class Grid(GridBase):
+class Grid(SchedulingCore):
     """A set of event loops, one per thread, sharing work by stealing.
 
     ``loops`` (default ``os.cpu_count()``) workers start at construction. Use the
@@ -227,50 +218,16 @@ class Grid(GridBase):
         if not isinstance(task_timing, bool):
             raise TypeError(f"task_timing must be a bool, got {task_timing!r}")
         debug_port = _debug_port(debug_port)
-        # Who writes what (any thread may read; reads without a lock are snapshots):
-        # set here, read-only after.
-        self.name = name
+        # Who writes what (any thread may read; reads without a lock are
+        # snapshots): the scheduling state is the core's (core.py); set here,
+        # read-only after:
+        self._init_core(name, aging)
         self._loop_factory = loop_factory
         self._debug = debug
-        self._aging: float | None = aging
         self._task_timing = task_timing
-        #: Pushed by any thread, popped by every dispatcher (atomic deque ops).
-        self._injection = RunQueue()
-        #: What spawn accepts; written under _ext_lock (by close), read without
-        #: it by spawn, which re-checks under _ext_lock before counting.
-        self._accept = _ACCEPT_ALL
-        #: Written once, under _ext_lock, by close(); read by any thread.
-        self._closing = False
-        #: Written by the closing thread only.
-        self._closed = False
-        #: Written once by close(cancel=True), before it cancels what is queued;
-        #: read by the dispatchers (a batch taken just before is cancelled by
-        #: the closer's sweep or the workers' _cancel_running).
-        self._cancel_all = False
-        #: Guards _ext_spawned, _ext_cancelled, _accept and _closing's write.
-        self._ext_lock = threading.Lock()
-        # Pausing, moving and cancelling pending tasks are rare and take this
-        # lock, and so do arming and disarming a task's driver (driver.py) and
-        # the end of a task that is paused; spawning, dispatching, completing
-        # an unpaused task and cross-loop wake-ups never do. See handle.py.
-        # Taken before _ext_lock when both are (never the other way round).
-        self._control = threading.RLock()
-        #: Under _control.
-        self._paused = False
-        #: id -> handle of every paused task that has not finished; under _control.
-        self._paused_tasks: dict[int, Handle[Any]] = {}
-        #: id -> handle of paused pending tasks a dispatcher took off a queue;
-        #: a dict (atomic set and pop) written by the shelving dispatcher,
-        #: resume and cancel. Whoever pops an entry acts on it (see _shelve).
-        self._shelf: dict[int, Handle[Any]] = {}
         # The last all-asleep standstill reported (deadlock.py), so that each
         # is logged once; the monitor thread only.
         self._asleep_reported: tuple[int, ...] | None = None
-        #: Spawns from threads that are not this grid's workers, and pending
-        #: tasks cancelled from them; under _ext_lock.
-        self._ext_spawned = 0
-        self._ext_cancelled = 0
-        self._quiescent = threading.Event()
         #: The first exception that escaped a worker loop and stopped it for
         #: good (see Worker._die); written once, by that worker's thread,
         #: under _ext_lock.
@@ -284,14 +241,12 @@ class Grid(GridBase):
         #: loop dies: Runner.run() wakes up to raise its exception. Appended by
         #: any thread (atomic); with none, the grid logs the death as an error.
         self._exit_watchers: list[Callable[[], object]] = []
-        #: Serialises close() calls.
-        self._close_lock = threading.Lock()
         #: Guards _not_ready (each worker counts itself ready once).
         self._ready_lock = threading.Lock()
         self._not_ready = loops
         self._all_ready = threading.Event()
         self._size = loops  # workers (with several, a dispatcher turn takes one injected task)
-        self._workers = tuple(Worker(self, i, loops) for i in range(loops))
+        self._workers: tuple[Worker, ...] = tuple(Worker(self, i, loops) for i in range(loops))
         #: The parked workers (idle.py); its deque, non-empty, is the hint
         #: that some worker may be idle, read on every spawn.
         self._idle = Idle(self._workers)
@@ -301,7 +256,7 @@ class Grid(GridBase):
         self._all_ready.wait()
         failed = [w for w in self._workers if w._startup_error is not None]
         if failed:
-            self._accept = _ACCEPT_NONE
+            self._accept = ACCEPT_NONE
             for w in self._workers:
                 if w._startup_error is None:
                     w._stop_soon()
@@ -326,10 +281,6 @@ class Grid(GridBase):
                 raise
         logs.info("grid.started", grid=name, loops=loops, debug_url=self.debug_url)
 
-    def _mark_forked(self, parent: int) -> None:
-        super()._mark_forked(parent)
-        self._accept = _ACCEPT_NONE
-
     def _worker_ready(self, w: Worker) -> None:
         with self._ready_lock:
             self._not_ready -= 1
@@ -349,7 +300,7 @@ class Grid(GridBase):
                 self._worker_exit = exc
             if all(x._exit is not None for x in self._workers):
                 self._all_died = True
-                self._accept = _ACCEPT_NONE
+                self._accept = ACCEPT_NONE
         watchers = list(self._exit_watchers)
         (logs.info if watchers else logs.error)(
             "worker.died",
@@ -448,7 +399,7 @@ class Grid(GridBase):
         context: contextvars.Context | None = None,
     ) -> Handle[Any]:
         # cur: the calling thread's worker if it is one of ours, else None.
-        if self._accept != _ACCEPT_ALL and (cur is None or self._accept == _ACCEPT_NONE):
+        if self._accept != ACCEPT_ALL and (cur is None or self._accept == ACCEPT_NONE):
             self._refuse(fn)
         if type(fn) is _FunctionType and fn.__code__.co_flags & _CO_COROUTINE:
             default_name = fn.__qualname__
@@ -473,25 +424,15 @@ class Grid(GridBase):
                 if targs is None:
                     fn.close()  # never awaited, and no warning saying so
                 raise
-        task_id = next(_ids)
-        CLAIMS[task_id & 63].add(task_id)
-        # Where a Handle is made, inline because spawn is the hot path (see
-        # Handle's slots for the fields; RayGrid._new_handle makes its own
-        # kind of handle the same way: keep the two alike).
-        h: Handle[Any] = _new_object(Handle)
-        h._grid = self
-        h._id = task_id
-        h._name = default_name if name is None else name
-        h._priority = priority
-        h._fn = fn
-        h._args = targs
-        h._ctx = _copy_context() if context is None else context
-        h._pin = worker
-        h._enqueued = _monotonic()
-        h._state = _PENDING
-        h._paused = False
-        h._result = h._aux = h._worker = h._task = None
-        h._callbacks = []
+        h: Handle[Any] = self._new_handle(
+            Handle,
+            fn,
+            targs,
+            _copy_context() if context is None else context,
+            default_name if name is None else name,
+            priority,
+            worker,
+        )
         if cur is not None:
             cur.spawned += 1
             if worker is None:
@@ -499,18 +440,10 @@ class Grid(GridBase):
             else:
                 self._workers[worker]._push_pinned(h)
         else:
-            with self._ext_lock:
-                if self._accept != _ACCEPT_ALL:
-                    CLAIMS[task_id & 63].discard(task_id)
-                    h._release()
-                    self._refuse(fn)
-                self._ext_spawned += 1
+            self._admit(h, fn)
             if worker is None:
                 self._injection.push(h)
-                if self._sleepers:
-                    self._wake_idle()
-                if self._all_died:  # it died since the check above: no one takes it
-                    self._cancel_queued(self._all_died_message())
+                self._injected()
             else:
                 self._workers[worker]._push_pinned(h)
         if logs.DEBUG_EVENTS:
@@ -521,29 +454,18 @@ class Grid(GridBase):
         """Wake one parked worker so it can take injected or stealable work (idle.py)."""
         self._idle.wake_one()
 
-    def _requeue(self, h: Handle[Any]) -> None:
-        """Put a pending task back where any worker may take it (any thread)."""
-        if h._pin is not None:
-            self._workers[h._pin]._push_pinned(h)
-        else:
-            self._injection.push(h)
-            if self._sleepers:
-                self._wake_idle()
-            if self._all_died:  # (spawned by a dead worker's finish, say)
-                self._cancel_queued(self._all_died_message())
+    def _injected(self) -> None:
+        """Wake a parked worker for what was just injected (any thread).
 
-    def _shelve(self, h: Handle[Any]) -> None:
-        """Keep a paused pending task off the queues until it is resumed (dispatcher)."""
-        self._shelf[h._id] = h
-        # A resume or a cancel between the dispatcher's look at the flag and
-        # the line above found no shelf entry to act on: act here instead
-        # (each of them writes its flag or state, then pops the entry).
-        if (
-            (not h._paused or h._state is not _PENDING)
-            and self._shelf.pop(h._id, None) is not None
-            and h._state is _PENDING
-        ):
-            self._requeue(h)
+        Only when one is parked: the hint is one read of the idle list (see
+        ``idle.py`` for why no wake-up is lost). A grid whose workers all
+        died takes nothing more: what reached the queue meanwhile (spawned
+        by a dead worker's finish, say) ends cancelled, never waits for ever.
+        """
+        if self._sleepers:
+            self._wake_idle()
+        if self._all_died:
+            self._cancel_queued(self._all_died_message())
 
     # -- pausing -------------------------------------------------------------------
 
@@ -569,46 +491,6 @@ class Grid(GridBase):
             for w in self._workers:
                 w._update_hold()
         logs.info("grid.resumed", grid=self.name)
-
-    def _resume_everything(self) -> None:
-        """Lift every pause, of the grid, its workers and its tasks (closing)."""
-        with self._control:
-            paused = len(self._paused_tasks) + sum(w._paused for w in self._workers)
-            if not (paused or self._paused):
-                return
-            self._paused = False
-            for w in self._workers:
-                w._paused = False
-                w._update_hold()
-            tasks = list(self._paused_tasks.values())
-        for h in tasks:
-            h.resume()
-        logs.info("grid.close.resumed", grid=self.name, paused=paused)
-
-    # -- accounting for shutdown --------------------------------------------------
-
-    def _count_dropped(self) -> None:
-        """Count a task that ends before starting (cancelled while pending).
-
-        The caller publishes its final state after this, and checks for
-        quiescence (if closing) once its callbacks have run.
-        """
-        cur = _current.worker
-        if cur is not None and cur.grid is self:
-            cur.dropped += 1
-        else:
-            with self._ext_lock:
-                self._ext_cancelled += 1
-
-    def _live(self) -> int:
-        workers = self._workers
-        finished = self._ext_cancelled
-        for w in workers:
-            finished += w.completed + w.failed + w.cancelled + w.dropped
-        spawned = self._ext_spawned
-        for w in workers:
-            spawned += w.spawned
-        return spawned - finished
 
     # -- shutdown -----------------------------------------------------------------
 
@@ -664,19 +546,9 @@ class Grid(GridBase):
             )
         super().close(cancel=cancel, timeout=timeout)
 
-    def _drain(self, cancel: bool, timeout: float | None = None) -> bool:
-        with self._ext_lock:
-            self._closing = True
-            self._accept = _ACCEPT_NONE if cancel else min(self._accept, _ACCEPT_WORKERS)
-        self._resume_everything()
-        if cancel and not self._cancel_all:
-            self._cancel_all = True
-            self._cancel_queued()
-            for w in self._workers:
-                w._call_soon(w._cancel_running)  # (a dead worker's loop may be closed)
-        self._check_quiescent()
-        # In slices on the main thread, so that Ctrl-C is seen (handle._wait).
-        return _wait(self._quiescent, timeout)
+    def _cancel_running_soon(self) -> None:
+        for w in self._workers:
+            w._call_soon(w._cancel_running)  # (a dead worker's loop may be closed)
 
     def _abandon(self) -> None:
         """Give up on the tasks that do not end; any thread but a worker's.
@@ -688,18 +560,11 @@ class Grid(GridBase):
         for w in self._workers:
             w._abandon_soon()
 
-    def _cancel_queued(self, msg: str = CLOSED_MSG) -> None:
-        """Cancel every task still queued anywhere on the grid (any thread)."""
-        for h in self._pop_queued():
-            h.cancel(msg)
-        for h in list(self._shelf.values()):
-            h.cancel(msg)
-
     def _stop_workers(self) -> None:
         if self._closed:
             return
         with self._ext_lock:
-            self._accept = _ACCEPT_NONE
+            self._accept = ACCEPT_NONE
         for w in self._workers:
             w._stop_soon()
         stuck = []

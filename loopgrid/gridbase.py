@@ -4,25 +4,22 @@
 :class:`~loopgrid.ray.RayGrid` (worker processes on Ray) differ in how tasks
 reach a worker, not in how a grid is named, refuses work once closing,
 validates a worker index, or closes when a ``with`` block ends. Those live
-here once. The fields they read (``name``, ``workers``, ``_closing``,
-``_closed``, ``_paused``) are each grid's own; see its module for who writes
-them.
+here once; how both schedule (queues, claims, counters, drain) lives in
+``core.py``, whose :class:`~loopgrid.core.SchedulingCore` extends this class
+and sets and documents the fields read here (``name``, ``_closing``,
+``_closed``, ``_paused``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from . import logs
 from .errors import GridClosedError, check_timeout
 from .fork import forked_error
-
-if TYPE_CHECKING:
-    from .handle import Handle
-    from .runqueue import RunQueue
 
 __all__ = ["GridBase"]
 
@@ -63,26 +60,10 @@ class GridBase:
         return self._paused
 
     _close_lock: threading.Lock
-    _quiescent: threading.Event
 
     def _live(self) -> int:
-        """Tasks spawned and not yet finished (see each grid's counters)."""
+        """Tasks spawned and not yet finished (``core.py``)."""
         raise NotImplementedError
-
-    def _check_quiescent(self) -> None:
-        if self._live() == 0:
-            self._quiescent.set()
-
-    _injection: RunQueue
-
-    def _pop_queued(self) -> Iterator[Handle[Any]]:
-        """Pop every task still queued: the injection queue's, then each
-        worker's stealable and pinned ones (atomic pops: any thread)."""
-        queues = [self._injection]
-        for w in self.workers:
-            queues += (w._local, w._pinned)
-        for q in queues:
-            yield from q.pop_all()
 
     def close(self, *, cancel: bool = False, timeout: float | None = None) -> None:
         """Drain (or cancel) every task, then stop the workers; idempotent.
@@ -150,8 +131,6 @@ class GridBase:
         self._forked_from = parent
         self._closing = True
         self._close_lock = threading.Lock()
-        self._ext_lock = threading.Lock()
-        self._control = threading.RLock()
 
     def _refuse(self, fn: Any) -> None:
         if asyncio.iscoroutine(fn):

@@ -38,9 +38,10 @@ Thread ownership:
   object's critical section, a locked instruction, so that pair is
   sequentially consistent there as it is under the GIL.) The clean-up comes
   before the callbacks: whoever is woken by the end sees the task unpaused.
-* The grid's ``_shelf`` (paused pending tasks off the queues): a ``dict``
-  (atomic item set and ``pop``) written by the dispatcher that shelves, and by
-  ``resume`` and ``cancel``; whoever pops an entry acts on it, once.
+* The grid's ``_shelf`` (paused pending tasks off the queues): set under
+  ``_control`` by the dispatcher that shelves, popped by ``resume`` and
+  ``cancel`` after they wrote the flag or state under ``_control``; whoever
+  pops an entry acts on it, once (``core.py``, ``SchedulingCore._shelve``).
 """
 
 from __future__ import annotations
@@ -66,8 +67,7 @@ from .waitgraph import WaitTarget, _edges, handle_of
 from .waitgraph import check_cycle as _check_cycle
 
 if TYPE_CHECKING:
-    from .grid import Grid
-    from .worker import Worker
+    from .core import CoreWorker, SchedulingCore
 
 __all__ = ["Handle", "TaskState"]
 
@@ -140,7 +140,7 @@ class Handle(WaitTarget, Generic[T]):
     )
 
     if TYPE_CHECKING:
-        _grid: Grid
+        _grid: SchedulingCore
         _id: int
         _name: str
         _priority: Priority
@@ -154,12 +154,12 @@ class Handle(WaitTarget, Generic[T]):
         _result: Any
         _aux: Any
         _callbacks: list[_Callback]
-        _worker: Worker | None
+        _worker: CoreWorker | None
         _task: asyncio.Task[None] | None
 
     def __init__(self) -> None:
-        # Handles are made by Grid._spawn, which sets every slot above without
-        # an __init__ frame: that is the hottest path of a spawn.
+        # Handles are made by SchedulingCore._new_handle (core.py), which sets
+        # every slot above without an __init__ frame: the hottest part of a spawn.
         raise TypeError("Handle objects are created by spawn(), not directly")
 
     # -- the record -------------------------------------------------------------
@@ -395,7 +395,7 @@ class Handle(WaitTarget, Generic[T]):
             # moved task's stale copy for an instant. Look again.
             time.sleep(0)
         self._release()
-        grid._shelf.pop(self._id, None)  # (Grid._shelve re-checks the state)
+        grid._shelf.pop(self._id, None)  # (a later _shelve sees the state: core.py)
         self._run_callbacks(running_loop())
         if grid._closing:
             grid._check_quiescent()

@@ -24,16 +24,16 @@ from .runqueue import LEVELS_HIGH_FIRST, move
 from .trace import ACTIVE as _TRACING
 
 if TYPE_CHECKING:
+    from .core import CoreWorker
     from .handle import Handle
-    from .worker import Worker
 
 __all__ = ["has_victim", "steal_into"]
 
 _perf_counter = time.perf_counter
 
 
-def _busiest(thief: Worker) -> tuple[Worker | None, int]:
-    victim: Worker | None = None
+def _busiest(thief: CoreWorker) -> tuple[CoreWorker | None, int]:
+    victim: CoreWorker | None = None
     most = 0
     for w in thief.grid._workers:
         if w is not thief:
@@ -43,12 +43,12 @@ def _busiest(thief: Worker) -> tuple[Worker | None, int]:
     return victim, most
 
 
-def has_victim(thief: Worker) -> bool:
+def has_victim(thief: CoreWorker) -> bool:
     """Whether some other worker has stealable pending tasks (a racy hint)."""
     return _busiest(thief)[0] is not None
 
 
-def steal_into(thief: Worker) -> int:
+def steal_into(thief: CoreWorker) -> int:
     """Move about half of the busiest worker's stealable tasks into ``thief``.
 
     Returns how many moved (0 if nobody had any).

@@ -61,15 +61,16 @@ from typing import TYPE_CHECKING, Any
 
 from . import logs
 from .affinity import name_loop
+from .core import take_next
 from .driver import Driver, cancel_task, drive
 from .errors import CLOSED_MSG, NotOnGridError
 from .fairness import Fairness
 from .fairness import needed as fairness_needed
-from .handle import CLAIMS, RUNNING, Handle
+from .handle import RUNNING, Handle
 from .mailbox import Mailbox, install_mailbox
 from .ownership import owner_thread, under_control
-from .runqueue import RunQueue, move, take_batch, take_in_order
-from .stealing import has_victim, steal_into
+from .runqueue import RunQueue, move, take_in_order
+from .stealing import has_victim
 from .thisthread import this_thread
 from .waitgraph import handle_of
 
@@ -625,18 +626,20 @@ class Worker:
             budget = min(budget, len(self._pinned) + len(self._local) + 1)
         aging = grid._aging
         batch: list[Handle[Any]] = []
-        take_batch(queues, None if aging is None else time.monotonic() - aging, budget, batch)
+        if (
+            take_next(
+                self, queues, None if aging is None else time.monotonic() - aging, budget, batch
+            )
+            and grid._sleepers
+            and has_victim(self)
+        ):
+            # Go's spinning chain: a thief that found work wakes another idle
+            # worker while backlog remains elsewhere.
+            grid._wake_idle()
         if not batch:
-            if steal_into(self):
-                take_batch(queues, None, budget, batch)
-                # Go's spinning chain: a thief that found work wakes another
-                # idle worker while backlog remains elsewhere.
-                if grid._sleepers and has_victim(self):
-                    grid._wake_idle()
-            if not batch:
-                self._marked = 0
-                self._park(tried_stealing=True)
-                return
+            self._marked = 0
+            self._park(tried_stealing=True)
+            return
         n = len(batch)
         if grid._cancel_all:
             for h in batch:
@@ -790,31 +793,8 @@ class Worker:
         if h._paused:
             self.grid._shelve(h)
             return
-        claims = CLAIMS[h._id & 63]
-        try:
-            claims.remove(h._id)
-        except KeyError:
-            # Cancelled while queued (already counted), started elsewhere, or
-            # its claim is held for an instant by move() or by a dispatcher
-            # looking at a stale copy (below), which queues the task again:
-            # none of ours to touch.
-            return
-        pin = h._pin
-        if pin is not None and pin != self.index:
-            # A stale copy of a task moved to another worker: give the claim
-            # back, and queue the task on its worker once more. A dispatcher
-            # that tried the claim while we held it dropped its copy, which
-            # may have been the one that would have started it (found by the
-            # hypothesis test without a GIL: a task left in no queue with its
-            # claim in place). A copy too many is skipped there (no claim).
-            claims.add(h._id)
-            self.grid._workers[pin]._push_pinned(h)
-            return
-        # Only the claim's winner writes _worker (Handle.cancel waits out the
-        # instant between the claim and this line).
-        h._worker = self
-        h._state = RUNNING
-        self.started += 1
+        if not self.grid._claim(h, self):
+            return  # none of ours to start (cancelled, elsewhere, a stale copy)
         # Driver(drive(h, self)), without a Python __init__ on this hot path.
         coro: Any = _new_object(Driver)
         coro._target = inner = drive(h, self)
@@ -867,7 +847,7 @@ class Worker:
     @owner_thread
     def _cancel_task(self, task: asyncio.Task[Any], msg: Any | None, h: Handle[Any]) -> bool:
         """Cancel the task of ``h``, one of this worker's, past any pause; owner thread."""
-        return cancel_task(task, msg, h)
+        return cancel_task(task, msg, h, self)
 
 
 #: What a shutdown reports to a worker loop's exception handler, by default.

@@ -13,6 +13,7 @@ from helpers import WAIT, Gate, LogCatcher, block_worker, identity, wait_until
 
 import loopgrid
 from loopgrid import Grid
+from loopgrid import core as core_module
 from loopgrid import worker as worker_module
 
 THRESHOLD = 0.05
@@ -65,7 +66,7 @@ def test_stalled_workers_backlog_runs_elsewhere_without_stealing(
 ) -> None:
     # With stealing switched off, only the stall detector can move the tasks
     # queued behind a stuck loop.
-    monkeypatch.setattr(worker_module, "steal_into", lambda thief: 0)
+    monkeypatch.setattr(core_module, "steal_into", lambda thief: 0)
     monkeypatch.setattr(worker_module, "has_victim", lambda thief: False)
     release = threading.Event()
     queued: list[loopgrid.Handle[Any]] = []

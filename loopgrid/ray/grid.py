@@ -63,14 +63,13 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import logs
+from ..core import ACCEPT_ALL, ACCEPT_NONE, SchedulingCore, take_next
 from ..errors import GridClosedError, WorkerDiedError, check_seconds
 from ..grid import _describe_target, _is_coroutine
-from ..gridbase import GridBase
 from ..handle import _DONE, CANCELLED, CLAIMS, COMPLETED, PENDING, RUNNING, Handle
 from ..priority import Priority, check_priority
-from ..runqueue import RunQueue, take_aged, take_in_order
+from ..runqueue import RunQueue
 from ..stats import _per_priority
-from ..stealing import steal_into
 from .actor import GridActor, Outcome, Request
 from .cluster import Connection, connect
 from .payload import pickled, portable
@@ -79,9 +78,7 @@ __all__ = ["RayGrid", "RayWorker"]
 
 T = TypeVar("T")
 
-_ids = itertools.count(1 << 40)  # apart from in-process ids, for the eye only
 _grid_names = itertools.count(1)
-_new_object = object.__new__
 _monotonic = time.monotonic
 _NORMAL = Priority.NORMAL
 _actor_class: Any = None
@@ -133,9 +130,10 @@ class RayHandle(Handle[T]):
 
     def _cancel_on_loop(self, msg: Any | None) -> None:
         # On the pump thread (Handle.cancel posts it to worker.loop).
-        if self._state is RUNNING and self._task is not None:
-            self._aux = msg
-            self._grid._ray.cancel(self._task)  # type: ignore[attr-defined]
+        task = self._task
+        if self._state is RUNNING and task is not None:
+            assert self._worker is not None
+            self._worker._cancel_task(task, msg, self)
         elif self._state is PENDING:
             self.cancel(msg)
 
@@ -163,6 +161,8 @@ class RayWorker:
         self.completed = 0
         self.failed = 0
         self.cancelled = 0
+        #: Always 0: no driver thread is this worker's (``CoreWorker.dropped``).
+        self.dropped = 0
         self.retried = 0
         self.stolen_in = 0
         self.stolen_from = [0] * workers
@@ -221,8 +221,25 @@ class RayWorker:
         self._pinned.push(h)
         self.grid._kick()
 
+    def _update_hold(self) -> None:
+        """A pause of this worker or of the grid changed: the pump looks again."""
+        self.grid._kick()
 
-class RayGrid(GridBase):
+    def _release_soon(self) -> None:
+        """Nothing to release: a task that runs on an actor is never paused."""
+
+    def _cancel_task(self, task: Any, msg: Any | None, h: Handle[Any]) -> bool:
+        """Ask the actor to cancel the task whose Ray ``ObjectRef`` is ``task``; the pump.
+
+        Its outcome comes back as a completion (``TaskCancelledError``), which
+        resolves the handle cancelled with ``msg``.
+        """
+        h._aux = msg
+        self.grid._ray.cancel(task)
+        return True
+
+
+class RayGrid(SchedulingCore):
     """A grid whose workers are Ray actor processes: the :class:`~loopgrid.Grid` API, scaled out.
 
     ``loops`` workers (default: the CPUs of the Ray instance), each a Ray
@@ -267,26 +284,11 @@ class RayGrid(GridBase):
         if actor_options is not None and not isinstance(actor_options, dict):
             raise TypeError(f"actor_options must be a dict or None, got {actor_options!r}")
         start_timeout = check_seconds("start_timeout", start_timeout)
-        self.name = name
+        # The scheduling state is the core's (core.py).
+        self._init_core(name, None if aging is None else float(aging))
         self._concurrency = concurrency
         self._retries = retries
-        self._aging: float | None = None if aging is None else float(aging)
-        self._injection = RunQueue()
-        self._control = threading.RLock()
-        self._ext_lock = threading.Lock()
-        self._close_lock = threading.Lock()
-        self._quiescent = threading.Event()
-        self._accept = True
-        self._closing = False
-        self._closed = False
         self._stopping = False
-        self._cancel_all = False
-        self._paused = False
-        self._paused_tasks: dict[int, Handle[Any]] = {}
-        self._shelf: dict[int, Handle[Any]] = {}
-        self._ext_spawned = 0
-        self._ext_cancelled = 0
-        self._lost_pending = 0
         self._kicked = False
         self._done: collections.deque[tuple[RayHandle[Any], RayWorker, Any]] = collections.deque()
         self._done_scheduled = False
@@ -348,7 +350,7 @@ class RayGrid(GridBase):
             self._poll(w)
 
     def _abort_start(self) -> None:
-        self._accept = False
+        self._accept = ACCEPT_NONE
         self._closed = self._closing = self._stopping = True
         for w in self._workers:
             with contextlib.suppress(Exception):
@@ -404,38 +406,32 @@ class RayGrid(GridBase):
             return
         share = -(-len(self._injection) // len(ready))
         took = False
+        aging = self._aging
         for w in sorted(ready, key=_by_inflight):
             free = cap - w.inflight
             batch: list[Handle[Any]] = []
-            budget = min(free, len(w._pinned) + len(w._local) + share)
+            # Its own queues and a fair share of the injection queue; with
+            # none of either, as many as it has free slots, stolen.
+            budget = min(free, len(w._pinned) + len(w._local) + share) or free
             queues = (w._pinned, w._local, self._injection)
-            if budget and self._aging is not None:
-                take_aged(queues, _monotonic() - self._aging, budget, batch)
-            take_in_order(queues, budget - len(batch), batch)
-            if len(batch) < free and steal_into(w):  # type: ignore[arg-type]
-                take_in_order((w._local,), free - len(batch), batch)
+            take_next(w, queues, None if aging is None else _monotonic() - aging, budget, batch)
             for h in batch:
-                self._start(w, h)  # type: ignore[arg-type]
+                self._start(w, h)
             took = took or bool(batch)
         if took:
             self._kick()  # what was skipped (cancelled, paused) left slots free
 
-    def _start(self, w: RayWorker, h: RayHandle[Any]) -> None:
+    def _start(self, w: RayWorker, h: Handle[Any]) -> None:
+        # Under _control, unlike a Grid worker's start: a task that runs in
+        # an actor cannot be paused, so a pause must see it either pending
+        # (and hold it) or running (and refuse), never pause it in between.
         with self._control:
             if h._paused:
-                self._shelf[h._id] = h
+                self._shelve(h)
                 return
-            claims = CLAIMS[h._id & 63]
-            try:
-                claims.remove(h._id)
-            except KeyError:
+            if not self._claim(h, w):
                 return  # cancelled while queued, or a moved task's stale copy
-            if h._pin is not None and h._pin != w.index:
-                claims.add(h._id)  # a stale copy of a task moved to another worker
-                return
-            h._worker = w  # type: ignore[assignment]
-            h._state = RUNNING
-        w.started += 1
+        assert isinstance(h, RayHandle)
         w.inflight += 1
         self._inflight[h._id] = h
         ref = w.actor.run.remote(h._fn)
@@ -550,7 +546,7 @@ class RayGrid(GridBase):
             w._replies.append((token, "error", exc))
             self._reply_soon(w)
             return
-        h = self._new_handle(payload, name or "child", check_priority(priority), None)
+        h = self._new_ray_handle(payload, name or "child", check_priority(priority), None)
         w.spawned += 1
         w._children[token] = h
         h._add_callback(None, lambda h: self._child_done(w, token, h), None)
@@ -633,7 +629,7 @@ class RayGrid(GridBase):
         for h in self._pop_queued():
             with self._control:
                 if h._paused:
-                    self._shelf[h._id] = h
+                    self._shelve(h)
                     continue
                 try:
                     CLAIMS[h._id & 63].remove(h._id)
@@ -680,7 +676,7 @@ class RayGrid(GridBase):
         overrides the grid's: how many times the task may start again if its
         worker dies while running it.
         """
-        if not self._accept:
+        if self._accept != ACCEPT_ALL:
             self._refuse(fn)
         if _is_coroutine(fn):
             coro: Any = fn
@@ -699,24 +695,20 @@ class RayGrid(GridBase):
             retries = self._retries
         else:
             _check_retries(retries)
-        h: RayHandle[T] = self._new_handle(
+        h: RayHandle[T] = self._new_ray_handle(
             pickled(fn, args), default_name if name is None else name, priority, worker, retries
         )
-        with self._ext_lock:
-            if not self._accept:
-                CLAIMS[h._id & 63].discard(h._id)
-                self._refuse(fn)
-            self._ext_spawned += 1
+        self._admit(h, fn)
         if worker is None:
             self._injection.push(h)
-            self._kick()
+            self._injected()
         else:
             self._workers[worker]._push_pinned(h)
         if logs.DEBUG_EVENTS:
             logs.debug("task.spawned", task_id=h._id, task=h._name, priority=priority.name)
         return h
 
-    def _new_handle(
+    def _new_ray_handle(
         self,
         payload: bytes,
         name: str,
@@ -724,44 +716,20 @@ class RayGrid(GridBase):
         pin: int | None,
         retries: int | None = None,
     ) -> RayHandle[Any]:
-        """The handle of a new pending task (as Grid._spawn builds one), claimable."""
-        h: RayHandle[Any] = _new_object(RayHandle)
-        h._grid = self  # type: ignore[assignment]
-        h._id = task_id = next(_ids)
-        h._name = name
-        h._priority = priority
-        h._fn = payload
-        h._args = ()  # (not None: _fn holds bytes, not a coroutine to close)
-        h._ctx = None
-        h._pin = pin
-        h._enqueued = _monotonic()
-        h._state = PENDING
-        h._paused = False
-        h._result = h._aux = h._worker = h._task = None
-        h._callbacks = []
+        """The handle of a new pending task (the core's factory), with its retries.
+
+        ``args`` is ``()``, not None: ``_fn`` holds the pickled call, not a
+        coroutine to close. Contextvars do not cross processes: no context.
+        """
+        h = self._new_handle(RayHandle, payload, (), None, name, priority, pin)
         h._retries = self._retries if retries is None else retries
-        CLAIMS[task_id & 63].add(task_id)
         return h
 
-    def _requeue(self, h: Handle[Any]) -> None:
-        """Put a resumed pending task back in a queue (any thread)."""
-        if h._pin is not None:
-            self._workers[h._pin]._push_pinned(h)
-        else:
-            self._injection.push(h)
-            self._kick()
+    def _injected(self) -> None:
+        self._kick()
 
-    def _shelve(self, h: Handle[Any]) -> None:
-        with self._control:
-            self._shelf[h._id] = h
-            if not h._paused and self._shelf.pop(h._id, None) is not None:
-                self._requeue(h)
-
-    def _count_dropped(self) -> None:
-        """Count a task cancelled while pending (any thread; see Grid._count_dropped:
-        ``Handle.cancel`` counts first, publishes the state, then checks for quiescence)."""
-        with self._ext_lock:
-            self._ext_cancelled += 1
+    def _cancel_running_soon(self) -> None:
+        self._from_ray_thread(self._cancel_running)
 
     # -- pausing ----------------------------------------------------------------------
 
@@ -784,14 +752,6 @@ class RayGrid(GridBase):
 
     # -- shutdown -----------------------------------------------------------------------
 
-    def _live(self) -> int:
-        finished = self._ext_cancelled + self._lost_pending
-        spawned = self._ext_spawned
-        for w in self._workers:
-            finished += w.completed + w.failed + w.cancelled
-            spawned += w.spawned
-        return spawned - finished
-
     def close(self, *, cancel: bool = False, timeout: float | None = None) -> None:
         """Wait for (or cancel) every task, then stop the actors and the pump.
 
@@ -802,28 +762,6 @@ class RayGrid(GridBase):
         other grid of the process uses it). Idempotent.
         """
         super().close(cancel=cancel, timeout=timeout)
-
-    def _drain(self, cancel: bool, timeout: float | None = None) -> bool:
-        with self._ext_lock:
-            self._closing = True
-            self._accept = False
-        with self._control:
-            self._paused = False
-            for w in self._workers:
-                w._paused = False
-        for h in list(self._paused_tasks.values()):
-            h.resume()
-        if cancel:
-            self._cancel_all = True
-            for q in [self._injection, *(q for w in self._workers for q in (w._pinned, w._local))]:
-                for h in q.pop_all():
-                    h.cancel()
-            for h in list(self._shelf.values()):
-                h.cancel()
-            self._from_ray_thread(self._cancel_running)
-        self._kick()
-        self._check_quiescent()
-        return self._quiescent.wait(timeout)
 
     def _stop_workers(self) -> None:
         self._stopping = True
