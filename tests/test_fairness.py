@@ -43,7 +43,15 @@ async def ticker(ticks: int, stop: threading.Event) -> int:
 
 
 @needs_gil
-def test_a_ticker_keeps_ticking_beside_a_busy_loop_of_short_steps() -> None:
+def test_a_ticker_keeps_ticking_beside_a_busy_loop_of_short_steps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On a machine busy with other processes the hog's thread gets less than
+    # BUSY_SHARE of the wall time on a CPU (it held the GIL while waiting for
+    # one): the loop would not count as busy, and the test would pass or fail
+    # with the machine's load. Any share counts here; the threshold itself is
+    # tested below, with clocks the test controls.
+    monkeypatch.setattr(fairness, "BUSY_SHARE", 0.01)
     stop = threading.Event()
     with Grid(2) as g:
         hog = g.spawn(short_steps, stop, worker=0)
@@ -53,9 +61,6 @@ def test_a_ticker_keeps_ticking_beside_a_busy_loop_of_short_steps() -> None:
         stats = g.stats()
     assert stopped_by_ticker, "the ticker's loop was starved of the GIL until the hog gave up"
     assert stats["workers"][0]["gil_yields"] > 0
-    # (Whether the ticker's loop ever looked busy depends on the machine: under
-    # -X dev beside CPU-bound processes it did. The decision itself is tested
-    # below with clocks the test controls.)
 
 
 class _Clocks:
