@@ -64,16 +64,25 @@ def test_a_ticker_keeps_ticking_beside_a_busy_loop_of_short_steps(
 
 
 class _Clocks:
-    """The thread's CPU clock and the wall clock, moved by the test."""
+    """The thread's CPU clock, the process's and the wall clock, moved by the
+    test; ``others`` is what the other threads run during each sleep."""
 
     def __init__(self) -> None:
         self.cpu = 0.0
+        self.process = 0.0
         self.wall = 0.0
         self.slept: list[float] = []
+        self.others = 0.0
 
     def run(self, cpu: float, wall: float) -> None:
         self.cpu += cpu
+        self.process += cpu
         self.wall += wall
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.process += self.others
+        self.wall += seconds
 
 
 def _timer(clocks: _Clocks) -> fairness.Fairness:
@@ -83,8 +92,20 @@ def _timer(clocks: _Clocks) -> fairness.Fairness:
         loop,
         cpu_clock=lambda: clocks.cpu,
         wall_clock=lambda: clocks.wall,
-        sleep=clocks.slept.append,
+        sleep=clocks.sleep,
+        process_clock=lambda: clocks.process,
     )
+
+
+def _busy_looks(clocks: _Clocks, timer: fairness.Fairness, looks: int) -> list[bool]:
+    """``looks`` busy looks in a row: for each, whether it yielded."""
+    out = []
+    for _ in range(looks):
+        before = timer.yields
+        clocks.run(0.005, 0.005)
+        assert timer.decide()
+        out.append(timer.yields > before)
+    return out
 
 
 @pytest.mark.parametrize(
@@ -127,3 +148,42 @@ def test_needed_only_with_several_workers_and_a_gil() -> None:
     with Grid(1) as g:
         assert g.workers[0]._fair is None
         assert g.stats()["workers"][0]["gil_yields"] == 0
+
+
+def test_yields_nobody_used_are_spaced_out_up_to_a_bound() -> None:
+    clocks = _Clocks()
+    timer = _timer(clocks)
+    # No other thread runs while it sleeps: yield, skip 1, yield, skip 3,
+    # yield, skip 7, yield, then skip MAX_SKIP between yields for good.
+    pattern = _busy_looks(clocks, timer, 1 + 1 + 1 + 3 + 1 + 7 + 1 + 15 + 1 + 15 + 1)
+    expected = [True]
+    for skipped in (1, 3, 7, fairness.MAX_SKIP, fairness.MAX_SKIP):
+        expected += [False] * skipped + [True]
+    assert pattern == expected
+    assert fairness.MAX_SKIP == 15
+
+
+def test_a_used_yield_brings_them_back_at_every_busy_look() -> None:
+    clocks = _Clocks()
+    timer = _timer(clocks)
+    assert _busy_looks(clocks, timer, 6) == [True, False, True, False, False, False]
+    # A thread waits for the GIL now: the next yield lets it run, and the
+    # yields come at every busy look while it keeps running in them.
+    clocks.others = 2 * fairness.USED
+    assert _busy_looks(clocks, timer, 4) == [True] * 4
+
+
+def test_other_threads_running_under_the_threshold_do_not_count() -> None:
+    clocks = _Clocks()
+    timer = _timer(clocks)
+    clocks.others = fairness.USED  # not over it
+    assert _busy_looks(clocks, timer, 3) == [True, False, True]
+
+
+def test_an_idle_look_forgets_the_backoff() -> None:
+    clocks = _Clocks()
+    timer = _timer(clocks)
+    assert _busy_looks(clocks, timer, 3) == [True, False, True]  # skipping 3 now
+    clocks.run(0.0001, 0.05)
+    assert not timer.decide()
+    assert _busy_looks(clocks, timer, 2) == [True, False]
