@@ -484,36 +484,118 @@ class _CpuClock:
         return self.now
 
 
-def test_an_inline_run_reads_the_cpu_clock_only_when_the_clock_says_it_may_be_long(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    cpu = _CpuClock()
-    monkeypatch.setattr(inline, "_thread_time", cpu)
-    routes = inline.Routes()
+def _inline_route(routes: inline.Routes) -> Any:
     route = routes.route({"type": "http", "method": "GET", "path": "/x"})
     assert route is not None
     route.inline = True
+    return route
+
+
+def _run(
+    routes: inline.Routes,
+    route: Any,
+    cpu: _CpuClock,
+    start: float,
+    ran: float,
+    on_cpu: float | None = None,
+) -> None:
+    """One inline run of ``route`` from ``start`` (the clock) for ``ran``
+    seconds, ``on_cpu`` of them on the CPU (all, by default)."""
+    reading = routes.reading(start, route)
+    cpu.now += ran if on_cpu is None else on_cpu
+    route.ran_inline(reading, start, ran, loopgrid.worker._current.asked)
+
+
+def test_an_inline_run_reads_the_cpu_clock_only_when_the_clock_says_it_may_be_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(inline, "CPU_LIMIT", 0.001)
+    monkeypatch.setattr(inline, "HOG_LIMIT", 0.010)
+    monkeypatch.setattr(inline, "FRESH", 0.002)
+    cpu = _CpuClock()
+    monkeypatch.setattr(inline, "_thread_time", cpu)
+    routes = inline.Routes()
+    route = _inline_route(routes)
     # Runs that start within FRESH of a reading share it.
-    assert routes.cpu_at(100.0) == 5.0
+    first = routes.reading(100.0, route)
+    assert (first.cpu, first.at) == (5.0, 100.0)
     cpu.now = 5.001
-    assert routes.cpu_at(100.0 + inline.FRESH / 2) == 5.0
+    assert routes.reading(100.0 + inline.FRESH / 2, route) is first
     assert cpu.reads == 1
-    assert routes.cpu_at(100.0 + 2 * inline.FRESH) == 5.001
+    again = routes.reading(100.0 + 2 * inline.FRESH, route)
+    assert (again.cpu, again.at) == (5.001, 100.0 + 2 * inline.FRESH)
     assert cpu.reads == 2
     # A run shorter than CPU_LIMIT from start to end was short: no reading.
-    route.ran_inline(5.0, inline.CPU_LIMIT / 2, loopgrid.worker._current.asked)
+    _run(routes, route, cpu, again.at + 0.0001, inline.CPU_LIMIT / 2)
     assert cpu.reads == 2
-    assert route.inline and route.strikes == 0
-    # A longer one is charged the CPU time from the shared reading on.
-    cpu.now = 5.0 + 1.5 * inline.CPU_LIMIT
-    route.ran_inline(5.0, 2 * inline.CPU_LIMIT, loopgrid.worker._current.asked)
-    assert cpu.reads == 3
-    assert route.inline and route.strikes == 1
-    # Over HOG_LIMIT of CPU: sent back at once.
-    cpu.now = 5.0 + 2 * inline.HOG_LIMIT
-    route.ran_inline(5.0, 3 * inline.HOG_LIMIT, loopgrid.worker._current.asked)
-    assert cpu.reads == 4
-    assert not route.inline
+    assert route.inline and route.strikes == 0 and not route.precise
+
+
+def test_an_inline_run_is_judged_on_what_is_certain(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inline, "CPU_LIMIT", 0.001)
+    monkeypatch.setattr(inline, "HOG_LIMIT", 0.010)
+    monkeypatch.setattr(inline, "FRESH", 0.002)
+    cpu = _CpuClock()
+    monkeypatch.setattr(inline, "_thread_time", cpu)
+    routes = inline.Routes()
+    route = _inline_route(routes)
+    reading = routes.reading(100.0, route)
+    # The front ran 1.5 ms after the reading; then a run of 1.2 ms on the
+    # clock spent 0.8 ms on the CPU. Known: between 0.8 and 2.3 ms. Not known
+    # to be under CPU_LIMIT or over it: no verdict, and its next run is timed
+    # exactly.
+    cpu.now += 0.0015
+    _run(routes, route, cpu, reading.at + 0.0015, 0.0012, on_cpu=0.0008)
+    assert route.strikes == 0 and route.precise and route.inline
+    # Timed exactly (a reading at its start), the next run of 1.2 ms is a strike.
+    reads = cpu.reads
+    _run(routes, route, cpu, reading.at + 0.0030, 0.0012)
+    assert cpu.reads == reads + 2  # at its start and at its end
+    assert route.strikes == 1 and route.precise
+    # A short one clears the exact timing (the strike stays, to be forgiven).
+    _run(routes, route, cpu, reading.at + 0.0050, 0.0001)
+    assert route.strikes == 1 and not route.precise
+    # A run whose least possible CPU time is over CPU_LIMIT is a strike at once.
+    fresh = routes.reading(200.0, route)
+    _run(routes, route, cpu, fresh.at + 0.0001, 0.003)
+    assert route.strikes == 2 and route.inline
+    # Its runs are timed exactly while it has strikes; a third strike sends it back.
+    assert route.precise
+    _run(routes, route, cpu, 250.0, 0.003)
+    assert not route.inline and not route.precise and route.demotions == 1
+    # A route timed from a shared reading whose run is over HOG_LIMIT even
+    # less the whole of FRESH: sent back at once.
+    hog = routes.route({"type": "http", "method": "GET", "path": "/hog"})
+    assert hog is not None
+    hog.inline = True
+    fresh = routes.reading(300.0, hog)
+    cpu.now += inline.FRESH / 2  # other requests, after the reading
+    _run(routes, hog, cpu, fresh.at + inline.FRESH / 2, inline.HOG_LIMIT + inline.FRESH)
+    assert not hog.inline and hog.strikes == 0 and hog.demotions == 1
+
+
+def test_an_inline_run_is_never_charged_what_ran_before_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(inline, "CPU_LIMIT", 0.001)
+    monkeypatch.setattr(inline, "FRESH", 0.002)
+    cpu = _CpuClock()
+    monkeypatch.setattr(inline, "_thread_time", cpu)
+    routes = inline.Routes()
+    route = _inline_route(routes)
+    reading = routes.reading(100.0, route)
+    # The front ran 1.9 ms of other requests after the reading; then a run of
+    # 1.1 ms on the clock spent only 0.1 ms on the CPU (it waited for the
+    # GIL): the most it can have run is 2.0 ms, the least 0.1 ms. No strike.
+    cpu.now += 0.0019
+    start = reading.at + 0.0019
+    assert routes.reading(start, route) is reading
+    cpu.now += 0.0001
+    route.ran_inline(reading, start, 0.0011, loopgrid.worker._current.asked)
+    assert route.strikes == 0 and route.inline
+    assert route.precise  # the next one is timed exactly: 0.1 ms, short
+    _run(routes, route, cpu, start + 0.002, 0.0001)
+    assert not route.precise and route.strikes == 0
 
 
 def test_a_route_learned_to_be_short_runs_on_the_front_loop() -> None:

@@ -168,12 +168,12 @@ class RequestBridge:
         if route is not None and route.inline:
             assert routes is not None
             calls = _current.asked
-            wall = _perf_counter()
-            cpu = routes.cpu_at(wall)  # mostly no system call: see inline.py
+            start = _perf_counter()
+            reading = routes.reading(start, route)  # mostly no system call: see inline.py
             try:
                 await self._front_call(scope, receive, send)
             finally:
-                route.ran_inline(cpu, _perf_counter() - wall, calls)
+                route.ran_inline(reading, start, _perf_counter() - start, calls)
             return
         first = await receive() if scope["type"] == "http" else None
         mb = mailbox_for_running_loop()
