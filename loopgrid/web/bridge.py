@@ -35,15 +35,13 @@ loop, so a kick and the front's check of ``out`` never interleave.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..mailbox import Mailbox, mailbox_for_running_loop
 from ..priority import Priority
-from ..worker import _current
-from .inline import Measure, Routes
+from .inline import Measure, Routes, run_timed
 
 if TYPE_CHECKING:
     from ..grid import Grid
@@ -53,7 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["RequestBridge"]
 
 _Message = dict[str, Any]
-_perf_counter = time.perf_counter
 _AppCall = Callable[[dict[str, Any], Any, Any], Any]
 
 
@@ -167,13 +164,7 @@ class RequestBridge:
         route = routes.route(scope) if routes is not None else None
         if route is not None and route.inline:
             assert routes is not None
-            calls = _current.asked
-            start = _perf_counter()
-            reading = routes.reading(start, route)  # mostly no system call: see inline.py
-            try:
-                await self._front_call(scope, receive, send)
-            finally:
-                route.ran_inline(reading, start, _perf_counter() - start, calls)
+            await run_timed(route, routes, self._front_call, scope, receive, send)
             return
         first = await receive() if scope["type"] == "http" else None
         mb = mailbox_for_running_loop()
