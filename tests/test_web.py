@@ -663,6 +663,42 @@ def test_a_route_that_asks_for_its_worker_never_runs_inline() -> None:
     assert seen <= {"0", "1"}
 
 
+def _where_app() -> Any:
+    """A Starlette app whose lifespan (run on each loop) notes its thread in
+    ``app.state``, and whose ``/where`` is a plain function, which Starlette
+    runs in a thread of its pool: it reads the state of the loop that serves
+    the request, found by the mark of that loop on the request's context."""
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        app.state.where = threading.current_thread().name
+        yield
+
+    def where(request: Any) -> PlainTextResponse:
+        return PlainTextResponse(request.app.state.where)
+
+    return Starlette(routes=[Route("/where", where)], lifespan=lifespan)
+
+
+def test_a_request_run_inline_sees_its_loops_app_state_from_a_thread() -> None:
+    with web.Server(_where_app(), loops=2, port=0, worker_header=True, fronts=1) as server:
+        seen = []
+        for _ in range(50 * PROMOTE):  # until the front runs it (after PROMOTE short runs)
+            _, headers, body = request(server, "/where")
+            seen.append((headers["x-loopgrid-worker"], body.decode()))
+            if seen[-1][0] == "front":
+                break
+    assert seen[-1] == ("front", "loopgrid-web-http")
+    assert len(seen) > PROMOTE
+    for label, where in seen[:-1]:
+        assert where == f"loopgrid-web-{label}"
+
+
 def test_spawn_works_in_a_request_run_inline() -> None:
     with inline_server() as server:
         promote(server, "/fan")

@@ -49,12 +49,18 @@ def with_state(app: Any, header: bool, per_loop: bool) -> Callable[..., Any]:
     """
     enter = appstate.enter
 
-    def bind(state: dict[str, Any], label: bytes) -> Callable[..., Awaitable[None]]:
+    def bind(
+        state: dict[str, Any], label: bytes, marked: bool = False
+    ) -> Callable[..., Awaitable[None]]:
+        # ``marked``: the loop's own server marked the context its requests
+        # copy (uvicornserver.py), so each request is marked already.
+        mark = per_loop and not marked
+
         def call(scope: _Scope, receive: Any, send: Any) -> Awaitable[None]:
             kind = scope["type"]
             if kind == "http":
                 scope["state"] = state.copy()
-                if per_loop:
+                if mark:
                     enter()
                 if header:
 
@@ -65,7 +71,7 @@ def with_state(app: Any, header: bool, per_loop: bool) -> Callable[..., Any]:
                 return call_closing_on_failure(app, scope, receive, send)
             if kind == "websocket":
                 scope["state"] = state.copy()
-                if per_loop:
+                if mark:
                     enter()
             return app(scope, receive, send)  # type: ignore[no-any-return]
 
@@ -99,7 +105,7 @@ def call_with(wrapped: Any, state: dict[str, Any], label: bytes) -> Any:
     """The app (``wrapped``, made by :func:`with_state`) as one worker's server
     calls it with connection dispatch: an ASGI app, so a coroutine function,
     as uvicorn requires."""
-    inner = wrapped(_snapshot(state), label)
+    inner = wrapped(_snapshot(state), label, marked=True)
 
     async def call(scope: _Scope, receive: Any, send: Any) -> None:
         await inner(scope, receive, send)
@@ -110,4 +116,4 @@ def call_with(wrapped: Any, state: dict[str, Any], label: bytes) -> Any:
 def call_on_front(wrapped: Any, state: dict[str, Any], label: bytes) -> Any:
     """The app (``wrapped``, made by :func:`with_state`) as a front loop calls
     it for a request it runs inline: the bridge awaits what it returns."""
-    return wrapped(_snapshot(state), label)
+    return wrapped(_snapshot(state), label, marked=True)

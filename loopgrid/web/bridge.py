@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..mailbox import Mailbox, mailbox_for_running_loop
 from ..priority import Priority
-from .inline import Measure, Routes, run_timed
+from .inline import Measure, Route, Routes, run_timed
 
 if TYPE_CHECKING:
     from ..grid import Grid
@@ -155,17 +155,24 @@ class RequestBridge:
         self._routes = routes
         self._offload = offload
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
+        """The awaitable that serves this request: a plain function, not a
+        coroutine of its own in front of the one that does the work (uvicorn
+        awaits what an ASGI 3 app returns; ``make_server`` says it is one)."""
         offload = self._offload
         if offload is not None and offload.matches(scope):
-            await offload.call(scope, receive, send)
-            return
+            return offload.call(scope, receive, send)
         routes = self._routes
         route = routes.route(scope) if routes is not None else None
         if route is not None and route.inline:
             assert routes is not None
-            await run_timed(route, routes, self._front_call, scope, receive, send)
-            return
+            return run_timed(route, routes, self._front_call, scope, receive, send)
+        return self._dispatch(route, scope, receive, send)
+
+    async def _dispatch(
+        self, route: Route | None, scope: dict[str, Any], receive: Any, send: Any
+    ) -> None:
+        """Serve the request from a grid task, crossing to it and back."""
         first = await receive() if scope["type"] == "http" else None
         mb = mailbox_for_running_loop()
         assert mb is not None  # uvicorn calls us on the front loop

@@ -67,7 +67,7 @@ not apply to it. It sees the front loop's own lifespan state and
 too, so whatever it holds is bound to the front's loop, not a worker's).
 
 Thread ownership: each front loop has a :class:`Routes` of its own (with
-several fronts, each learns alone); it and its :class:`_Route` entries belong
+several fronts, each learns alone); it and its :class:`Route` entries belong
 to that front loop's thread, which alone reads and updates them; a dispatched
 run's measurements are written by its worker before the task ends and read by
 the front after it awaited the task's handle.
@@ -91,6 +91,7 @@ __all__ = [
     "STRIKES",
     "WALL_LIMIT",
     "Reading",
+    "Route",
     "Routes",
     "run_timed",
 ]
@@ -119,7 +120,7 @@ _thread_time = time.thread_time
 _perf_counter = time.perf_counter
 
 
-class _Route:
+class Route:
     """One route's record; see the module docstring."""
 
     __slots__ = ("demotions", "inline", "key", "need", "precise", "run", "shorts", "strikes")
@@ -245,10 +246,10 @@ class Routes:
     """The front loop's table of routes; see the module docstring."""
 
     def __init__(self) -> None:
-        self._table: dict[tuple[str, str], _Route] = {}
+        self._table: dict[tuple[str, str], Route] = {}
         self._last = Reading(0.0, float("-inf"))
 
-    def reading(self, now: float, route: _Route) -> Reading:
+    def reading(self, now: float, route: Route) -> Reading:
         """The reading an inline run of ``route`` starting at ``now`` (the
         clock) is timed from: the last one, unless it is over :data:`FRESH`
         old or the route is to be timed exactly; then a new one."""
@@ -257,19 +258,19 @@ class Routes:
             last = self._last = Reading(_thread_time(), now)
         return last
 
-    def route(self, scope: dict[str, Any]) -> _Route | None:
+    def route(self, scope: dict[str, Any]) -> Route | None:
         """The entry of this request's route (None: dispatch it, untracked)."""
         if scope["type"] != "http":
             return None
         key = (scope["method"], scope["path"])
         r = self._table.get(key)
         if r is None and len(self._table) < MAX_ROUTES:
-            r = self._table[key] = _Route(key)
+            r = self._table[key] = Route(key)
         return r
 
 
 async def run_timed(
-    route: _Route,
+    route: Route,
     routes: Routes,
     call: Callable[[dict[str, Any], Any, Any], Awaitable[None]],
     scope: dict[str, Any],

@@ -100,8 +100,15 @@ def make_server(app: Any, grace: float, stopping: bool, options: dict[str, Any])
     """A :class:`MarkedServer` for ``app`` with uvicorn ``options``: no lifespan
     (loopgrid runs it, ``lifespan.py``), ``grace`` as its graceful timeout, and
     stopped at once if the server is already ``stopping``."""
+    # The app uvicorn serves is always loopgrid's ASGI 3 wrapper (a user's
+    # ASGI 2 or WSGI app is adapted before it: web/command.py), which may
+    # be a plain callable returning an awaitable: uvicorn's guess ("auto")
+    # would take that for ASGI 2.
     config = import_uvicorn().Config(
-        app, lifespan="off", timeout_graceful_shutdown=grace, **options
+        app,
+        lifespan="off",
+        timeout_graceful_shutdown=grace,
+        **{**options, "interface": "asgi3"},
     )
     server = server_class()(config)
     server.should_exit = stopping
