@@ -484,16 +484,25 @@ class _CpuClock:
         return self.now
 
 
-def _inline_route(routes: inline.Routes) -> Any:
+def _timing(monkeypatch: pytest.MonkeyPatch) -> tuple[_CpuClock, inline.Routes, inline.Route]:
+    """inline.py's default limits (the autouse fixture widens them), the
+    front thread's CPU clock the test moves, and a table with one route
+    running inline."""
+    monkeypatch.setattr(inline, "CPU_LIMIT", 0.001)
+    monkeypatch.setattr(inline, "HOG_LIMIT", 0.010)
+    monkeypatch.setattr(inline, "FRESH", 0.002)
+    cpu = _CpuClock()
+    monkeypatch.setattr(inline, "_thread_time", cpu)
+    routes = inline.Routes()
     route = routes.route({"type": "http", "method": "GET", "path": "/x"})
     assert route is not None
     route.inline = True
-    return route
+    return cpu, routes, route
 
 
 def _run(
     routes: inline.Routes,
-    route: Any,
+    route: inline.Route,
     cpu: _CpuClock,
     start: float,
     ran: float,
@@ -509,13 +518,7 @@ def _run(
 def test_an_inline_run_reads_the_cpu_clock_only_when_the_clock_says_it_may_be_long(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(inline, "CPU_LIMIT", 0.001)
-    monkeypatch.setattr(inline, "HOG_LIMIT", 0.010)
-    monkeypatch.setattr(inline, "FRESH", 0.002)
-    cpu = _CpuClock()
-    monkeypatch.setattr(inline, "_thread_time", cpu)
-    routes = inline.Routes()
-    route = _inline_route(routes)
+    cpu, routes, route = _timing(monkeypatch)
     # Runs that start within FRESH of a reading share it.
     first = routes.reading(100.0, route)
     assert (first.cpu, first.at) == (5.0, 100.0)
@@ -532,13 +535,7 @@ def test_an_inline_run_reads_the_cpu_clock_only_when_the_clock_says_it_may_be_lo
 
 
 def test_an_inline_run_is_judged_on_what_is_certain(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(inline, "CPU_LIMIT", 0.001)
-    monkeypatch.setattr(inline, "HOG_LIMIT", 0.010)
-    monkeypatch.setattr(inline, "FRESH", 0.002)
-    cpu = _CpuClock()
-    monkeypatch.setattr(inline, "_thread_time", cpu)
-    routes = inline.Routes()
-    route = _inline_route(routes)
+    cpu, routes, route = _timing(monkeypatch)
     reading = routes.reading(100.0, route)
     # The front ran 1.5 ms after the reading; then a run of 1.2 ms on the
     # clock spent 0.8 ms on the CPU. Known: between 0.8 and 2.3 ms. Not known
@@ -577,12 +574,7 @@ def test_an_inline_run_is_judged_on_what_is_certain(monkeypatch: pytest.MonkeyPa
 def test_an_inline_run_is_never_charged_what_ran_before_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(inline, "CPU_LIMIT", 0.001)
-    monkeypatch.setattr(inline, "FRESH", 0.002)
-    cpu = _CpuClock()
-    monkeypatch.setattr(inline, "_thread_time", cpu)
-    routes = inline.Routes()
-    route = _inline_route(routes)
+    cpu, routes, route = _timing(monkeypatch)
     reading = routes.reading(100.0, route)
     # The front ran 1.9 ms of other requests after the reading; then a run of
     # 1.1 ms on the clock spent only 0.1 ms on the CPU (it waited for the
