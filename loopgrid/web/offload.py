@@ -48,8 +48,10 @@ controlling thread; :meth:`Offload.call` runs on any front loop. Each
 replaces the process when it dies; sends (from fronts, and ``close``) hold the
 child's ``lock``, which also guards swapping ``conn``. ``pending`` (request id
 -> the front loop and future awaiting it) is added to by fronts and popped by
-the reader (single dict operations, atomic); a reply resolves its future
-through ``call_soon_threadsafe`` on that front's loop. ``alive`` is written by
+the reader (single dict operations, atomic); a front chooses a child and
+adds its entry under the offload's ``_choosing`` lock, so that concurrent
+choices see each other; a reply resolves its future through
+``call_soon_threadsafe`` on that front's loop. ``alive`` is written by
 the reader and the controlling thread, read by fronts to pick a child.
 """
 
@@ -202,8 +204,8 @@ class _Child:
         with self.lock:
             _send(self.conn, message)
 
-    def request(self, fut: asyncio.Future[Any], scope: dict[str, Any], body: bytes) -> int:
-        """Send a request whose reply resolves ``fut``; returns its id.
+    def reserve(self, fut: asyncio.Future[Any]) -> int:
+        """Count a request whose reply resolves ``fut`` as this child's; its id.
 
         Ids count up per child and are never reused: a late reply to a
         request that was cancelled finds no entry instead of another's.
@@ -211,12 +213,16 @@ class _Child:
         with self.lock:
             rid = self._next_id = self._next_id + 1
             self.pending[rid] = (fut.get_loop(), fut)
+        return rid
+
+    def request(self, rid: int, scope: dict[str, Any], body: bytes) -> None:
+        """Send the request reserved as ``rid``; its entry goes if that fails."""
+        with self.lock:
             try:
                 _send(self.conn, ("request", rid, (scope, body)))
             except BaseException:
-                del self.pending[rid]
+                self.pending.pop(rid, None)
                 raise
-        return rid
 
     def _read(self) -> None:
         while True:
@@ -294,6 +300,7 @@ class Offload:
         self.prefixes = tuple(prefixes)
         self._header = header
         self._children = [_Child(i, target, lifespan) for i in range(processes)]
+        self._choosing = threading.Lock()  # see the module doc: any front
 
     def matches(self, scope: dict[str, Any]) -> bool:
         if scope["type"] != "http":
@@ -338,12 +345,16 @@ class Offload:
         if not live:
             await _plain(send, 503, "Service Unavailable: no offload process is running")
             return
-        child = min(live, key=lambda c: len(c.pending))
         fut: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
         plain = {k: scope[k] for k in SCOPE_KEYS if k in scope}
-        rid = 0
+        # The least busy child, counted busier at once: two fronts choosing at
+        # the same moment (free-threaded builds run them in parallel) both
+        # took the idle one when the choice and the count were apart.
+        with self._choosing:
+            child = min(live, key=lambda c: len(c.pending))
+            rid = child.reserve(fut)
         try:
-            rid = child.request(fut, plain, bytes(body))
+            child.request(rid, plain, bytes(body))
             kind, payload = await fut
         except asyncio.CancelledError:
             child.pending.pop(rid, None)
