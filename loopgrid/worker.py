@@ -755,7 +755,7 @@ class Worker:
         loop each; a task that blocks holds up only itself, since whatever this
         turn has not taken yet is still queued for the other workers. (Before
         3.12 the steps run after the dispatcher, where it cannot time them:
-        one injected task per turn there.)
+        a turn takes its fair share of the injection queue there.)
         """
         grid = self.grid
         one: list[Handle[Any]] = []
