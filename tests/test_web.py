@@ -556,7 +556,7 @@ def test_an_inline_run_is_judged_on_what_is_certain(monkeypatch: pytest.MonkeyPa
     fresh = routes.reading(200.0, route)
     _run(routes, route, cpu, fresh.at + 0.0001, 0.003)
     assert route.strikes == 2 and route.inline
-    # Its runs are timed exactly while it has strikes; a third strike sends it back.
+    # The run after a strike is timed exactly; a third strike sends it back.
     assert route.precise
     _run(routes, route, cpu, 250.0, 0.003)
     assert not route.inline and not route.precise and route.demotions == 1

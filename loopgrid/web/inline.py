@@ -48,8 +48,8 @@ bound (the front cannot have run longer than that before the run). A run is
 judged on what is certain: a lower bound over :data:`HOG_LIMIT` sends it
 back, over :data:`CPU_LIMIT` is a strike; an upper bound under
 :data:`CPU_LIMIT` is short. Between the two it is not judged, and the
-route's next run is timed exactly, with a reading at its start (and so are
-its runs while it has a strike): a route is never charged for what the
+route's next run is timed exactly, with a reading at its start (as is the
+run after a strike): a route is never charged for what the
 front ran before it, and a hog is sent back at once if it ran over
 :data:`HOG_LIMIT` plus :data:`FRESH`, else one run later. So most runs read
 no CPU clock at all, and the front reads it about once per :data:`FRESH`
@@ -166,7 +166,8 @@ class Route:
                 self._forgive()
             return
         most = _thread_time() - reading.cpu
-        self._judge(Measure.of(most - (start - reading.at), wall, asked), most)
+        least = max(0.0, most - (start - reading.at))
+        self._judge(Measure.of(least, wall, asked), most)
 
     def _judge(self, m: Measure, most: float) -> None:
         """``m.cpu`` is the least CPU time the run can have taken, ``most`` the most."""
