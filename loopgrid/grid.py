@@ -245,7 +245,7 @@ class Grid(SchedulingCore):
         self._ready_lock = threading.Lock()
         self._not_ready = loops
         self._all_ready = threading.Event()
-        self._size = loops  # workers (with several, a turn takes a fair share of the injected)
+        self._size = loops  # workers (with several, a turn takes a share of the injected)
         self._workers: tuple[Worker, ...] = tuple(Worker(self, i, loops) for i in range(loops))
         #: The parked workers (idle.py); its deque, non-empty, is the hint
         #: that some worker may be idle, read on every spawn.

@@ -612,15 +612,16 @@ class Worker:
         # A turn takes what it can start promptly: on 3.12+ it times each
         # start and gives back what it had no time for; before, _budget says
         # how many fit, from how long the last ones took. Of the injection
-        # queue, a turn on a grid of several workers takes its fair share, as
-        # Go's globrunqget does: 1/N of what is queued, plus one. Go moves that
-        # share to the local queue, where it stays stealable; here a task
-        # taken is started, and a started task never moves, so every task
-        # taken beyond the one about to run is bet on this loop staying free.
-        # Under a light load (fewer queued tasks than workers) the share is
-        # one task: a handler that then blocks the loop (a web request calling
-        # a slow driver) holds no request started behind it; left in the
-        # injection queue, they go to the next free worker. Under a burst the
+        # queue, a turn on a grid of several workers takes one task while no
+        # more are queued than there are workers, and its fair share (1/N of
+        # them) beyond that, somewhat as Go's globrunqget. Go moves that share
+        # to the local queue, where it stays stealable; here a task taken is
+        # started, and a started task never moves, so every task taken beyond
+        # the one about to run is bet on this loop staying free. Under a light
+        # load a handler that then blocks the loop (a web request calling a
+        # slow driver) holds no request started behind it; left in the
+        # injection queue, they go to the next free worker (two requests that
+        # wait for each other meet: tests/test_web.py). Under a burst the
         # share is what this worker would get anyway; one task per turn there
         # made each external spawn cost a loop iteration and a wake-up of its
         # own (20,000 spawns from a thread: 0.2x the rate of one loop on 2-32
@@ -628,10 +629,11 @@ class Worker:
         # injected task at a time while it is short (_chain). See
         # bench/notes/web.md.
         budget = self._budget()
-        if grid._size > 1:
+        size = grid._size
+        if size > 1:
             injected = len(grid._injection)
             if injected:
-                share = injected // grid._size + 1
+                share = injected // size if injected > size else 1
                 budget = min(budget, len(self._pinned) + len(self._local) + share)
         aging = grid._aging
         batch: list[Handle[Any]] = []
