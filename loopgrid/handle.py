@@ -46,6 +46,7 @@ Thread ownership:
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextvars
 import operator
@@ -65,6 +66,8 @@ from .mailbox import Mailbox, _tls, mailbox_for_running_loop, running_loop
 from .priority import Priority
 from .waitgraph import WaitTarget, _edges, handle_of
 from .waitgraph import check_cycle as _check_cycle
+
+_allocate_lock = _thread.allocate_lock
 
 if TYPE_CHECKING:
     from .core import CoreWorker, SchedulingCore
@@ -346,13 +349,17 @@ class Handle(WaitTarget, Generic[T]):
                 f"an event loop: waiting would block that loop; use 'await handle' there"
             )
         timeout = check_timeout(timeout)
-        event = threading.Event()
+        # A bare lock, held until the task is done, rather than an Event (a
+        # Condition and two locks): the waiting thread holds the GIL until it
+        # blocks, and the worker just woken for the task waits for it.
+        done = _allocate_lock()
+        done.acquire()
 
         def _set(_: object) -> None:
-            event.set()
+            done.release()
 
         self._add_callback(None, _set, None)
-        if not _wait(event, timeout):
+        if not _wait_lock(done, timeout):
             self.remove_done_callback(_set)
             raise TimeoutError(f"{self!r} did not finish within {timeout} s")
 
@@ -671,6 +678,12 @@ _SIGNAL_SLICE = 0.1
 def _wait(event: threading.Event, timeout: float | None) -> bool:
     """``event.wait(timeout)``, in slices on the main thread (:func:`_wait_sliced`)."""
     return _wait_sliced(event.wait, timeout)
+
+
+def _wait_lock(lock: _thread.LockType, timeout: float | None) -> bool:
+    """Acquire ``lock``, which another thread releases once done; as :func:`_wait`."""
+    acquire = lock.acquire
+    return _wait_sliced(lambda t: acquire(True, -1 if t is None else t), timeout)
 
 
 def _wait_sliced(wait: Callable[[float | None], bool], timeout: float | None) -> bool:

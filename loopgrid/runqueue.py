@@ -140,11 +140,21 @@ def take_in_order(queues: tuple[RunQueue, ...], budget: int, out: list[Handle[An
     """
     taken = 0
     for p in LEVELS_HIGH_FIRST:
-        sources = [q.levels[p] for q in queues if q.levels[p]]
-        if not sources:
+        first: deque[Handle[Any]] | None = None
+        sources: list[deque[Handle[Any]]] | None = None
+        for q in queues:
+            d = q.levels[p]
+            if d:
+                if first is None:
+                    first = d
+                elif sources is None:
+                    sources = [first, d]
+                else:
+                    sources.append(d)
+        if first is None:
             continue
-        if len(sources) == 1:
-            taken += move(sources[0], budget - taken, out)
+        if sources is None:
+            taken += move(first, budget - taken, out)
         else:
             taken = _merge_by_id(sources, budget, taken, out)
         if taken >= budget:
@@ -165,7 +175,9 @@ def take_aged(
     for p in (0, 1, 2):
         for q in queues:
             d = q.levels[p]
-            while taken < budget:
+            # Empty deques are the rule: tested first, since a failed d[0]
+            # raises, and an exception costs more than this whole loop.
+            while d and taken < budget:
                 try:
                     head = d[0]
                 except IndexError:
