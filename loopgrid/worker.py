@@ -608,6 +608,23 @@ class Worker:
             return
         queues = (self._pinned, self._local, grid._injection)
         direct = self.loop.get_task_factory() is None
+        if (
+            not self._marked
+            and len(self._pinned) + len(self._local) + len(grid._injection) == 1
+            and not grid._cancel_all
+        ):
+            # A lone task, the rule under a light load (a request, a spawn
+            # from a thread onto an idle grid): started without the batch
+            # machinery (budget, aging, shares), and the dispatcher parks at
+            # once instead of after one more turn. Parking re-checks every
+            # queue, as ever, so what arrived meanwhile is not missed. Measured
+            # (bench_latency, 2 loops, 3.11): spawn-to-start from a thread
+            # p50 25 -> 20 us.
+            one: list[Handle[Any]] = []
+            if take_in_order(queues, 1, one):
+                self._start(one.pop(), direct)
+            self._park()
+            return
         eager = _EAGER_START and direct
         # A turn takes what it can start promptly: on 3.12+ it times each
         # start and gives back what it had no time for; before, _budget says
