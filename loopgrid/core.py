@@ -430,6 +430,23 @@ class SchedulingCore(GridBase):
         """Have every running task cancelled where it runs; any thread (closing)."""
         raise NotImplementedError
 
+    def _set_paused(self, paused: bool) -> None:
+        """Pause or resume the grid as a whole: ``pause``/``resume`` of both grids; any thread.
+
+        Each worker looks at the grid's flag through its own hold
+        (``_update_hold``): a thread worker stops starting tasks and holds its
+        running ones at their next suspension, a Ray worker is sent nothing
+        new. Taken under ``_control``, so that a pause never lands after
+        ``close`` has lifted every pause (``_check_pausable``).
+        """
+        with self._control:
+            if paused:
+                self._check_pausable()
+            self._paused = paused
+            for w in self._workers:
+                w._update_hold()
+        logs.info("grid.paused" if paused else "grid.resumed", grid=self.name)
+
     def _resume_everything(self) -> None:
         """Lift every pause, of the grid, its workers and its tasks (closing)."""
         with self._control:

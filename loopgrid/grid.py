@@ -477,20 +477,11 @@ class Grid(SchedulingCore):
         paused on their own stay paused after the grid resumes. A closing grid
         cannot be paused (:class:`~loopgrid.GridClosedError`).
         """
-        with self._control:
-            self._check_pausable()
-            self._paused = True
-            for w in self._workers:
-                w._update_hold()
-        logs.info("grid.paused", grid=self.name)
+        self._set_paused(True)
 
     def resume(self) -> None:
         """Release what :meth:`pause` held; any thread."""
-        with self._control:
-            self._paused = False
-            for w in self._workers:
-                w._update_hold()
-        logs.info("grid.resumed", grid=self.name)
+        self._set_paused(False)
 
     # -- shutdown -----------------------------------------------------------------
 

@@ -739,16 +739,11 @@ class RayGrid(SchedulingCore):
         Running tasks go on: they step in other processes. Raises
         :class:`~loopgrid.GridClosedError` on a closing grid.
         """
-        with self._control:
-            self._check_pausable()
-            self._paused = True
-        logs.info("grid.paused", grid=self.name)
+        self._set_paused(True)
 
     def resume(self) -> None:
-        with self._control:
-            self._paused = False
-        self._kick()
-        logs.info("grid.resumed", grid=self.name)
+        """Send pending tasks to the workers again; any thread."""
+        self._set_paused(False)
 
     # -- shutdown -----------------------------------------------------------------------
 
