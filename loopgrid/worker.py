@@ -196,8 +196,8 @@ class Worker:
         #: Seconds a task started here takes in its first step, as last seen
         #: (see _budget); the first turns assume a few per CHAIN_TURN.
         self._cost = _FIRST_COST
-        #: When the last turn ended and how many tasks it started, while their
-        #: first steps run before the next turn (0: nothing to measure).
+        #: When the last turn's first steps began (_stamp) and how many tasks
+        #: it started, while they run before the next turn (0: nothing to measure).
         self._mark = 0.0
         self._marked = 0
         self.spawned = 0
@@ -693,6 +693,9 @@ class Worker:
             elif t <= deadline and grid._size > 1 and any(grid._injection.levels):
                 self._chain(queues, n, deadline)
         else:
+            # Their first steps run in the loop's next round, right after
+            # this stamp, and before the next turn, which times them (_budget).
+            self.loop.call_soon(self._stamp)
             start = self._start
             for h in batch:
                 start(h, direct)
@@ -709,7 +712,6 @@ class Worker:
         ):
             self.loop.call_soon(self._dispatch)
             if not eager:  # their first steps run before that turn: timed there
-                self._mark = _perf_counter()
                 self._marked = n
             # Backlog remains that an idle worker may take (a lone local task
             # stays here, as in _push_local).
@@ -718,6 +720,11 @@ class Worker:
         else:
             self._marked = 0
             self._park()
+
+    @owner_thread
+    def _stamp(self) -> None:
+        """Note when a batch's first steps begin (see :meth:`_budget`); owner thread."""
+        self._mark = _perf_counter()
 
     @owner_thread
     def _budget(self) -> int:
@@ -730,9 +737,12 @@ class Worker:
         are out of every queue meanwhile, where no thief sees them. So a turn
         takes as many as fit in :data:`CHAIN_TURN` (1 to :data:`BATCH`) at the
         cost per task last seen (:meth:`_learn`). Where the first steps run
-        after the turn, this turn first measures how long the loop took to
-        come back to it since the last one started tasks (those first steps,
-        and whatever else was ready). Owner thread.
+        after the turn, this turn first measures how long the last turn's
+        first steps took: from :meth:`_stamp`, queued just ahead of them, to
+        now. (Measured from the end of the last turn instead, the time also
+        held the loop's wait for the GIL between two rounds, which grows with
+        the number of loops: batches shrank as loops were added, and local
+        spawns on 16 loops ran at 0.8x the rate of one.) Owner thread.
         """
         n = self._marked
         if n:
