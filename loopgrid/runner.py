@@ -193,11 +193,15 @@ class Runner:
 
     def _on_sigint(self, signum: int, frame: FrameType | None, box: list[Handle[Any]]) -> None:
         # asyncio.Runner._on_sigint, with the main task on another thread.
+        # main.done() is read once: without the GIL, worker 0 may cancel
+        # and finish main between two reads, and a second read would then
+        # raise KeyboardInterrupt on top of the cancellation just asked for.
         self._interrupt_count += 1
         if self._interrupt_count == 1:
-            if box and not box[0].done():
+            if not box:
+                return  # run() cancels main once it is spawned
+            if not box[0].done():
                 self._cancel_main_soon(box[0])
-            if not box or not box[0].done():
                 return
         raise KeyboardInterrupt()
 
