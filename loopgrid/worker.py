@@ -615,15 +615,19 @@ class Worker:
         ):
             # A lone task, the rule under a light load (a request, a spawn
             # from a thread onto an idle grid): started without the batch
-            # machinery (budget, aging, shares), and the dispatcher parks at
-            # once instead of after one more turn. Parking re-checks every
-            # queue, as ever, so what arrived meanwhile is not missed. Measured
-            # (bench_latency, 2 loops, 3.11): spawn-to-start from a thread
-            # p50 25 -> 20 us.
+            # machinery (budget, aging, shares), and the dispatcher parks
+            # without another turn, once the task's first step is over (a
+            # parked worker is the first one woken for new work: one whose
+            # loop a first step still holds would leave that work waiting).
+            # Parking re-checks every queue, so nothing queued meanwhile is
+            # missed.
             one: list[Handle[Any]] = []
             if take_in_order(queues, 1, one):
                 self._start(one.pop(), direct)
-            self._park()
+            if _EAGER_START and direct:
+                self._park()  # the first step ran in _start
+            else:
+                self.loop.call_soon(self._park)
             return
         eager = _EAGER_START and direct
         # A turn takes what it can start promptly: on 3.12+ it times each

@@ -75,3 +75,19 @@ def test_a_turn_takes_as_many_as_fit_in_its_time() -> None:
     with Grid(2) as g:
         seen = g.spawn(probe, worker=1).result(WAIT)
     assert seen == [1, 1, BATCH]
+
+
+def test_the_worker_running_a_lone_tasks_first_step_is_not_offered_more_work() -> None:
+    """A lone task starts without a second dispatcher turn, and its worker
+    parks only once the first step is over: the idle list hands new work to
+    the worker parked last, and while a first step holds this loop (a handler
+    calling a slow driver) that work must go to another one."""
+
+    async def first_step() -> tuple[bool, bool]:
+        w = loopgrid.current_worker()
+        return w._parked, w in g._idle.sleepers
+
+    with Grid(2) as g:
+        # From a plain thread, onto an idle grid: one task queued at a time.
+        seen = {g.spawn(first_step).result(WAIT) for _ in range(50)}
+    assert seen == {(False, False)}
