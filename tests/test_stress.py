@@ -71,8 +71,6 @@ def test_100k_tasks_over_4_workers_none_lost() -> None:
     ran.update(f.worker for f in fans)
     ran.update(h.worker for hs in outside.values() for h in hs)
     assert [w["completed"] for w in g.stats()["workers"]] == [ran[i] for i in range(4)]
-    # Only tasks spawned on a worker are stealable (outside spawns are injected).
-    assert t["stolen_in"] <= FANOUTS * PER_FANOUT
     assert grid_threads() == []
 
 
