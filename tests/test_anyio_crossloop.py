@@ -413,9 +413,15 @@ def test_an_anyio_event_made_before_the_grid_opened_wakes_a_waiter_on_another_lo
         ev = anyio.Event()  # no grid open yet: anyio's class, bound to this loop
         assert type(ev) is anyio_asyncio.Event
         async with Grid(loops=2, debug=True) as grid:
+            # The waiter first: its first step binds the event to this loop. A
+            # set() from another thread before any waiter has bound it is
+            # asyncio.Event's own, unguarded (with no GIL it raced this wait).
+            waiter = asyncio.ensure_future(ev.wait())
+            await asyncio.sleep(0)  # exactly the waiter's first step
+            assert ev._event._loop is asyncio.get_running_loop() and not waiter.done()
             grid.spawn(call, ev.set, worker=1)
             with anyio.fail_after(WAIT):
-                await ev.wait()
+                await waiter
         return "woken"
 
     assert asyncio.run(main(), debug=True) == "woken"
