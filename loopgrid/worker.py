@@ -653,9 +653,8 @@ class Worker:
         size = grid._size
         if size > 1 and any(grid._injection.levels):
             injected = len(grid._injection)
-            if injected:
-                share = injected // size if injected > size else 1
-                budget = min(budget, len(self._pinned) + len(self._local) + share)
+            share = injected // size if injected > size else 1
+            budget = min(budget, len(self._pinned) + len(self._local) + share)
         aging = grid._aging
         batch: list[Handle[Any]] = []
         if (
