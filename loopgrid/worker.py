@@ -722,7 +722,10 @@ class Worker:
                 grid._wake_idle()
         else:
             self._marked = 0
-            self._park()
+            if eager:
+                self._park()
+            else:  # after the first steps, as for a lone task (see above)
+                self.loop.call_soon(self._park)
 
     @owner_thread
     def _stamp(self) -> None:

@@ -91,3 +91,24 @@ def test_the_worker_running_a_lone_tasks_first_step_is_not_offered_more_work() -
         # From a plain thread, onto an idle grid: one task queued at a time.
         seen = {g.spawn(first_step).result(WAIT) for _ in range(50)}
     assert seen == {(False, False)}
+
+
+def test_a_worker_whose_turn_took_every_queued_task_parks_after_their_first_steps() -> None:
+    """The same for a turn that starts several tasks and leaves no queue
+    behind: before 3.12 their first steps run after the turn, and the worker
+    must not be parked (so first in line for new work: ``Idle.wake_one``
+    passes over listed workers that are not) while they run."""
+
+    async def first_step() -> bool:
+        return loopgrid.current_worker()._parked
+
+    async def parent() -> set[bool]:
+        # Pinned here: one turn, after this step, finds all three and nothing else.
+        hs = [loopgrid.spawn(first_step, worker=1) for _ in range(3)]
+        return {await h for h in hs}
+
+    with Grid(2) as g:
+        seen = set()
+        for _ in range(20):
+            seen |= g.spawn(parent, worker=1).result(WAIT)
+    assert seen == {False}
