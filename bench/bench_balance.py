@@ -117,7 +117,7 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
         finally:
             case.close()
         busiest = case.busiest[-rounds:]  # the warm-up round left out
-        efficiency = [i / s for i, s in zip(samples["serial"], samples["grid"])]
+        efficiency = [i / s for i, s in zip(samples["serial"], samples["grid"], strict=True)]
         nominal_efficiency = [nominal / s for s in samples["grid"]]
         results.append(
             {

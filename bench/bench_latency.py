@@ -9,7 +9,10 @@ process, rounds interleaved:
 
 (a) from a plain thread: ``grid.spawn(stamp)`` on an idle 2-worker grid, vs
     ``asyncio.run_coroutine_threadsafe(stamp(), loop)`` onto an idle uvloop
-    loop in a thread (the standard way to hand a coroutine to a loop);
+    loop in a thread (the standard way to hand a coroutine to a loop), and
+    vs ``loop.call_soon_threadsafe`` of a plain callback that stamps (no
+    coroutine, no task: the floor of any hand-over to a loop; issue 21 asks
+    for a p99 no worse than it);
 (b) from a task on the grid: ``loopgrid.spawn(stamp)`` from worker 0 of the
     same grid, vs ``loop.create_task(stamp())`` on a uvloop loop;
 (c) the cost of one task step (a "context switch" between coroutines:
@@ -27,6 +30,7 @@ Run alone: ``python -m bench.bench_latency [--quick] [--smoke]``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import statistics
 import sys
 from typing import Any
@@ -86,6 +90,21 @@ def _from_thread_baseline(lt: LoopThread, n: int, series: _Series) -> float:
     for _ in range(n):
         t0 = now()
         out.append(asyncio.run_coroutine_threadsafe(stamp(), lt.loop).result() - t0)
+    return series.round(out)
+
+
+def _stamp_into(fut: concurrent.futures.Future[float]) -> None:
+    fut.set_result(now())
+
+
+def _from_thread_callback(lt: LoopThread, n: int, series: _Series) -> float:
+    out = []
+    call = lt.loop.call_soon_threadsafe
+    for _ in range(n):
+        fut: concurrent.futures.Future[float] = concurrent.futures.Future()
+        t0 = now()
+        call(_stamp_into, fut)
+        out.append(fut.result() - t0)
     return series.round(out)
 
 
@@ -169,7 +188,7 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
     n, rounds = sizes["latency"]
     tasks, steps, step_rounds = sizes["steps"]
     uv_factory, uv_label = uvloop_factory()
-    ext = {"loopgrid": _Series(), "baseline": _Series()}
+    ext = {"loopgrid": _Series(), "baseline": _Series(), "callback": _Series()}
     inner = {"loopgrid": _Series(), "baseline": _Series()}
     with (
         loopgrid.Grid(2, name="bench-latency") as grid,
@@ -180,6 +199,7 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
             {
                 "loopgrid": lambda: _from_thread_grid(grid, n, ext["loopgrid"]),
                 "baseline": lambda: _from_thread_baseline(lt, n, ext["baseline"]),
+                "callback": lambda: _from_thread_callback(lt, n, ext["callback"]),
             },
             rounds,
         )
@@ -210,7 +230,22 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
         ext["baseline"],
         a,
         f"run_coroutine_threadsafe onto an idle {uv_label} loop in a thread",
-    ) + _latency_entries(
+    )
+    grid_p99 = _percentile(ext["loopgrid"].samples, 0.99)
+    callback_p99 = _percentile(ext["callback"].samples, 0.99)
+    results.append(
+        {
+            "name": "(a) p99 spawn-to-start from a plain thread over the p99 of "
+            f"call_soon_threadsafe of a plain callback onto an idle {uv_label} loop "
+            f"({callback_p99 * 1e6:.0f} us; median "
+            f"{_percentile(ext['callback'].samples, 0.5) * 1e6:.1f} us)",
+            "unit": "x",
+            "value": grid_p99 / callback_p99,
+            "target": "<= 1 (issue 21)",
+            "met": grid_p99 <= callback_p99,
+        }
+    )
+    results += _latency_entries(
         "(b) from a task on worker 0 of an idle 2-worker grid",
         inner["loopgrid"],
         inner["baseline"],
@@ -264,6 +299,7 @@ def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
                 "series": {
                     "loopgrid: grid.spawn from a thread": _thin(ext["loopgrid"].samples),
                     "run_coroutine_threadsafe": _thin(ext["baseline"].samples),
+                    "call_soon_threadsafe (a callback)": _thin(ext["callback"].samples),
                     "loopgrid: spawn from a worker": _thin(inner["loopgrid"].samples),
                     "loop.create_task": _thin(inner["baseline"].samples),
                 },
