@@ -635,7 +635,11 @@ class Grid(SchedulingCore):
         ``chrome://tracing`` open: a track per worker, a slice per task step,
         cross-loop wake-ups and steals as arrows, stalls marked (see
         ``trace.py``). Every step is timed while recording, which slows a
-        spawn-heavy grid; one trace is recorded at a time per process.
+        spawn-heavy grid; one trace is recorded at a time per process. The
+        end of the block lets the steps running then end first, so that a
+        task whose result the block saw has its last step in the file; it
+        waits for that at most ``trace.STOP_WAIT`` (1 s) in all, and a step
+        still running after that is left out.
         """
         if self._closing:
             raise GridClosedError(f"{self!r} is closed: there is nothing left to trace")

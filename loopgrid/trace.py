@@ -49,6 +49,9 @@ _perf_counter = time.perf_counter
 _native_id = threading.get_native_id
 _lock = threading.Lock()
 
+#: Seconds the end of a trace waits, at most, for the steps running then to end.
+STOP_WAIT = 1.0
+
 #: Width (µs) of the small slices that anchor a flow arrow where no slice of
 #: real length encloses its end (a steal seen from the victim, a post).
 _ANCHOR = 1.0
@@ -105,11 +108,42 @@ class Tracer:
             w._set_timing(True)
 
     def stop(self) -> None:
+        """Stop recording, once the steps running now have ended (see :meth:`_settle`)."""
+        self._settle()
         with _lock:
             if ACTIVE.tracer is self:
                 ACTIVE.tracer = None
         for w in self.grid.workers:
             w._set_timing(self.grid._task_timing)
+
+    def _settle(self) -> None:
+        """Wait, up to :data:`STOP_WAIT` seconds in all, for each worker's loop to come round.
+
+        A task's last step completes its handle before its worker records
+        the step, in the same callback. A caller that got the result and
+        left the ``with grid.trace()`` block at once would stop the trace
+        before that record, and miss the step it just saw finish (seen on
+        3.13t). A callback queued on each loop runs after the callback that
+        runs there now, so once it has run, every step that was running
+        when the trace began to stop is in it. A loop held longer (a
+        blocking call) is not waited for beyond the bound: its step is still
+        running, and is left out.
+        """
+        me = threading.current_thread()
+        passed: list[threading.Event] = []
+        for w in self.grid.workers:
+            if w.thread is me or w._exit is not None:
+                continue  # the caller's own step (recorded after this), or a dead loop
+            ev = threading.Event()
+            try:
+                w.loop.call_soon_threadsafe(ev.set)
+            except RuntimeError:
+                continue  # that loop is closed: nothing runs there
+            passed.append(ev)
+        deadline = _perf_counter() + STOP_WAIT
+        for ev in passed:
+            if not ev.wait(max(0.0, deadline - _perf_counter())):
+                break
 
     def _us(self, t: float) -> float:
         return round((t - self._t0) * 1e6, 3)

@@ -16,6 +16,7 @@ from helpers import WAIT, LogCatcher, identity, wait_until
 
 import loopgrid
 from loopgrid import Grid, GridClosedError
+from loopgrid.trace import Tracer
 
 
 def _load(path: Path) -> list[dict[str, Any]]:
@@ -189,3 +190,34 @@ def test_one_trace_at_a_time_and_none_on_a_closed_grid(tmp_path: Path) -> None:
     assert not (tmp_path / "2.json").exists()
     with pytest.raises(GridClosedError, match="closed"), g1.trace(tmp_path / "3.json"):
         pass
+
+
+def test_the_end_of_a_trace_waits_for_the_steps_running_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task's last step completes its handle before its worker records the
+    step: a caller that got the result and left the block at once must still
+    find that step in the file (seen missing on 3.13t, in examples/observe.py).
+    So the end of a trace lets every worker finish the step it runs; here the
+    step is still running when the trace begins to stop."""
+    started, release, stopping = threading.Event(), threading.Event(), threading.Event()
+    stop = Tracer.stop
+
+    def stop_and_release(self: Tracer) -> None:
+        stopping.set()
+        threading.Thread(target=release.set).start()  # the step ends while stop() runs
+        stop(self)
+
+    async def last_step() -> int:
+        started.set()
+        assert release.wait(WAIT)
+        return 7
+
+    monkeypatch.setattr(Tracer, "stop", stop_and_release)
+    path = tmp_path / "last.json"
+    with Grid(2) as g:
+        with g.trace(path):
+            h = g.spawn(last_step, worker=1, name="last-step")
+            assert started.wait(WAIT)
+        assert stopping.is_set() and h.result(timeout=WAIT) == 7
+    assert any(ev["ph"] == "X" and ev["name"] == "last-step" for ev in _load(path))
