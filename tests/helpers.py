@@ -24,6 +24,10 @@ needs_greenlet = pytest.mark.skipif(
 #: Upper bound for any blocking wait in the tests: a guard against hangs, never
 #: an assertion about speed. A test that reaches it has failed for another reason.
 WAIT = 30.0
+#: The same guard for a stress test's whole run: thousands of cross-thread
+#: hand-overs take 5 s on 3.13t alone, and past 30 s beside two CPU-burning
+#: processes (seen in test_sync's and test_sync_more's queue stresses).
+STRESS_WAIT = 4 * WAIT
 
 
 class Countdown:
@@ -120,6 +124,18 @@ def block_worker(grid: Any, worker: int = 0) -> tuple[Any, threading.Event]:
     h = grid.spawn(blocker, worker=worker, name="blocker")
     assert started.wait(WAIT), "blocker did not start"
     return h, release
+
+
+def step_over(grid: Any, worker: int) -> None:
+    """Return once the step that ``worker``'s loop runs now (if any) is over.
+
+    A callback queued from here runs on that loop only after the callback
+    running there now: a task seen to start (an event it set) has reached
+    its next suspension when this returns.
+    """
+    done = threading.Event()
+    grid.workers[worker].loop.call_soon_threadsafe(done.set)
+    assert done.wait(WAIT), f"worker {worker}'s loop never came back"
 
 
 #: Grid threads alive when the current test began (set by conftest.py). Only a

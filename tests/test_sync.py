@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
-from helpers import WAIT, Countdown, Gate, forever, wait_until
+from helpers import STRESS_WAIT, WAIT, Countdown, Gate, forever, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -1104,7 +1104,7 @@ def test_stress_queue_delivers_every_item_once(grid: Grid, maxsize: int) -> None
         threads.start(tproduce, f"thread{i}")
     hs += [grid.spawn(produce, f"task{i}", worker=i % 2) for i in range(20)]
     for h in hs:
-        h.result(WAIT)
+        h.result(STRESS_WAIT)
     threads.join()
     assert len(got) == total
     assert collections.Counter(got) == collections.Counter(

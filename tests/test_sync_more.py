@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
-from helpers import WAIT, Countdown, block_worker, wait_until
+from helpers import STRESS_WAIT, WAIT, Countdown, block_worker, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_sync import ForeignLoop, Threads
@@ -675,7 +675,7 @@ def test_stress_condition_bounded_buffer_on_three_loops_and_threads() -> None:
         ps = [grid.spawn(produce, k * per, worker=k % 3) for k in range(producers)]
         threads.start(produce_thread, producers * per)
         for h in ps + cs:
-            h.result(WAIT)
+            h.result(STRESS_WAIT)
         threads.join()
     assert sorted(got) == list(range(total)) and not buf
 

@@ -7,6 +7,7 @@ with the tests through events and barriers (tests/web_apps.py), never sleeps.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import signal
@@ -626,8 +627,13 @@ def test_an_inline_route_that_blocks_goes_back_after_three_strikes(
         web_apps.behaviour[0] = change
         web_apps._calls[0] = 0  # "sometimes" blocks on the 1st, 3rd, 5th call
         served = [served_by(server, "/changes") for _ in range(front_runs + 1)]
-    assert served == ["front"] * front_runs + [served[-1]]
-    assert served[-1] in ("0", "1")
+    # Three strikes, and no more than front_runs runs: on a loaded machine a
+    # short run may outlast the wall limit too, and count as a strike (seen
+    # on 3.13t beside two CPU-burning processes: back after 3 of "sometimes");
+    # short runs that wiped strikes out would keep it on the front for ever.
+    on_front = len(list(itertools.takewhile(lambda where: where == "front", served)))
+    assert 3 <= on_front <= front_runs, served
+    assert set(served[on_front:]) <= {"0", "1"}, served
 
 
 @pytest.mark.parametrize("fronts", [1, 2])
