@@ -1059,7 +1059,7 @@ def test_stress_lock_counter_is_exact(grid: Grid) -> None:
         threads.start(thread, 500)
     hs = [grid.spawn(tasks, 30, worker=i % 2) for i in range(100)]
     for h in hs:
-        h.result(WAIT)
+        h.result(STRESS_WAIT)
     threads.join()
     assert count[0] == 8 * 500 + 100 * 30
     assert not lock.locked() and waiters(lock) == 0

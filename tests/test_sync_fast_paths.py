@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import test_sync
-from helpers import WAIT, wait_until
+from helpers import STRESS_WAIT, WAIT, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_sync import ForeignLoop, Threads, waiters
@@ -232,9 +232,9 @@ def test_stress_uncontended_and_contended_lock_paths_stay_exclusive(
     hs = [grid.spawn(tasks, 500, i % 3 == 0, worker=i % 2) for i in range(12)]
     fs = [foreign.submit(tasks(500, i == 0)) for i in range(3)]
     for h in hs:
-        h.result(WAIT)
+        h.result(STRESS_WAIT)
     for f in fs:
-        f.result(WAIT)
+        f.result(STRESS_WAIT)
     threads.join()
     assert state == {"inside": 0, "most": 1, "count": 4 * 2000 + 15 * 500}
     assert not lock.locked() and waiters(lock) == 0 and len(lock._free) == 1
