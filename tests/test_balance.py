@@ -96,8 +96,8 @@ def test_the_worker_running_a_lone_tasks_first_step_is_not_offered_more_work() -
 def test_a_worker_whose_turn_took_every_queued_task_parks_after_their_first_steps() -> None:
     """The same for a turn that starts several tasks and leaves no queue
     behind: before 3.12 their first steps run after the turn, and the worker
-    must not be parked (so first in line for new work: ``Idle.wake_one``
-    passes over listed workers that are not) while they run."""
+    must not be parked while they run (a parked worker is the first one woken
+    for new work; ``Idle.wake_one`` passes over listed workers that are not)."""
 
     async def first_step() -> bool:
         return loopgrid.current_worker()._parked
