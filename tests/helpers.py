@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sysconfig
 import threading
 from typing import Any
@@ -136,6 +137,21 @@ def step_over(grid: Any, worker: int) -> None:
     done = threading.Event()
     grid.workers[worker].loop.call_soon_threadsafe(done.set)
     assert done.wait(WAIT), f"worker {worker}'s loop never came back"
+
+
+def quiet_child_env() -> dict[str, str]:
+    """The environment, less ``PYTHONASYNCIODEBUG``, for a child whose output a test reads.
+
+    The suite is also run with asyncio's debug mode on (the environment
+    variable reaches every child). There each Task records the stack that
+    made it, reading source files: on a loaded machine that took 0.17-0.87 s
+    in a child, which asyncio then prints as a slow callback and the
+    monitor reports as a stall, with that stack rather than the one the
+    test looks for (seen on 3.13t beside two CPU-burning processes).
+    """
+    env = dict(os.environ)
+    env.pop("PYTHONASYNCIODEBUG", None)
+    return env
 
 
 #: Grid threads alive when the current test began (set by conftest.py). Only a

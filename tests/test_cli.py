@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import WAIT, Countdown, Gate, block_worker, identity
+from helpers import WAIT, Countdown, Gate, block_worker, identity, quiet_child_env
 
 from loopgrid import Grid, Priority, cli
 from loopgrid.cli import format_ps, main
@@ -69,6 +69,7 @@ def _loopgrid(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
         check=False,
+        env=quiet_child_env(),
     )
 
 

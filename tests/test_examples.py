@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import quiet_child_env
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -19,6 +21,7 @@ def run_example_full(name: str, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
         check=False,
+        env=quiet_child_env(),
     )
     assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     return proc
