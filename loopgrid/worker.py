@@ -608,6 +608,7 @@ class Worker:
             return
         queues = (self._pinned, self._local, grid._injection)
         direct = self.loop.get_task_factory() is None
+        eager = _EAGER_START and direct
         if (
             not self._marked
             and len(self._pinned) + len(self._local) + len(grid._injection) == 1
@@ -616,20 +617,14 @@ class Worker:
             # A lone task, the rule under a light load (a request, a spawn
             # from a thread onto an idle grid): started without the batch
             # machinery (budget, aging, shares), and the dispatcher parks
-            # without another turn, once the task's first step is over (a
-            # parked worker is the first one woken for new work: one whose
-            # loop a first step still holds would leave that work waiting).
+            # without another turn, once the task's first step is over.
             # Parking re-checks every queue, so nothing queued meanwhile is
             # missed.
             one: list[Handle[Any]] = []
             if take_in_order(queues, 1, one):
                 self._start(one.pop(), direct)
-            if _EAGER_START and direct:
-                self._park()  # the first step ran in _start
-            else:
-                self.loop.call_soon(self._park)
+            self._park_after_first_steps(eager)
             return
-        eager = _EAGER_START and direct
         # A turn takes what it can start promptly: on 3.12+ it times each
         # start and gives back what it had no time for; before, _budget says
         # how many fit, from how long the last ones took. Of the injection
@@ -722,10 +717,21 @@ class Worker:
                 grid._wake_idle()
         else:
             self._marked = 0
-            if eager:
-                self._park()
-            else:  # after the first steps, as for a lone task (see above)
-                self.loop.call_soon(self._park)
+            self._park_after_first_steps(eager)
+
+    @owner_thread
+    def _park_after_first_steps(self, eager: bool) -> None:
+        """Park once the first steps this turn started are over; owner thread.
+
+        With eager starts (3.12+) they ran inside the turn. Before, they run
+        in the loop's next round, and parking is queued behind them: a
+        parked worker is the first one woken for new work, and one whose
+        loop a first step still holds would leave that work waiting.
+        """
+        if eager:
+            self._park()
+        else:
+            self.loop.call_soon(self._park)
 
     @owner_thread
     def _stamp(self) -> None:
