@@ -201,11 +201,12 @@ def test_the_end_of_a_trace_waits_for_the_steps_running_then(
     So the end of a trace lets every worker finish the step it runs; here the
     step is still running when the trace begins to stop."""
     started, release, stopping = threading.Event(), threading.Event(), threading.Event()
+    releaser = threading.Thread(target=release.set)  # the step ends while stop() runs
     stop = Tracer.stop
 
     def stop_and_release(self: Tracer) -> None:
         stopping.set()
-        threading.Thread(target=release.set).start()  # the step ends while stop() runs
+        releaser.start()
         stop(self)
 
     async def last_step() -> int:
@@ -220,4 +221,5 @@ def test_the_end_of_a_trace_waits_for_the_steps_running_then(
             h = g.spawn(last_step, worker=1, name="last-step")
             assert started.wait(WAIT)
         assert stopping.is_set() and h.result(timeout=WAIT) == 7
+    releaser.join(WAIT)
     assert any(ev["ph"] == "X" and ev["name"] == "last-step" for ev in _load(path))
