@@ -52,7 +52,7 @@ from .errors import (
     refuse_keywords,
 )
 from .handle import Handle
-from .idle import Idle
+from .idle import Idle, spin_limit
 from .integrations import anyio_hook
 from .monitor import Monitor
 from .priority import Priority, check_priority
@@ -268,6 +268,10 @@ class Grid(SchedulingCore):
         fork.track(self)
         self._monitor = Monitor(self, None if stall_threshold is None else float(stall_threshold))
         self._monitor.start()
+        # Idle workers may spin once the monitor can watch what spawners leave
+        # to the spinners (idle.py).
+        self._idle.kick = self._monitor.kick
+        self._idle.max_spinning = spin_limit()
         self._debug_server: DebugServer | None = None
         #: Called (any order, once) when the grid closes, after its workers
         #: stopped: servers attached to the grid stop with it. Appended by any
@@ -451,8 +455,11 @@ class Grid(SchedulingCore):
         return h
 
     def _wake_idle(self) -> None:
-        """Wake one parked worker so it can take injected or stealable work (idle.py)."""
-        self._idle.wake_one()
+        """Wake one parked worker so it can take injected or stealable work (idle.py).
+
+        Nobody, while a spinning worker will see the work (``Idle.wake_for_work``).
+        """
+        self._idle.wake_for_work()
 
     def _injected(self) -> None:
         """Wake a parked worker for what was just injected (any thread).

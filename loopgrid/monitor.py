@@ -39,7 +39,10 @@ On every tick, for each worker:
 Every tick it also wakes any parked worker that has work queued (a lost
 wake-up, see :meth:`Monitor._wake_forgotten`), and every
 :data:`DEADLOCK_INTERVAL` seconds it looks for an all-asleep standstill
-(``deadlock.look_for_standstill``).
+(``deadlock.look_for_standstill``). Between ticks, on free-threaded builds,
+it watches the work that spawners left to spinning workers instead of waking
+one (:meth:`Monitor._watch_owed`; ``idle.py``): a spawner kicks it, and it
+wakes a parked worker if no spinner has looked at the queues in time.
 
 Thread ownership: a :class:`_Watch` is written by the monitor thread only,
 except ``answered``, which the worker's loop writes when it runs the probe
@@ -254,6 +257,8 @@ class Monitor:
         #: Looks taken so far (monitor thread writes; tests wait on it).
         self.ticks = 0
         self._stop = threading.Event()
+        #: Set by spawners that left work to spinning workers, and by stop().
+        self._kicked = threading.Event()
         self.thread = threading.Thread(
             target=self._run, name=f"loopgrid-{grid.name}-monitor", daemon=True
         )
@@ -261,9 +266,14 @@ class Monitor:
     def start(self) -> None:
         self.thread.start()
 
+    def kick(self) -> None:
+        """Watch the work spawners left to spinning workers (``Idle.kick``); any thread."""
+        self._kicked.set()
+
     def stop(self) -> None:
         """Stop the thread and wait for it; idempotent, any thread but its own."""
         self._stop.set()
+        self._kicked.set()
         if self.thread.is_alive():
             self.thread.join()
             self._last_look()
@@ -280,15 +290,46 @@ class Monitor:
     def _run(self) -> None:
         standstill: tuple[int, ...] | None = None
         next_look = _monotonic() + DEADLOCK_INTERVAL
-        while not self._stop.wait(self.tick):
+        next_tick = _monotonic() + self.tick
+        #: When the work spawners left to spinners is due (idle.py), if owed.
+        owed_at: float | None = None
+        kicked = self._kicked
+        while not self._stop.is_set():
+            now = _monotonic()
+            deadline = next_tick if owed_at is None else min(next_tick, owed_at)
+            if deadline > now and kicked.wait(deadline - now):
+                kicked.clear()
+                owed_at = self._watch_owed()
+                continue
+            now = _monotonic()
+            if owed_at is not None and now >= owed_at:
+                owed_at = self._watch_owed()
+            if now < next_tick:
+                continue
+            next_tick = now + self.tick
             try:
-                now = _monotonic()
                 self._look(now)
                 if now >= next_look:
                     next_look = now + DEADLOCK_INTERVAL
                     standstill = look_for_standstill(self._grid, standstill)
             except Exception:  # a look must never kill the monitor
                 logs.error("monitor.failed", grid=self._grid.name, exc_info=True)
+
+    def _watch_owed(self) -> float | None:
+        """Watch the work spawners left to spinning workers (idle.py): when it is due next.
+
+        A spawner that trusted the spinners kicks this thread; the work is due
+        when no spinner has looked at the queues for ``Idle.trust`` seconds
+        since. Due work wakes a parked worker (``Idle.settle_owed``). Returns
+        the ``time.monotonic()`` time to come back, or None when nothing is
+        owed.
+        """
+        try:
+            due = self._grid._idle.settle_owed()
+        except Exception:  # the watch must never kill the monitor
+            logs.error("monitor.failed", grid=self._grid.name, exc_info=True)
+            return None
+        return None if due is None else _monotonic() + due
 
     def _look(self, now: float) -> None:
         self.ticks += 1

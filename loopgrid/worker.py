@@ -8,7 +8,9 @@ its backlog in its run queue, where idle workers can steal it. When there is
 nothing to start, the dispatcher looks, in Go's ``findRunnable`` order, at its
 local queues, the grid's injection queue, and the other workers (stealing);
 finding nothing, it *parks*: it stops rescheduling itself, and whoever queues
-work for it later wakes it with one ``call_soon_threadsafe``.
+work for it later wakes it with one ``call_soon_threadsafe``. Where the GIL is
+off it may first *spin* a while, coming back round its loop to look at every
+queue, so that spawners need not wake it (``idle.py``).
 
 Thread ownership (who writes what):
 
@@ -44,6 +46,8 @@ Thread ownership (who writes what):
 * ``_timing`` (time every task step: ``Grid(task_timing=True)`` or a trace):
   written by any thread through :meth:`_set_timing`, read by the owner.
 * ``_fair``: the GIL fairness timer of this loop (``fairness.py``); owner only.
+* ``_spinning`` (on the grid's ``Idle.spinning``) and ``_spin_until``: owner
+  only; spawners read the set, not the flag (``idle.py``).
 * The counters (``started``, ``completed``, ``dropped``...): owner only.
   Other threads read them for stats, which are therefore snapshots.
 """
@@ -157,6 +161,8 @@ class Worker:
         "_parked",
         "_paused",
         "_pinned",
+        "_spin_until",
+        "_spinning",
         "_startup_error",
         "_timing",
         "cancelled",
@@ -196,6 +202,10 @@ class Worker:
         #: Seconds a task started here takes in its first step, as last seen
         #: (see _budget); the first turns assume a few per CHAIN_TURN.
         self._cost = _FIRST_COST
+        #: Spinning (on the grid's Idle.spinning; idle.py), and when the
+        #: current spin ends (time.perf_counter).
+        self._spinning = False
+        self._spin_until = 0.0
         #: When the last turn's first steps began (_stamp) and how many tasks
         #: it started, while they run before the next turn (0: nothing to measure).
         self._mark = 0.0
@@ -308,6 +318,7 @@ class Worker:
             return
         self._exit = exc
         grid = self.grid
+        grid._idle.stop_spinning(self)
         with grid._control:
             self._inert = True
             self._hold = False
@@ -547,7 +558,7 @@ class Worker:
         # wakes one; a spawner that then holds its loop loses the lone task to
         # the stall detector (monitor.py).
         if self.grid._sleepers and (len(d) > 1 or len(self._local) > 1):
-            self.grid._wake_idle()
+            self.grid._idle.wake_for_work(self)
 
     def _push_pinned(self, h: Handle[Any]) -> None:
         """Queue a task pinned to this worker; any thread."""
@@ -595,6 +606,8 @@ class Worker:
     @owner_thread
     def _dispatch(self) -> None:
         grid = self.grid
+        if self._spinning:  # a spinner's turn is one of its looks (idle.py)
+            grid._idle.look()
         if self._inert:
             # A spawn here that raced with the pause (it looked at _inert just
             # before the pauser emptied this queue) left its task behind: it
@@ -661,10 +674,10 @@ class Worker:
         ):
             # Go's spinning chain: a thief that found work wakes another idle
             # worker while backlog remains elsewhere.
-            grid._wake_idle()
+            grid._idle.wake_for_work(self)
         if not batch:
             self._marked = 0
-            self._park(tried_stealing=True)
+            self._out_of_work(tried_stealing=True)
             return
         n = len(batch)
         if grid._cancel_all:
@@ -714,7 +727,7 @@ class Worker:
             # Backlog remains that an idle worker may take (a lone local task
             # stays here, as in _push_local).
             if grid._sleepers and (len(self._local) > 1 or any(grid._injection.levels)):
-                grid._wake_idle()
+                grid._idle.wake_for_work(self)
         else:
             self._marked = 0
             self._park_after_first_steps(eager)
@@ -729,9 +742,9 @@ class Worker:
         loop a first step still holds would leave that work waiting.
         """
         if eager:
-            self._park()
+            self._out_of_work()
         else:
-            self.loop.call_soon(self._park)
+            self.loop.call_soon(self._out_of_work)
 
     @owner_thread
     def _stamp(self) -> None:
@@ -818,8 +831,62 @@ class Worker:
                 return
 
     @owner_thread
+    def _out_of_work(self, tried_stealing: bool = False) -> None:
+        """Spin for a while where idle workers may (idle.py), else park; owner thread.
+
+        Only a worker with no task running spins: a spinner is trusted to come
+        back to the queues soon, and a running task's next step could hold its
+        loop (the monitor's watch covers that case too, but a step that holds
+        it is likelier where tasks run).
+        """
+        grid = self.grid
+        idle = grid._idle
+        if (
+            idle.max_spinning
+            and not (self._inert or grid._closing or self.running)
+            and idle.start_spinning(self)
+        ):
+            self._spin_until = _perf_counter() + idle.spin
+            self.loop.call_soon(self._spin)
+        else:
+            self._park(tried_stealing)
+
+    @owner_thread
+    def _spin(self) -> None:
+        """One look at every queue while spinning (idle.py); owner thread.
+
+        Work found: a turn, at once (still a spinner). None, and the spin not
+        over: another look in the loop's next round (its I/O and callbacks run
+        in between). The spin over, or the worker paused or the grid closing:
+        park, which leaves the spinners first, so that a spawner that now sees
+        none wakes a parked worker, and looks at every queue once more. A look
+        queued before the worker parked some other way (a turn of a paused
+        worker) finds it no longer spinning, and does nothing.
+        """
+        if not self._spinning:  # parked (or dead) since this look was queued
+            return
+        grid = self.grid
+        if self._inert or grid._closing:
+            self._park(tried_stealing=True)
+            return
+        grid._idle.look()
+        if (
+            any(self._pinned.levels)
+            or any(self._local.levels)
+            or any(grid._injection.levels)
+            or has_victim(self)
+        ):
+            self._dispatch()
+        elif _perf_counter() < self._spin_until:
+            self.loop.call_soon(self._spin)
+        else:
+            self._park(tried_stealing=True)
+
+    @owner_thread
     def _park(self, tried_stealing: bool = False) -> None:
         grid = self.grid
+        if self._spinning:  # leave the spinners first (idle.py)
+            grid._idle.stop_spinning(self)
         self._parked = True
         grid._idle.park(self)
         if grid._closing:

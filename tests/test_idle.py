@@ -3,17 +3,20 @@
 Unit tests on stand-in workers: which one a wake-up goes to, that stale,
 paused and dead entries are passed over, that a worker is listed at most once
 and lists itself again after its entry was taken, and the monitor's sweep of
-lost wake-ups. The grid-level behaviour (no spawn ever stranded beside parked
-workers) is what every other test relies on; test_monitor.py checks the sweep
-on a real grid.
+lost wake-ups; then spinning: the limit, when spawners trust spinners instead
+of waking a worker, and the watch over the work they left to them (time is
+moved by rewriting the recorded times). The grid-level behaviour (no spawn ever
+stranded beside parked workers) is what every other test relies on;
+test_monitor.py checks the sweep on a real grid, test_spinning.py spinning.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any
 
-from loopgrid.idle import Idle
+from loopgrid.idle import TRUST, Idle
 from loopgrid.runqueue import RunQueue
 
 
@@ -26,6 +29,7 @@ class _Worker:
         self._parked = True
         self._inert = False
         self._hold = False
+        self._spinning = False
         self._local: deque[Any] = deque()
         self._pinned: deque[Any] = deque()
         self.woken = 0
@@ -107,3 +111,125 @@ def test_the_monitor_sweep_wakes_parked_workers_with_work_queued() -> None:
     injection.levels[1].append(object())  # type: ignore[arg-type]
     idle.wake_forgotten([idle_w, busy, held, pinned], injection)  # type: ignore[list-item]
     assert [w.woken for w in (idle_w, busy, held, pinned)] == [1, 0, 0, 1]
+
+
+def _spinning_idle(*workers: _Worker, limit: int = 1) -> tuple[Idle, list[int]]:
+    """An idle list that lets ``limit`` workers spin, and the kicks of its watch."""
+    idle = _idle(*workers)
+    idle.max_spinning = limit
+    kicks: list[int] = []
+    idle.kick = lambda: kicks.append(1)
+    return idle, kicks
+
+
+def test_no_more_workers_spin_than_the_limit() -> None:
+    a, b = _Worker("a"), _Worker("b")
+    idle, _ = _spinning_idle(limit=1)
+    assert idle.start_spinning(a) and a._spinning  # type: ignore[arg-type]
+    assert not idle.start_spinning(b) and not b._spinning  # type: ignore[arg-type]
+    assert idle.start_spinning(a)  # type: ignore[arg-type]
+    idle.stop_spinning(a)  # type: ignore[arg-type]
+    assert not a._spinning and not idle.spinning
+    assert idle.start_spinning(b) and idle.spinning == {b}
+
+
+def test_nobody_spins_where_the_limit_is_zero() -> None:
+    a = _Worker("a")
+    idle = _idle(a)
+    assert idle.max_spinning == 0  # until the grid sets it (spin_limit)
+    assert not idle.start_spinning(a) and not idle.spinning  # type: ignore[arg-type]
+
+
+def test_a_spawn_beside_a_spinner_that_looked_lately_wakes_nobody_and_is_owed() -> None:
+    parked, spinner = _Worker("parked"), _Worker("spinner")
+    idle, kicks = _spinning_idle(parked)
+    spinner._parked = False
+    assert idle.start_spinning(spinner)  # type: ignore[arg-type]
+    assert not idle.wake_for_work()
+    assert parked.woken == 0 and idle.owed and idle.armed and kicks == [1]
+    assert not idle.wake_for_work()  # one watch for both: no second kick
+    assert parked.woken == 0 and idle.owed and kicks == [1]
+
+
+def test_a_spinner_whose_last_look_is_old_is_not_trusted() -> None:
+    parked, spinner = _Worker("parked"), _Worker("spinner")
+    idle, kicks = _spinning_idle(parked)
+    spinner._parked = False
+    assert idle.start_spinning(spinner)  # type: ignore[arg-type]
+    idle.looked -= 2 * TRUST  # held up since (a blocking step on its loop)
+    assert idle.wake_for_work()
+    assert parked.woken == 1 and not idle.owed and kicks == []
+
+
+def test_a_worker_asking_for_help_does_not_count_as_the_spinner_that_will_help() -> None:
+    parked, asker, other = _Worker("parked"), _Worker("asker"), _Worker("other")
+    idle, _ = _spinning_idle(parked, limit=2)
+    asker._parked = other._parked = False
+    assert idle.start_spinning(asker)  # type: ignore[arg-type]
+    assert idle.wake_for_work(asker)  # type: ignore[arg-type]  # it alone spins: wake
+    assert parked.woken == 1
+    parked.park(idle)
+    assert idle.start_spinning(other)  # type: ignore[arg-type]
+    assert not idle.wake_for_work(asker)  # type: ignore[arg-type]  # another will see it
+    assert parked.woken == 1
+
+
+def test_a_look_settles_what_was_owed() -> None:
+    parked, spinner = _Worker("parked"), _Worker("spinner")
+    idle, _ = _spinning_idle(parked)
+    spinner._parked = False
+    assert idle.start_spinning(spinner)  # type: ignore[arg-type]
+    assert not idle.wake_for_work()
+    assert idle.settle_owed() is not None  # owed, not yet due: the watch goes on
+    idle.look()  # the spinner's next round sees everything queued before it
+    assert idle.settle_owed() is None
+    assert not idle.armed and parked.woken == 0
+
+
+def test_owed_work_no_look_has_seen_in_time_wakes_a_parked_worker() -> None:
+    parked, spinner = _Worker("parked"), _Worker("spinner")
+    idle, _ = _spinning_idle(parked)
+    spinner._parked = False
+    assert idle.start_spinning(spinner)  # type: ignore[arg-type]
+    assert not idle.wake_for_work()
+    due = idle.settle_owed()
+    assert due is not None and 0 < due <= TRUST
+    idle.looked -= 2 * TRUST  # time passes, and the spinner never looks again
+    assert idle.settle_owed() is None
+    assert parked.woken == 1 and not idle.owed and not idle.armed
+
+
+_owed_slot: Any = Idle.__dict__["owed"]  # the slot's own descriptor
+
+
+class _SpawnLandsMidWatch(Idle):
+    """An idle list whose ``owed`` a spawn writes right after the watch first reads it."""
+
+    __slots__ = ("reads",)
+    reads: int
+
+    @property
+    def owed(self) -> bool:
+        value: bool = _owed_slot.__get__(self, Idle)
+        self.reads += 1
+        if self.reads == 1:
+            _owed_slot.__set__(self, True)  # the spawn, just then
+        return value
+
+    @owed.setter
+    def owed(self, value: bool) -> None:
+        _owed_slot.__set__(self, value)
+
+
+def test_work_owed_as_the_watch_ends_keeps_it_watching() -> None:
+    """The watch clears ``armed``, then reads ``owed`` again: a spawn that saw
+    the watch still armed (and so kicked nobody) is not left unwatched."""
+    parked = _Worker("parked")
+    idle = _SpawnLandsMidWatch([parked])  # type: ignore[list-item]
+    idle.max_spinning = 1
+    idle.armed = True
+    idle.looked = time.perf_counter()  # a spinner looked just now: the spawn trusted it
+    idle.reads = 0
+    due = idle.settle_owed()
+    assert due is not None and idle.armed  # still watching what was owed
+    assert idle.reads >= 2 and parked.woken == 0
