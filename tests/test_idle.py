@@ -122,6 +122,15 @@ def _spinning_idle(*workers: _Worker, limit: int = 1) -> tuple[Idle, list[int]]:
     return idle, kicks
 
 
+def _one_spinning() -> tuple[Idle, _Worker, list[int]]:
+    """An idle list with one worker parked and another spinning, and the watch's kicks."""
+    parked, spinner = _Worker("parked"), _Worker("spinner")
+    idle, kicks = _spinning_idle(parked)
+    spinner._parked = False
+    assert idle.start_spinning(spinner)  # type: ignore[arg-type]
+    return idle, parked, kicks
+
+
 def test_no_more_workers_spin_than_the_limit() -> None:
     a, b = _Worker("a"), _Worker("b")
     idle, _ = _spinning_idle(limit=1)
@@ -141,10 +150,7 @@ def test_nobody_spins_where_the_limit_is_zero() -> None:
 
 
 def test_a_spawn_beside_a_spinner_that_looked_lately_wakes_nobody_and_is_owed() -> None:
-    parked, spinner = _Worker("parked"), _Worker("spinner")
-    idle, kicks = _spinning_idle(parked)
-    spinner._parked = False
-    assert idle.start_spinning(spinner)  # type: ignore[arg-type]
+    idle, parked, kicks = _one_spinning()
     assert not idle.wake_for_work()
     assert parked.woken == 0 and idle.owed and idle.armed and kicks == [1]
     assert not idle.wake_for_work()  # one watch for both: no second kick
@@ -152,10 +158,7 @@ def test_a_spawn_beside_a_spinner_that_looked_lately_wakes_nobody_and_is_owed() 
 
 
 def test_a_spinner_whose_last_look_is_old_is_not_trusted() -> None:
-    parked, spinner = _Worker("parked"), _Worker("spinner")
-    idle, kicks = _spinning_idle(parked)
-    spinner._parked = False
-    assert idle.start_spinning(spinner)  # type: ignore[arg-type]
+    idle, parked, kicks = _one_spinning()
     idle.looked -= 2 * TRUST  # held up since (a blocking step on its loop)
     assert idle.wake_for_work()
     assert parked.woken == 1 and not idle.owed and kicks == []
@@ -175,10 +178,7 @@ def test_a_worker_asking_for_help_does_not_count_as_the_spinner_that_will_help()
 
 
 def test_a_look_settles_what_was_owed() -> None:
-    parked, spinner = _Worker("parked"), _Worker("spinner")
-    idle, _ = _spinning_idle(parked)
-    spinner._parked = False
-    assert idle.start_spinning(spinner)  # type: ignore[arg-type]
+    idle, parked, _ = _one_spinning()
     assert not idle.wake_for_work()
     assert idle.settle_owed() is not None  # owed, not yet due: the watch goes on
     idle.look()  # the spinner's next round sees everything queued before it
@@ -187,10 +187,7 @@ def test_a_look_settles_what_was_owed() -> None:
 
 
 def test_owed_work_no_look_has_seen_in_time_wakes_a_parked_worker() -> None:
-    parked, spinner = _Worker("parked"), _Worker("spinner")
-    idle, _ = _spinning_idle(parked)
-    spinner._parked = False
-    assert idle.start_spinning(spinner)  # type: ignore[arg-type]
+    idle, parked, _ = _one_spinning()
     assert not idle.wake_for_work()
     due = idle.settle_owed()
     assert due is not None and 0 < due <= TRUST
