@@ -734,7 +734,8 @@ class Worker:
 
     @owner_thread
     def _park_after_first_steps(self, eager: bool) -> None:
-        """Park once the first steps this turn started are over; owner thread.
+        """Park (or spin first: :meth:`_out_of_work`) once the first steps this
+        turn started are over; owner thread.
 
         With eager starts (3.12+) they ran inside the turn. Before, they run
         in the loop's next round, and parking is queued behind them: a
