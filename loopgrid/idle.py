@@ -71,10 +71,12 @@ waiting behind it:
   tasks after ``worker.CHAIN_TURN``, 0.5 ms), and the next look renews it;
 * a spawner that trusted them notes the work as *owed* (:attr:`Idle.owed`)
   and makes sure the grid's monitor is watching (:attr:`Idle.armed`: one
-  kick of the monitor thread per watch, not per spawn). Every look clears
-  ``owed``. The monitor comes back when the trust lapses: if no look has
-  cleared ``owed`` by then, a spinner is held up, and it wakes a parked
-  worker (:meth:`Idle.settle_owed`). So a task spawned beside a spinner that
+  kick of the monitor thread per watch, not per spawn). Only a spin's look
+  that finds every queue empty clears ``owed``: a turn may take part of what
+  is queued and then block on a task it starts. The monitor comes back when
+  the trust lapses: if the spinners have not looked since (a step holds
+  them), it wakes a parked worker for what is owed (:meth:`Idle.settle_owed`);
+  while they go on looking it watches on. So a task spawned beside a spinner that
   a step holds waits at most about :data:`TRUST` longer than one spawned
   onto parked workers, never until the spinner's loop is free again.
 
@@ -208,13 +210,21 @@ class Idle:
         return True
 
     def look(self) -> None:
-        """A spinner is about to look at every queue (a spin's round, a turn); its thread.
+        """A spinner is about to look at the queues (a spin's round, a turn); its thread.
 
-        Whatever was queued before this is seen by the look, so nothing is
-        owed any more.
+        Spawners trust the spinners from now for :attr:`trust` seconds. What is
+        owed stays owed: a turn may start a task that holds its loop before
+        it has taken everything queued. Only a spin's look that finds every
+        queue empty settles it (``Worker._spin``).
         """
         self.looked = _perf_counter()
-        self.owed = False
+
+    def owe(self) -> None:
+        """Note work left to the spinners, and make sure the monitor watches it; any thread."""
+        self.owed = True
+        if not self.armed:
+            self.armed = True
+            self.kick()
 
     def stop_spinning(self, w: Worker) -> None:
         """``w`` spins no more (it parks, is paused or died); its owner thread."""
@@ -259,10 +269,7 @@ class Idle:
             and _perf_counter() - self.looked <= self.trust
             and (asker is None or not asker._spinning or len(spinning) > 1)
         ):
-            self.owed = True
-            if not self.armed:
-                self.armed = True
-                self.kick()
+            self.owe()
             return False
         return self.wake_one()
 

@@ -858,11 +858,13 @@ class Worker:
 
         Work found: a turn, at once (still a spinner). None, and the spin not
         over: another look in the loop's next round (its I/O and callbacks run
-        in between). The spin over, or the worker paused or the grid closing:
-        park, which leaves the spinners first, so that a spawner that now sees
-        none wakes a parked worker, and looks at every queue once more. A look
-        queued before the worker parked some other way (a turn of a paused
-        worker) finds it no longer spinning, and does nothing.
+        in between). Only a look that finds every queue empty settles what
+        spawners left to the spinners (idle.py). The spin over, or the worker
+        paused or the grid closing: park, which leaves the spinners first, so
+        that a spawner that now sees none wakes a parked worker, and looks at
+        every queue once more. A look queued before the worker parked some
+        other way (a turn of a paused worker) finds it no longer spinning, and
+        does nothing.
         """
         if not self._spinning:  # parked (or dead) since this look was queued
             return
@@ -870,13 +872,19 @@ class Worker:
         if self._inert or grid._closing:
             self._park(tried_stealing=True)
             return
-        grid._idle.look()
+        idle = grid._idle
+        idle.look()
+        # Cleared before the queues are read: work owed from then on is
+        # either seen below or owed anew by its spawner (idle.py).
+        owed, idle.owed = idle.owed, False
         if (
             any(self._pinned.levels)
             or any(self._local.levels)
             or any(grid._injection.levels)
             or has_victim(self)
         ):
+            if owed:  # still owed until a look finds nothing: this turn may block
+                idle.owe()
             self._dispatch()
         elif _perf_counter() < self._spin_until:
             self.loop.call_soon(self._spin)

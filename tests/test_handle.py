@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import WAIT, Gate, block_worker, close_or_fail, fail, forever, identity
+from helpers import WAIT, Countdown, Gate, block_worker, close_or_fail, fail, forever, identity
 
 import loopgrid
 from loopgrid import Grid, Handle, Priority, TaskState, WouldBlockError
@@ -403,9 +403,13 @@ def test_remove_done_callback(grid: Grid) -> None:
 
 
 def test_each_callback_runs_once_even_when_added_concurrently(grid: Grid) -> None:
+    """As with ``concurrent.futures``, ``result()`` may return while the
+    finishing thread is still running callbacks: the test waits for all 200
+    to have run before it counts them."""
     gate = Gate()
     h = grid.spawn(gated, gate)
     counts = [0] * 200
+    ran = Countdown(200)
     lock = threading.Lock()
     start = threading.Barrier(6)  # five adders and this thread
 
@@ -416,6 +420,7 @@ def test_each_callback_runs_once_even_when_added_concurrently(grid: Grid) -> Non
             def cb(_: Any, i: int = i) -> None:
                 with lock:
                     counts[i] += 1
+                ran.hit()
 
             h.add_done_callback(cb)
 
@@ -427,6 +432,7 @@ def test_each_callback_runs_once_even_when_added_concurrently(grid: Grid) -> Non
     for t in threads:
         t.join(WAIT)
     h.result(WAIT)
+    assert ran.wait(WAIT), f"{counts.count(0)} callbacks never ran"
     assert counts == [1] * 200
 
 

@@ -177,11 +177,19 @@ def test_a_worker_asking_for_help_does_not_count_as_the_spinner_that_will_help()
     assert parked.woken == 1
 
 
-def test_a_look_settles_what_was_owed() -> None:
+def test_a_look_keeps_what_was_owed_watched_and_renews_the_trust() -> None:
+    """A look (a spin's round, a turn) renews the spinners' trust but settles
+    nothing: only a look that finds every queue empty does (Worker._spin), so
+    the watch goes on, due a trust after the latest look."""
     idle, parked, _ = _one_spinning()
     assert not idle.wake_for_work()
-    assert idle.settle_owed() is not None  # owed, not yet due: the watch goes on
-    idle.look()  # the spinner's next round sees everything queued before it
+    first = idle.settle_owed()
+    assert first is not None
+    idle.looked -= TRUST / 2
+    idle.look()
+    again = idle.settle_owed()
+    assert again is not None and idle.owed and idle.armed and parked.woken == 0
+    idle.owed = False  # what Worker._spin does when it finds nothing queued
     assert idle.settle_owed() is None
     assert not idle.armed and parked.woken == 0
 

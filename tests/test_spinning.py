@@ -102,6 +102,44 @@ def test_work_left_to_a_spinner_whose_loop_is_held_runs_on_another_worker(
         assert not idle.owed
 
 
+def test_work_a_spinners_turn_left_queued_when_it_blocked_runs_on_another_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two tasks left to a spinner: its turn takes the first (one injected
+    task a turn while no more are queued than there are workers), which then
+    holds its loop. The second is still owed: the turn's look at the queues
+    did not settle it, so the monitor's watch hands it to worker 1 (the sweep
+    of lost wake-ups is switched off here)."""
+    monkeypatch.setattr(Idle, "wake_forgotten", lambda self, workers, injection: None)
+    release = threading.Event()
+    started = threading.Event()
+
+    async def hold() -> int:
+        import loopgrid
+
+        started.set()
+        assert release.wait(STRESS_WAIT), "the holder was never released"
+        return loopgrid.current_worker().index
+
+    async def where() -> int:
+        import loopgrid
+
+        return loopgrid.current_worker().index
+
+    with Grid(2) as g:
+        _spinning(g, spin=60.0, trust=0.2)
+        assert g.spawn(identity, 0, worker=0).result(WAIT) == 0
+        assert wait_until(lambda: g.workers[0]._spinning), "worker 0 did not spin"
+        holder = g.spawn(hold)
+        h = g.spawn(where)
+        try:
+            assert started.wait(WAIT)
+            assert h.result(WAIT) == 1, "the task waited for the held spinner"
+        finally:
+            release.set()
+        assert holder.result(WAIT) == 0
+
+
 @pytest.mark.parametrize("limit", [1, 2])
 def test_nothing_is_lost_while_many_threads_spawn_beside_spinning_workers(limit: int) -> None:
     """Spawns from several threads and from tasks, while workers spin, park
