@@ -32,6 +32,26 @@ def _spinning(g: Grid, *, spin: float, trust: float) -> Idle:
     return idle
 
 
+async def where() -> int:
+    """The index of the worker that runs this task."""
+    import loopgrid
+
+    return loopgrid.current_worker().index
+
+
+class _Holder:
+    """A task that holds its worker's loop until released (and says where it ran)."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    async def hold(self) -> int:
+        self.started.set()
+        assert self.release.wait(STRESS_WAIT), "the holder was never released"
+        return await where()
+
+
 def test_a_worker_out_of_work_spins_and_parks_once_paused() -> None:
     with Grid(2) as g:
         idle = _spinning(g, spin=60.0, trust=60.0)
@@ -74,31 +94,20 @@ def test_work_left_to_a_spinner_whose_loop_is_held_runs_on_another_worker(
     held: the monitor's sweep of lost wake-ups, which would also do it, is
     switched off here."""
     monkeypatch.setattr(Idle, "wake_forgotten", lambda self, workers, injection: None)
-    release = threading.Event()
-    started = threading.Event()
-
-    async def hold() -> None:
-        started.set()
-        assert release.wait(STRESS_WAIT), "the holder was never released"
-
-    async def where() -> int:
-        import loopgrid
-
-        return loopgrid.current_worker().index
-
+    holder = _Holder()
     with Grid(2) as g:
         idle = _spinning(g, spin=60.0, trust=0.2)
         assert g.spawn(identity, 0, worker=0).result(WAIT) == 0
         assert wait_until(lambda: g.workers[0]._spinning), "worker 0 did not spin"
-        holder = g.spawn(hold, worker=0)
+        held = g.spawn(holder.hold, worker=0)
         try:
-            assert started.wait(WAIT)
+            assert holder.started.wait(WAIT)
             assert g.workers[0]._spinning  # still a spinner: its turn started the holder
             h = g.spawn(where)
             assert h.result(WAIT) == 1, "the task waited for the held spinner"
         finally:
-            release.set()
-        holder.result(WAIT)
+            holder.release.set()
+        assert held.result(WAIT) == 0
         assert not idle.owed
 
 
@@ -111,33 +120,19 @@ def test_work_a_spinners_turn_left_queued_when_it_blocked_runs_on_another_worker
     did not settle it, so the monitor's watch hands it to worker 1 (the sweep
     of lost wake-ups is switched off here)."""
     monkeypatch.setattr(Idle, "wake_forgotten", lambda self, workers, injection: None)
-    release = threading.Event()
-    started = threading.Event()
-
-    async def hold() -> int:
-        import loopgrid
-
-        started.set()
-        assert release.wait(STRESS_WAIT), "the holder was never released"
-        return loopgrid.current_worker().index
-
-    async def where() -> int:
-        import loopgrid
-
-        return loopgrid.current_worker().index
-
+    holder = _Holder()
     with Grid(2) as g:
         _spinning(g, spin=60.0, trust=0.2)
         assert g.spawn(identity, 0, worker=0).result(WAIT) == 0
         assert wait_until(lambda: g.workers[0]._spinning), "worker 0 did not spin"
-        holder = g.spawn(hold)
+        held = g.spawn(holder.hold)
         h = g.spawn(where)
         try:
-            assert started.wait(WAIT)
+            assert holder.started.wait(WAIT)
             assert h.result(WAIT) == 1, "the task waited for the held spinner"
         finally:
-            release.set()
-        assert holder.result(WAIT) == 0
+            holder.release.set()
+        assert held.result(WAIT) == 0
 
 
 @pytest.mark.parametrize("limit", [1, 2])
