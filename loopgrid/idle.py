@@ -76,8 +76,8 @@ waiting behind it:
   is queued and then block on a task it starts. The monitor comes back when
   the trust lapses: if the spinners have not looked since (a step holds
   them), it wakes a parked worker for what is owed (:meth:`Idle.settle_owed`);
-  while they go on looking it watches on. So a task spawned beside a spinner that
-  a step holds waits at most about :data:`TRUST` longer than one spawned
+  while they go on looking it watches on. So a task spawned beside a spinner
+  that a step holds waits at most about :data:`TRUST` longer than one spawned
   onto parked workers, never until the spinner's loop is free again.
 
 Each handshake needs sequentially consistent reads and writes of plain
@@ -95,9 +95,11 @@ itself and by whoever pops its entry, as described above. :attr:`Idle.spinning`
 is a set to which a worker adds and from which it removes only itself, on its
 own thread (atomic operations), read by any thread; a worker's ``_spinning``
 says whether it is in it (its owner writes both). :attr:`Idle.looked` is
-written by spinners, :attr:`Idle.owed` by spawners (set) and by spinners and
-the monitor (cleared), :attr:`Idle.armed` by spawners (set) and the monitor
-(cleared); all are read by any thread. A stale read costs a spurious wake-up
+written by spinners; :attr:`Idle.owed` and :attr:`Idle.armed` are set by
+spawners and by a spinner whose look found work while some was owed
+(:meth:`Idle.owe`), and cleared, ``owed`` by a spinner's look that found
+nothing and by the monitor, ``armed`` by the monitor; all are read by any
+thread. A stale read costs a spurious wake-up
 or a watch of the monitor that finds nothing owed, never a lost task: the
 monitor's :meth:`Idle.wake_forgotten` sweep stays the last resort.
 """
